@@ -1,0 +1,44 @@
+"""Markdown rendering of a build report: what a person reads after `medexport build`."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_markdown(report: dict[str, Any]) -> str:
+    """A short human report: interface, parity, validation table, latency, stage timings."""
+    lines = [f"# medexport build: {report['model']} -> {report['target']}", ""]
+    inp = report.get("input", {})
+    lines += [f"Input: `{'x'.join(map(str, inp.get('shape', [])))}` ({inp.get('layout')}, "
+              f"{'dynamic' if inp.get('dynamic_batch') else 'static'} batch)", ""]
+    prof = report.get("profile")
+    if prof:
+        lines += [f"Cost: {prof['macs'] / 1e9:.3f} GMACs, {prof['params'] / 1e6:.3f} M params, "
+                  f"peak activations {prof['peak_activation_bytes'] / 2**20:.1f} MiB", ""]
+    lines += ["## Parity (FP32)", "", "| comparison | max abs error | max rel error | tolerance | ok |",
+              "|---|---:|---:|---:|:---:|"]
+    for name, key in (("torch vs ONNX (ONNX Runtime)", "onnx_parity"), (f"reference vs {report['target']}", "backend_parity")):
+        p = report.get(key)
+        if p:
+            lines.append(f"| {name} | {p['max_abs_error']:.2e} | {p['max_rel_error']:.2e} | {p['tolerance']:.0e} | "
+                         f"{'✓' if p['passed'] else '✗'} |")
+    src = report.get("parity_inputs")
+    if src:
+        lines += ["", f"Parity inputs: {src['count']} {src['source']}."]
+    val = report.get("validation")
+    if val:
+        lines += ["", "## Validation on held-out images", "", val["data"], "", val["table"], ""]
+    lat = report.get("latency")
+    if lat:
+        lines += ["", "## Latency", "", "| runtime | batch | median ms | p90 ms | p99 ms | images/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, r in lat.items():
+            if isinstance(r, dict) and "median_ms" in r:
+                lines.append(f"| {name} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
+                             f"{r['throughput_per_s']:.1f} |")
+        lines += ["", f"Speedup over the reference: {lat.get('speedup_vs_reference')}x on {', '.join(lat.get('devices', []))}."]
+    env = report.get("environment")
+    if env:
+        lines += ["", f"Measured on {env['cpu']} ({env['logical_cores']} logical cores), load {env['load_average_1m']}."]
+    lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in report.get("stage_seconds", {}).items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,50 @@
+"""The `medexport` command line: one module per verb, thin (parse, call the library, print).
+
+Every user error is a :class:`~medexport.errors.MedexportError`; :func:`main` prints it on one line and
+exits 1, with no traceback. Usage errors (unknown option or choice) also print one line and exit 2.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from medexport import __version__
+from medexport.errors import MedexportError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="medexport")
+def cli() -> None:
+    """Compress, export, build, validate and benchmark PyTorch medical-imaging networks.
+
+    With no --model, commands use the bundled, trained reference model (a 2D brain-tissue U-Net).
+    """
+
+
+def _register() -> None:
+    from medexport.cli import bench, build, export, inspect, validate
+
+    for module in (inspect, export, build, validate, bench):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="medexport", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("medexport: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"medexport: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except MedexportError as exc:
+        click.echo(f"medexport: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("medexport: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,72 @@
+"""Options shared by several verbs (how the model is given) and the progress display."""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Callable
+
+import click
+
+from medexport.errors import InputError
+from medexport.loading import ModelSpec
+
+
+def model_options(func: Callable) -> Callable:
+    """--model/--weights/--model-kwargs/--spec/--input-shape/--static-batch/--trust-pickle."""
+    options = [
+        click.option("--model", "model", default=None,
+                     help="pkg.module:factory, a torch.export .pt2, an .onnx file, or a reference model name "
+                          "(default: the bundled reference model)."),
+        click.option("--weights", default=None, help="State-dict checkpoint for a factory (loaded with weights_only=True)."),
+        click.option("--model-kwargs", default=None, help='JSON keyword arguments for the factory, e.g. \'{"spatial_dims": 2}\'.'),
+        click.option("--spec", "spec_file", default=None, help="YAML/JSON model spec file (model, weights, model_kwargs, input_shape)."),
+        click.option("--input-shape", default=None, help="Input shape, e.g. 1x1x128x128 (NCHW) or 1x1x64x64x64 (NCDHW)."),
+        click.option("--static-batch", is_flag=True, help="Export with a fixed batch size instead of a dynamic batch axis."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Allow loading pickled Python objects (can run code). Only for files you trust."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def model_spec(model, weights, model_kwargs, spec_file, input_shape, static_batch, trust_pickle) -> ModelSpec:
+    """Build a ModelSpec from the shared options; flags override a spec file."""
+    spec = ModelSpec.from_file(spec_file) if spec_file else ModelSpec()
+    if model_kwargs:
+        try:
+            kwargs = json.loads(model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--model-kwargs is not valid JSON: {exc.msg}") from None
+        if not isinstance(kwargs, dict):
+            raise InputError("--model-kwargs must be a JSON object")
+        spec.model_kwargs = kwargs
+    if model:
+        spec.model = model
+    if weights:
+        spec.weights = weights
+    if input_shape:
+        spec = ModelSpec(**{**spec.__dict__, "input_shape": input_shape})
+    spec.dynamic_batch = spec.dynamic_batch and not static_batch
+    spec.trust_pickle = spec.trust_pickle or trust_pickle
+    return spec
+
+
+def stage_printer(console) -> Callable:
+    """A stage context manager: a spinner while the stage runs, then '✓ stage (1.2 s)'."""
+
+    @contextlib.contextmanager
+    def stage(name: str):
+        start = time.perf_counter()
+        with console.status(f"{name}…", spinner="dots"):
+            yield
+        console.print(f"[green]✓[/green] {name} [dim]({time.perf_counter() - start:.1f} s)[/dim]")
+
+    return stage
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

@@ -1,0 +1,54 @@
+"""`medexport bench`: latency of a built artifact (ONNX, OpenVINO IR or TensorRT plan)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from medexport.cli._options import console
+
+
+@click.command("bench")
+@click.argument("artifact", type=click.Path())
+@click.option("--target", default=None, help="Backend (default: from the file: .onnx, .xml, .plan).")
+@click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch size(s), comma separated: 1,4,8.")
+@click.option("--input-shape", default=None, help="Input shape when the artifact's is dynamic beyond the batch.")
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for the runtime (default: the runtime's choice).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="report.json", show_default=True,
+              help="Where to write the latency report.")
+def command(artifact, target, device, batches, input_shape, iterations, warmup, threads, json_path) -> None:
+    """Measure median/p90/p99 latency and throughput of ARTIFACT on real images."""
+    from rich.table import Table
+
+    from medexport._io import write_json
+    from medexport.benchmarks.run import bench_artifact
+
+    sizes = _batch_sizes(batches)
+    result = bench_artifact(Path(artifact), target=target, device=device, batches=sizes, input_shape=input_shape,
+                            iterations=iterations, warmup=warmup, threads=threads)
+    write_json(Path(json_path), result)
+    table = Table(title=f"{Path(artifact).name} on {result['target']} ({', '.join(result['devices'])})")
+    for col in ("batch", "median ms", "p90 ms", "p99 ms", "images/s", "runs"):
+        table.add_column(col, justify="right")
+    for r in result["latency"]:
+        table.add_row(str(r["batch"]), f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['throughput_per_s']:.1f}", str(r["iterations"]))
+    out = console()
+    out.file = click.get_text_stream("stdout")
+    out.print(table)
+    out.print(f"wrote {json_path}")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    from medexport.errors import InputError
+
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise InputError(f"--batch must be integers separated by commas, got '{text}'") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError("--batch sizes must be at least 1")
+    return sizes

@@ -1,0 +1,69 @@
+"""`medexport build`: the whole chain for one target, into an output folder with a manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from medexport.cli._options import console, model_options, model_spec, stage_printer
+from medexport.runtimes._registry import TARGETS
+
+
+@click.command("build")
+@model_options
+@click.option("--target", default="onnxruntime", show_default=True,
+              help=f"Backend to build for: {', '.join(TARGETS)}.")
+@click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device (CPU, GPU).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: out/<model>-<target>).")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="FP32 parity: max abs error.")
+@click.option("--max-overall-drop", type=float, default=1.0, show_default=True,
+              help="Guard rail: largest allowed drop of the overall metric, in percentage points.")
+@click.option("--max-class-drop", type=float, default=3.0, show_default=True,
+              help="Guard rail: largest allowed drop of any class's metric, in percentage points.")
+@click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
+@click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+def command(target, device, out_dir, tolerance, max_overall_drop, max_class_drop, latency_batch, no_simplify,
+            no_latency, **model_kw) -> None:
+    """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
+    from medexport.pipeline import BuildConfig, run_build
+
+    spec = model_spec(**model_kw)
+    config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
+                         tolerance=tolerance, simplify=not no_simplify, max_overall_drop=max_overall_drop,
+                         max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch)
+    if out_dir is None:
+        config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
+    out = console()
+    report = run_build(config, stage_printer(out))
+    _summary(out, report.to_dict(), config.out_dir)
+
+
+def _model_label(spec) -> str:
+    from medexport.zoo import DEFAULT_MODEL
+
+    if spec.name:
+        return spec.name
+    if spec.model is None:
+        return DEFAULT_MODEL
+    return Path(spec.model.split(":")[-1]).stem
+
+
+def _summary(out, report: dict, out_dir: Path) -> None:
+    parity = report.get("backend_parity", {})
+    out.print(f"[bold]{report['model']} → {report['target']}[/bold]: parity max abs error "
+              f"{parity.get('max_abs_error', float('nan')):.2e}")
+    validation = report.get("validation")
+    if validation:
+        rails = validation["guard_rails"]
+        out.print(f"guard rails {'passed' if rails['passed'] else 'FAILED'} on {validation['data']}")
+        for row in rails["rows"]:
+            out.print(f"  {row['scope']:7s} {row['name']:20s} {row['metric']:12s} {100 * row['reference']:6.2f}% → "
+                      f"{100 * row['candidate']:6.2f}% ({row['delta_points']:+.2f} points)")
+    latency = report.get("latency")
+    if latency:
+        art = latency[report["target"]]
+        out.print(f"latency: median {art['median_ms']:.2f} ms, p90 {art['p90_ms']:.2f} ms, p99 {art['p99_ms']:.2f} ms "
+                  f"(batch {art['batch']}), {latency['speedup_vs_reference']}x the reference")
+    out.print(f"wrote {out_dir}/ (manifest.json, report.json, report.md)")

@@ -1,0 +1,160 @@
+"""Export a torch model to ONNX at a pinned opset with a dynamic batch axis, simplify and check it.
+
+Opset 17 is pinned: it is the newest opset every target we ship to accepts (TensorRT 8.6 on
+JetPack 5 up to TensorRT 11, OpenVINO, ONNX Runtime), and it has LayerNormalization and per-channel
+Q/DQ. We use the TorchScript-based exporter: it exports every MONAI network we test in about a
+second and needs no onnxscript; the dynamo exporter is not needed for these CNNs.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medexport._io import atomic_path
+from medexport.errors import ExportError, ModelLoadError
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+OPSET = 17
+INPUT_NAME = "input"
+_TWO_GB = 2 * 1024**3
+
+
+@dataclass
+class ExportResult:
+    """What export produced: the file, its interface, and whether onnxsim simplified it."""
+
+    path: Path
+    opset: int
+    input_name: str
+    input_shape: list[int | str]
+    output_names: list[str]
+    output_shapes: list[list[int | str]]
+    simplified: bool
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path.name,
+            "opset": self.opset,
+            "input": {"name": self.input_name, "shape": self.input_shape},
+            "outputs": [{"name": n, "shape": s} for n, s in zip(self.output_names, self.output_shapes)],
+            "simplified": self.simplified,
+            "notes": self.notes,
+        }
+
+
+def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], dest: str | Path, *,
+                dynamic_batch: bool = True, simplify: bool = True, opset: int = OPSET) -> ExportResult:
+    """Export ``model`` to ``dest`` (written atomically), simplified with onnxsim when it can be, and checked."""
+    import onnx
+    import torch
+
+    dest = Path(dest)
+    example = torch.zeros(*input_shape)
+    model = model.eval()
+    with torch.no_grad():
+        outputs = model(example)
+    n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    kwargs = {"input_names": [INPUT_NAME], "output_names": output_names, "opset_version": opset,
+              "do_constant_folding": True}
+    if dynamic_batch:
+        kwargs["dynamic_axes"] = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False
+    notes: list[str] = []
+    with atomic_path(dest) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(tmp), **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure is reported as one line
+            raise ExportError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+        proto = onnx.load(str(tmp))
+        simplified = False
+        if simplify:
+            proto, simplified, note = _simplify(proto)
+            if note:
+                notes.append(note)
+        _save(proto, tmp)
+        check_onnx(tmp)
+    return _describe(dest, opset, simplified, notes)
+
+
+def check_onnx(path: str | Path) -> "onnx.ModelProto":
+    """Load ``path`` and run the full ONNX checker; raise ModelLoadError naming the problem."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"ONNX file not found: {path}")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        return onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+        raise ModelLoadError(f"{path.name} is not a valid ONNX model: {_first_line(exc)}") from exc
+
+
+def describe_onnx(path: str | Path) -> ExportResult:
+    """Interface of an existing ONNX file (one that enters the chain without torch)."""
+    proto = check_onnx(path)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return _describe(Path(path), opset, False, [])
+
+
+def _simplify(proto: "onnx.ModelProto") -> tuple["onnx.ModelProto", bool, str | None]:
+    try:
+        import onnxsim
+
+        simple, ok = onnxsim.simplify(proto)
+    except Exception as exc:  # noqa: BLE001 - onnxsim fails in many ways; the unsimplified model is fine
+        return proto, False, f"onnxsim failed, kept the unsimplified model: {_first_line(exc)}"
+    if not ok:
+        return proto, False, "onnxsim's own check failed, kept the unsimplified model"
+    return simple, True, None
+
+
+def _save(proto: "onnx.ModelProto", path: Path) -> None:
+    import onnx
+
+    if proto.ByteSize() > _TWO_GB - (64 << 20):
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data")
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def _describe(path: Path, opset: int, simplified: bool, notes: list[str]) -> ExportResult:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelLoadError(f"{path.name} has {len(inputs)} inputs; medexport handles single-input models")
+    return ExportResult(
+        path=path,
+        opset=opset,
+        input_name=inputs[0].name,
+        input_shape=_shape(inputs[0]),
+        output_names=[o.name for o in proto.graph.output],
+        output_shapes=[_shape(o) for o in proto.graph.output],
+        simplified=simplified,
+        notes=notes,
+    )
+
+
+def _shape(value_info) -> list[int | str]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

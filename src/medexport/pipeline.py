@@ -1,0 +1,334 @@
+"""`medexport build`: capture -> export -> backend build -> parity -> validation -> latency -> manifest.
+
+Each stage writes its artifact atomically into the output folder; ``manifest.json`` is written last
+and only when every stage passed, so a folder with a manifest is a complete, verified build. A stage
+that fails a check (parity, guard rail) removes the artifact it produced and the error says why.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+
+from medexport._io import sha256, write_json, write_text
+from medexport.errors import InputError, MedexportError
+from medexport.loading import LAYOUTS, LoadedModel, ModelSpec, load_model
+from medexport.runtimes._registry import TARGETS, get_backend
+
+FP32_TOLERANCE = 1e-4
+
+
+@dataclass
+class BuildConfig:
+    """Everything `medexport build` needs; serialised into the manifest."""
+
+    model: ModelSpec
+    out_dir: Path
+    target: str = "onnxruntime"
+    device: str | None = None  # backend device: ONNX Runtime provider ("cpu", "cuda") or OpenVINO device ("CPU")
+    tolerance: float = FP32_TOLERANCE
+    simplify: bool = True
+    parity_samples: int = 8
+    validate: bool = True
+    max_overall_drop: float = 1.0
+    max_class_drop: float = 3.0
+    latency: bool = True
+    latency_batch: int = 1
+    latency_iterations: int = 30
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.target not in TARGETS:
+            raise InputError(f"unknown target '{self.target}'; choose one of: {', '.join(TARGETS)}")
+        if self.tolerance <= 0:
+            raise InputError("--tolerance must be positive")
+        if self.parity_samples < 1 or self.latency_batch < 1:
+            raise InputError("--parity-samples and --batch must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
+                "tolerance": self.tolerance, "simplify": self.simplify, "parity_samples": self.parity_samples,
+                "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
+                "latency_batch": self.latency_batch}
+
+
+Stage = Callable[[str], ContextManager[None]]
+
+
+@contextlib.contextmanager
+def _quiet_stage(name: str):
+    yield
+
+
+@dataclass
+class BuildReport:
+    """What a build did and measured; written as report.json and report.md."""
+
+    model: str
+    target: str
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "target": self.target, "stage_seconds": self.stages, **self.data}
+
+
+def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
+    """Run the whole chain for one target; raise a MedexportError (one line) on the first failure."""
+    # check the backend first: a missing TensorRT should fail before minutes of work
+    backend = get_backend(config.target)
+    out = config.out_dir
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
+
+    report = BuildReport(model="?", target=config.target)
+    timed = _timer(report, stage)
+
+    with timed("load"):
+        loaded = load_model(config.model)
+    report.model = loaded.name
+    report.data["input"] = {"shape": list(loaded.input_shape), "layout": LAYOUTS[len(loaded.input_shape)],
+                            "dtype": "float32", "dynamic_batch": config.model.dynamic_batch}
+    report.data["provenance"] = loaded.provenance
+
+    if loaded.module is not None:
+        with timed("profile"):
+            report.data["profile"] = _profile(loaded)["totals"]
+
+    onnx_path = out / "model.onnx"
+    with timed("export"):
+        report.data["export"] = _export(loaded, onnx_path, config)
+
+    with timed("inputs"):
+        inputs, input_source = _parity_inputs(loaded, config.parity_samples)
+    report.data["parity_inputs"] = {"count": int(inputs.shape[0]), "source": input_source}
+
+    reference = reference_runner(loaded, onnx_path)
+    with timed("reference"):
+        ref_out = _run_batched(reference, inputs)
+    if loaded.module is not None:
+        with timed("onnx parity"):
+            report.data["onnx_parity"] = _parity(onnx_path, ref_out, inputs, config, "exported ONNX")
+
+    with timed(f"build {config.target}"):
+        builder = _builder(backend, config)
+        result = builder.build(onnx_path, out)
+    report.data["build"] = result.to_dict()
+
+    runner = _runner(backend, result.artifact, config)
+    try:
+        with timed(f"{config.target} parity"):
+            parity = _compare(ref_out, _run_batched(runner, inputs), config.tolerance)
+            report.data["backend_parity"] = parity.to_dict()
+            _reject_on_failure(result.files, onnx_path, lambda: parity.raise_if_failed(f"the {config.target} artifact"))
+        if config.validate and loaded.reference is not None:
+            with timed("validate"):
+                report.data["validation"] = _validate(loaded, reference, runner, config)
+            rails = report.data["validation"]["guard_rails"]
+            if not rails["passed"]:
+                _write_reports(out, report)
+                _reject_on_failure(result.files, onnx_path, lambda: _raise_guard_rail(rails))
+        if config.latency:
+            with timed("latency"):
+                report.data["latency"] = _latency(runner, reference, loaded, config)
+    finally:
+        runner.close()
+
+    from medexport.benchmarks import environment
+
+    report.data["environment"] = environment()
+    _write_reports(out, report)
+    _write_manifest(out, config, loaded, report)
+    return report
+
+
+def run_export(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, Any]:
+    """Only the first stages: load, export ``model.onnx`` into ``config.out_dir``, parity against torch."""
+    loaded = load_model(config.model)
+    onnx_path = config.out_dir / "model.onnx"
+    with stage("export"):
+        info = _export(loaded, onnx_path, config)
+    with stage("parity"):
+        inputs, _ = _parity_inputs(loaded, config.parity_samples)
+        ref_out = _run_batched(reference_runner(loaded, onnx_path), inputs)
+        info["parity"] = _parity(onnx_path, ref_out, inputs, config, "exported ONNX")
+    info["path"] = str(onnx_path)
+    return info
+
+
+def _timer(report: BuildReport, stage: Stage):
+    @contextlib.contextmanager
+    def timed(name: str):
+        start = time.perf_counter()
+        with stage(name):
+            yield
+        report.stages[name] = round(time.perf_counter() - start, 3)
+
+    return timed
+
+
+def _profile(loaded: LoadedModel) -> dict:
+    from medexport.graph import capture, profile
+
+    return profile(capture(loaded.module, (1, *loaded.input_shape[1:]))).to_dict()
+
+
+def _export(loaded: LoadedModel, onnx_path: Path, config: BuildConfig) -> dict:
+    from medexport.exporter.onnx_export import describe_onnx, export_onnx
+
+    if loaded.module is None:
+        if loaded.onnx_path.resolve() != onnx_path.resolve():
+            from medexport._io import atomic_path
+
+            with atomic_path(onnx_path) as tmp:
+                shutil.copyfile(loaded.onnx_path, tmp)
+        return describe_onnx(onnx_path).to_dict()
+    shape = (1, *loaded.input_shape[1:])
+    return export_onnx(loaded.module, shape, onnx_path, dynamic_batch=config.model.dynamic_batch,
+                       simplify=config.simplify).to_dict()
+
+
+def _parity_inputs(loaded: LoadedModel, n: int) -> tuple[np.ndarray, str]:
+    """Real images for parity: the reference model's held-out images, or bundled real images resized."""
+    if loaded.reference is not None:
+        images, _ = loaded.reference.heldout()
+        if tuple(images.shape[1:]) == tuple(loaded.input_shape[1:]):
+            return images[:n].astype(np.float32), f"held-out images of {loaded.reference.name}"
+    from medexport.zoo.samples import real_inputs
+
+    return real_inputs(tuple(loaded.input_shape), n), "bundled real MRI images resized to the input shape"
+
+
+def reference_runner(loaded: LoadedModel, onnx_path: Path):
+    """torch for torch models; ONNX Runtime on the ONNX itself when the user started from an ONNX file."""
+    if loaded.module is not None:
+        from medexport.runtimes.torch import Runner
+
+        return Runner(loaded.module, loaded.input_shape)
+    from medexport.runtimes.onnxruntime import Runner
+
+    return Runner(onnx_path)
+
+
+def _run_batched(runner, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
+    fixed = runner.input_shape[0]
+    step = fixed if fixed else batch
+    return np.concatenate([runner.infer(inputs[i:i + step]) for i in range(0, len(inputs), step)])
+
+
+def _compare(reference: np.ndarray, candidate: np.ndarray, tolerance: float):
+    from medexport.exporter.parity import compare_outputs
+
+    return compare_outputs(reference, candidate, tolerance=tolerance)
+
+
+def _parity(onnx_path: Path, ref_out: np.ndarray, inputs: np.ndarray, config: BuildConfig, what: str) -> dict:
+    from medexport.runtimes.onnxruntime import Runner
+
+    with Runner(onnx_path) as ort_runner:
+        parity = _compare(ref_out, _run_batched(ort_runner, inputs), config.tolerance)
+    _reject_on_failure([onnx_path], onnx_path, lambda: parity.raise_if_failed(what))
+    return parity.to_dict()
+
+
+def _builder(backend, config: BuildConfig):
+    if config.target == "onnxruntime":
+        return backend.Builder(providers=[config.device] if config.device else None)
+    if config.target == "openvino":
+        return backend.Builder(device=config.device or "CPU")
+    return backend.Builder(max_batch=max(8, config.latency_batch))
+
+
+def _runner(backend, artifact: Path, config: BuildConfig):
+    if config.target == "onnxruntime":
+        return backend.Runner(artifact, providers=[config.device] if config.device else None)
+    if config.target == "openvino":
+        return backend.Runner(artifact, device=config.device or "CPU")
+    return backend.Runner(artifact)
+
+
+def _reject_on_failure(files: list[Path], onnx_path: Path, check: Callable[[], None]) -> None:
+    """Run ``check``; if it raises, delete the artifact files it judged (never the source ONNX) and re-raise."""
+    try:
+        check()
+    except MedexportError:
+        for f in files:
+            if f != onnx_path or len(files) == 1:
+                f.unlink(missing_ok=True)
+        raise
+
+
+def _validate(loaded: LoadedModel, reference, runner, config: BuildConfig) -> dict:
+    from medexport.evaluation import GuardRails
+    from medexport.evaluation.validation import reference_data, validate_against
+
+    rails = GuardRails(config.max_overall_drop, config.max_class_drop)
+    return validate_against(reference, runner, reference_data(loaded.reference), rails, artifact=config.target)
+
+
+def _raise_guard_rail(rails: dict) -> None:
+    from medexport.errors import GuardRailError
+
+    raise GuardRailError(rails["message"])
+
+
+def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dict:
+    from medexport.benchmarks import measure_latency
+    from medexport.zoo.samples import real_inputs
+
+    batch = real_inputs((config.latency_batch, *loaded.input_shape[1:]), config.latency_batch)
+    kwargs = {"iterations": config.latency_iterations, "min_seconds": 1.0}
+    artifact = measure_latency(runner.infer, batch, **kwargs)
+    baseline = measure_latency(reference.infer, batch, **kwargs)
+    return {
+        config.target: artifact.to_dict(),
+        f"reference ({reference.backend})": baseline.to_dict(),
+        "speedup_vs_reference": round(baseline.median_ms / artifact.median_ms, 3),
+        "devices": runner.devices(),
+    }
+
+
+def _write_reports(out: Path, report: BuildReport) -> None:
+    from medexport.benchmarks.report import build_markdown
+
+    write_json(out / "report.json", report.to_dict())
+    write_text(out / "report.md", build_markdown(report.to_dict()))
+
+
+def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: BuildReport) -> None:
+    files = sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
+    data = report.to_dict()
+    manifest = {
+        "medexport_manifest": 1,
+        "model": loaded.name,
+        "provenance": loaded.provenance,
+        "input": data["input"],
+        "outputs": data["export"].get("outputs"),
+        "preprocessing": loaded.reference.preprocessing if loaded.reference is not None and
+        hasattr(loaded.reference, "preprocessing") else None,
+        "compression": None,
+        "calibration": None,
+        "target": config.target,
+        "artifact": data["build"]["artifact"],
+        "config": config.to_dict(),
+        "parity": {"onnx": data.get("onnx_parity"), config.target: data.get("backend_parity")},
+        "metrics": _metrics_summary(data.get("validation")),
+        "latency": data.get("latency"),
+        "environment": data.get("environment"),
+        "files": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
+    }
+    write_json(out / "manifest.json", manifest)
+
+
+def _metrics_summary(validation: dict | None) -> dict | None:
+    if not validation:
+        return None
+    return {"reference": validation["reference"]["overall"], "artifact": validation["artifact"]["overall"],
+            "guard_rails": {k: validation["guard_rails"][k] for k in ("passed", "rows")}}

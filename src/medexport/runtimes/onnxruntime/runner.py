@@ -1,0 +1,51 @@
+"""Run an ONNX file with ONNX Runtime and report the providers that are really active."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medexport.errors import BackendUnavailableError, ModelLoadError
+from medexport.runtimes._base import Runner as _Runner
+from medexport.runtimes.onnxruntime.util import provider_names
+
+
+class Runner(_Runner):
+    """ONNX Runtime session. Raises if the first requested provider silently fell back to another."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, *, providers: list[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.requested = provider_names(providers)
+        if self.requested[0] not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                f"ONNX Runtime here has no {self.requested[0]} (available: {', '.join(ort.get_available_providers())}); "
+                "install the onnxruntime build for your hardware"
+            )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=self.requested)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
+            raise ModelLoadError(f"ONNX Runtime cannot load {Path(onnx_path).name}: {str(exc).splitlines()[0][:200]}") from exc
+        active = self.session.get_providers()
+        if self.requested[0] not in active:
+            raise BackendUnavailableError(
+                f"ONNX Runtime could not use {self.requested[0]} and fell back to {', '.join(active)} "
+                f"(available here: {', '.join(ort.get_available_providers())})"
+            )
+        self.input_name = self.session.get_inputs()[0].name
+
+    @property
+    def input_shape(self) -> list[int | None]:
+        return [d if isinstance(d, int) else None for d in self.session.get_inputs()[0].shape]
+
+    def devices(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]

@@ -1,0 +1,56 @@
+"""Run a TensorRT plan with torch-allocated CUDA buffers (no pycuda needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medexport.errors import BackendUnavailableError, ModelLoadError
+from medexport.runtimes._base import Runner as _Runner
+from medexport.runtimes.tensorrt.util import torch_dtype
+
+
+class Runner(_Runner):
+    """Deserializes a plan and runs it with the name-based tensor API (TensorRT 10/11: execute_async_v3)."""
+
+    backend = "tensorrt"
+
+    def __init__(self, plan_path: str | Path):
+        import tensorrt as trt
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError("the tensorrt backend needs a CUDA GPU; none is visible to torch")
+        self.trt, self.torch = trt, torch
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(Path(plan_path).read_bytes())
+        if self.engine is None:
+            raise ModelLoadError(f"TensorRT cannot deserialize {Path(plan_path).name} (built by another version or GPU?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.stream = torch.cuda.Stream()
+
+    @property
+    def input_shape(self) -> list[int | None]:
+        return [d if d >= 0 else None for d in self.engine.get_tensor_shape(self.inputs[0])]
+
+    def devices(self) -> list[str]:
+        return [self.torch.cuda.get_device_name(0)]
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        torch, trt = self.torch, self.trt
+        name = self.inputs[0]
+        x = torch.from_numpy(batch).to("cuda").to(torch_dtype(trt, self.engine.get_tensor_dtype(name)))
+        self.context.set_input_shape(name, tuple(x.shape))
+        self.context.set_tensor_address(name, x.data_ptr())
+        outs = {}
+        for out in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(out))
+            outs[out] = torch.empty(shape, dtype=torch_dtype(trt, self.engine.get_tensor_dtype(out)), device="cuda")
+            self.context.set_tensor_address(out, outs[out].data_ptr())
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise ModelLoadError("TensorRT execution failed")
+        self.stream.synchronize()
+        return outs[self.outputs[0]].float().cpu().numpy()

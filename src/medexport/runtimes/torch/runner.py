@@ -1,0 +1,42 @@
+"""Run an ``nn.Module`` on NumPy batches (CPU or CUDA)."""
+from __future__ import annotations
+
+import numpy as np
+
+from medexport.errors import BackendUnavailableError
+from medexport.runtimes._base import Runner as _Runner
+
+
+class Runner(_Runner):
+    """Eval-mode, no-grad torch inference; ``input_shape`` has a dynamic batch like the exported ONNX."""
+
+    backend = "torch"
+
+    def __init__(self, model, input_shape: tuple[int, ...], *, device: str = "cpu"):
+        import torch
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError("the torch runner was asked for CUDA but no GPU is visible")
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self._shape = [None, *input_shape[1:]]
+
+    @property
+    def input_shape(self) -> list[int | None]:
+        return list(self._shape)
+
+    def devices(self) -> list[str]:
+        if self.device.type == "cuda":
+            return [self.torch.cuda.get_device_name(self.device)]
+        return ["cpu"]
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(batch).to(self.device))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out.float().cpu().numpy()

@@ -1,0 +1,66 @@
+"""torch -> ONNX: checker, dynamic batch, simplification fallback, parity on real images."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from monai.networks.nets import UNet
+
+from medexport.errors import ModelLoadError, ParityError
+from medexport.exporter import OPSET, check_onnx, compare_outputs, export_onnx
+from medexport.zoo.samples import real_inputs
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet(2, 1, 3, (8, 16, 32), (2, 2), num_res_units=1).eval()
+
+
+def test_export_is_checked_simplified_dynamic_and_matches_torch(unet, tmp_path):
+    result = export_onnx(unet, (1, 1, 64, 64), tmp_path / "model.onnx")
+    assert result.simplified and result.opset == OPSET
+    assert result.input_shape == ["batch", 1, 64, 64]
+    proto = onnx.load(str(result.path))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {OPSET}
+    images = real_inputs((3, 1, 64, 64), 3)  # batch 3, although exported at batch 1
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": images})[0]
+    with torch.no_grad():
+        want = unet(torch.from_numpy(images)).numpy()
+    parity = compare_outputs(want, got, tolerance=1e-4)
+    assert parity.passed and parity.max_abs_error < 1e-4
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_simplifier_failure_falls_back(unet, tmp_path, monkeypatch):
+    import onnxsim
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated onnxsim crash")
+
+    monkeypatch.setattr(onnxsim, "simplify", broken)
+    result = export_onnx(unet, (1, 1, 64, 64), tmp_path / "model.onnx")
+    assert not result.simplified
+    assert "simulated onnxsim crash" in result.notes[0]
+    check_onnx(result.path)
+
+
+def test_static_batch(unet, tmp_path):
+    result = export_onnx(unet, (2, 1, 64, 64), tmp_path / "model.onnx", dynamic_batch=False)
+    assert result.input_shape == [2, 1, 64, 64]
+
+
+def test_corrupt_onnx_is_rejected(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    with pytest.raises(ModelLoadError, match="bad.onnx"):
+        check_onnx(bad)
+
+
+def test_parity_failure_names_numbers():
+    ref = np.zeros((2, 3))
+    result = compare_outputs(ref, ref + 1e-3, tolerance=1e-4)
+    assert not result.passed and result.max_abs_error == pytest.approx(1e-3)
+    with pytest.raises(ParityError, match="max abs error 0.001"):
+        result.raise_if_failed("thing")

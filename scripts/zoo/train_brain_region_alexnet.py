@@ -16,7 +16,7 @@ PATCH = 64
 GAP_MM = 4.0          # patch centres at least this far from the midline
 PER_CLASS_TEST = 100
 PER_CLASS_CALIB = 8
-STEPS = 1200
+STEPS = 500
 BATCH = 64
 
 # AAL region numbers (aal.nii.txt) of each class, in REF.classes order. Insula, cingulum,

@@ -21,6 +21,7 @@ from medexport.loading import LAYOUTS, LoadedModel, ModelSpec, load_model
 from medexport.runtimes._registry import TARGETS, get_backend
 
 FP32_TOLERANCE = 1e-4
+FP32_RTOL = 1e-4
 
 
 @dataclass
@@ -32,6 +33,7 @@ class BuildConfig:
     target: str = "onnxruntime"
     device: str | None = None  # backend device: ONNX Runtime provider ("cpu", "cuda") or OpenVINO device ("CPU")
     tolerance: float = FP32_TOLERANCE
+    rtol: float = FP32_RTOL
     simplify: bool = True
     parity_samples: int = 8
     validate: bool = True
@@ -45,14 +47,14 @@ class BuildConfig:
         self.out_dir = Path(self.out_dir)
         if self.target not in TARGETS:
             raise InputError(f"unknown target '{self.target}'; choose one of: {', '.join(TARGETS)}")
-        if self.tolerance <= 0:
-            raise InputError("--tolerance must be positive")
+        if self.tolerance <= 0 or self.rtol < 0:
+            raise InputError("--tolerance must be positive and --rtol not negative")
         if self.parity_samples < 1 or self.latency_batch < 1:
             raise InputError("--parity-samples and --batch must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
-                "tolerance": self.tolerance, "simplify": self.simplify, "parity_samples": self.parity_samples,
+                "tolerance": self.tolerance, "rtol": self.rtol, "simplify": self.simplify, "parity_samples": self.parity_samples,
                 "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
                 "latency_batch": self.latency_batch}
 
@@ -125,7 +127,7 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     runner = _runner(backend, result.artifact, config)
     try:
         with timed(f"{config.target} parity"):
-            parity = _compare(ref_out, _run_batched(runner, inputs), config.tolerance)
+            parity = _compare(ref_out, _run_batched(runner, inputs), config)
             report.data["backend_parity"] = parity.to_dict()
             _reject_on_failure(result.files, onnx_path, lambda: parity.raise_if_failed(f"the {config.target} artifact"))
         if config.validate and loaded.reference is not None:
@@ -223,17 +225,17 @@ def _run_batched(runner, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
     return np.concatenate([runner.infer(inputs[i:i + step]) for i in range(0, len(inputs), step)])
 
 
-def _compare(reference: np.ndarray, candidate: np.ndarray, tolerance: float):
+def _compare(reference: np.ndarray, candidate: np.ndarray, config: BuildConfig):
     from medexport.exporter.parity import compare_outputs
 
-    return compare_outputs(reference, candidate, tolerance=tolerance)
+    return compare_outputs(reference, candidate, tolerance=config.tolerance, rtol=config.rtol)
 
 
 def _parity(onnx_path: Path, ref_out: np.ndarray, inputs: np.ndarray, config: BuildConfig, what: str) -> dict:
     from medexport.runtimes.onnxruntime import Runner
 
     with Runner(onnx_path) as ort_runner:
-        parity = _compare(ref_out, _run_batched(ort_runner, inputs), config.tolerance)
+        parity = _compare(ref_out, _run_batched(ort_runner, inputs), config)
     _reject_on_failure([onnx_path], onnx_path, lambda: parity.raise_if_failed(what))
     return parity.to_dict()
 

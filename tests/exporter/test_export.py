@@ -64,3 +64,10 @@ def test_parity_failure_names_numbers():
     assert not result.passed and result.max_abs_error == pytest.approx(1e-3)
     with pytest.raises(ParityError, match="max abs error 0.001"):
         result.raise_if_failed("thing")
+
+
+def test_relative_part_of_the_tolerance_scales_with_the_output():
+    ref = np.full((1, 4), 10.0)
+    assert not compare_outputs(ref, ref + 5e-4, tolerance=1e-4).passed
+    assert compare_outputs(ref, ref + 5e-4, tolerance=1e-4, rtol=1e-4).passed  # 1e-4 + 1e-4 * 10 = 1.1e-3
+    assert not compare_outputs(ref, ref + 2e-3, tolerance=1e-4, rtol=1e-4).passed

@@ -104,6 +104,5 @@ def test_far_better_than_chance(ref):
     metric, floor = FLOORS[ref.name]
     card = ref.card_metrics()
     assert card["overall"][metric]["value"] > floor
-    per_class = [row[metric]["value"] if metric in row else row["sensitivity"]["value"]
-                 for row in card["per_class"].values()]
-    assert min(per_class) > floor - 0.2
+    per_class = [row[card["class_metric"]]["value"] for row in card["per_class"].values()]
+    assert min(per_class) > floor - 0.2   # every class, not just the average, is learned

@@ -14,12 +14,13 @@ def build_markdown(report: dict[str, Any]) -> str:
     if prof:
         lines += [f"Cost: {prof['macs'] / 1e9:.3f} GMACs, {prof['params'] / 1e6:.3f} M params, "
                   f"peak activations {prof['peak_activation_bytes'] / 2**20:.1f} MiB", ""]
-    lines += ["## Parity (FP32)", "", "| comparison | max abs error | max rel error | tolerance | ok |",
-              "|---|---:|---:|---:|:---:|"]
+    lines += ["## Parity (FP32)", "", "| comparison | max abs error | max rel error | atol | rtol | ok |",
+              "|---|---:|---:|---:|---:|:---:|"]
     for name, key in (("torch vs ONNX (ONNX Runtime)", "onnx_parity"), (f"reference vs {report['target']}", "backend_parity")):
         p = report.get(key)
         if p:
             lines.append(f"| {name} | {p['max_abs_error']:.2e} | {p['max_rel_error']:.2e} | {p['tolerance']:.0e} | "
+                         f"{p['rtol']:.0e} | "
                          f"{'✓' if p['passed'] else '✗'} |")
     src = report.get("parity_inputs")
     if src:

@@ -16,7 +16,9 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device (CPU, GPU).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: out/<model>-<target>).")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="FP32 parity: max abs error.")
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="FP32 parity: absolute error bound.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True,
+              help="FP32 parity: extra bound relative to the output range (max |reference|).")
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True,
               help="Guard rail: largest allowed drop of the overall metric, in percentage points.")
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True,
@@ -24,14 +26,14 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
-def command(target, device, out_dir, tolerance, max_overall_drop, max_class_drop, latency_batch, no_simplify,
+def command(target, device, out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify,
             no_latency, **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.pipeline import BuildConfig, run_build
 
     spec = model_spec(**model_kw)
     config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
-                         tolerance=tolerance, simplify=not no_simplify, max_overall_drop=max_overall_drop,
+                         tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch)
     if out_dir is None:
         config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"

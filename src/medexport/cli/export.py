@@ -12,13 +12,15 @@ from medexport.cli._options import console, model_options, model_spec, stage_pri
 @model_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="Max abs error allowed vs torch.")
-def command(out_dir, no_simplify, tolerance, **model_kw) -> None:
+@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="FP32 parity: absolute error bound.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True,
+              help="FP32 parity: extra bound relative to the output range (max |reference|).")
+def command(out_dir, no_simplify, tolerance, rtol, **model_kw) -> None:
     """Export the model to OUT/model.onnx and check it against torch on real images."""
     from medexport.pipeline import BuildConfig, run_export
 
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), simplify=not no_simplify,
-                         tolerance=tolerance)
+                         tolerance=tolerance, rtol=rtol)
     out = console()
     result = run_export(config, stage_printer(out))
     out.print(f"wrote {result['path']} (opset {result['opset']}, max abs error vs torch "

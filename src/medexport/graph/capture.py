@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from medexport.errors import ModelLoadError
+from medexport.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,14 @@ def capture(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> CapturedG
 
     example = torch.zeros(*input_shape)
     model = model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:  # noqa: BLE001 - user model code
+        raise InputError(
+            f"the model does not run on an input of shape {'x'.join(map(str, input_shape))}: "
+            f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+        ) from exc
     if isinstance(model, torch.fx.GraphModule) and _has_shapes(model):
         return CapturedGraph(model, "export" if _is_aten(model) else "fx", tuple(input_shape))
     try:

@@ -1,0 +1,85 @@
+"""Read-only views of an ONNX graph shared by the quantizer and the QDQ checker.
+
+Example::
+
+    graph = OnnxGraph.load("model.int8.qdq.onnx")
+    graph.const("conv1.weight_scale")    # np.ndarray, or None if the tensor is computed at run time
+    graph.producer["x_DequantizeLinear_Output"].op_type   # 'DequantizeLinear'
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medexport.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import onnx
+
+# ops whose weights TensorRT, ONNX Runtime and OpenVINO run in int8 when Q/DQ feed them
+LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FLOAT_NODES_KEY = "medexport.float_nodes"   # metadata: nodes kept in float on purpose (JSON list)
+
+
+@dataclass
+class OnnxGraph:
+    """An ONNX model with its initializers, constants and tensor producers indexed by name."""
+
+    model: "onnx.ModelProto"
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OnnxGraph":
+        import onnx
+
+        try:
+            return cls(onnx.load(str(path)))
+        except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+            raise ModelLoadError(f"cannot read ONNX model {Path(path).name}: {str(exc).splitlines()[0][:200]}") from exc
+
+    def __post_init__(self) -> None:
+        from onnx import numpy_helper
+
+        graph = self.model.graph
+        self.nodes = list(graph.node)
+        self.producer = {out: node for node in self.nodes for out in node.output}
+        self._consts = {init.name: init for init in graph.initializer}
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                value = next((a.t for a in node.attribute if a.name == "value"), None)
+                if value is not None:
+                    self._consts[node.output[0]] = value
+        self._to_array = numpy_helper.to_array
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output; None for a run-time tensor."""
+        tensor = self._consts.get(name)
+        return None if tensor is None else self._to_array(tensor)
+
+    def input(self) -> tuple[str, list[int | None]]:
+        """Name and shape (None for symbolic dims) of the single real graph input."""
+        inputs = [i for i in self.model.graph.input if i.name not in self._consts]
+        if len(inputs) != 1:
+            raise ModelLoadError(f"expected a model with one input, found {len(inputs)}")
+        dims = inputs[0].type.tensor_type.shape.dim
+        return inputs[0].name, [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+    def float_nodes(self) -> list[str]:
+        """Nodes the quantizer recorded as kept in float on purpose (metadata written by ``quantize_qdq``)."""
+        for prop in self.model.metadata_props:
+            if prop.key == FLOAT_NODES_KEY:
+                return list(json.loads(prop.value))
+        return []
+
+
+def attr(node, name: str, default):
+    """Integer/float/string attribute ``name`` of ``node``, or ``default``."""
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default

@@ -1,0 +1,129 @@
+"""The rules a QDQ ONNX must follow to build as TensorRT explicit quantization (and run on ORT/OpenVINO).
+
+Run on every QDQ model medexport emits; an empty list means the model follows them all::
+
+    violations = check_qdq("out/model.int8.qdq.onnx")
+    assert not violations, violations
+
+Rules (TensorRT's explicit-quantization contract):
+
+- every QuantizeLinear/DequantizeLinear is int8 with an explicit zero point of 0 (TensorRT is
+  symmetric only; ONNX defaults a missing zero point to uint8);
+- no int32 DequantizeLinear: biases stay float (TensorRT's parser rejects quantized int32 bias);
+- scales are constant, finite and positive;
+- every Conv/ConvTranspose/Gemm/MatMul reads each input through a DequantizeLinear, unless the
+  node is listed as kept in float (``float_nodes``, or the metadata ``quantize_qdq`` writes);
+- Conv weights are per-channel on axis 0 (output channels). ConvTranspose weights are per-tensor
+  or per-channel on axis 0: ONNX stores them (C_in, C_out/group, k...), and TensorRT's deconvolution
+  kernels only take per-input-channel scales (NVIDIA/TensorRT#2380, #1694), although axis 1 would be
+  the output channels. Gemm/MatMul weights are per-tensor or per-channel on the output axis.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from medexport.calibration._graph import LINEAR_OPS, OnnxGraph, attr
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = ()) -> list[str]:
+    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine."""
+    graph = OnnxGraph.load(onnx_path)
+    allowed_float = set(float_nodes) | set(graph.float_nodes())
+    problems: list[str] = []
+    n_qdq = 0
+    for node in graph.nodes:
+        if node.op_type in _QDQ:
+            n_qdq += 1
+            problems += _check_qdq_node(graph, node)
+        elif node.op_type in LINEAR_OPS and node.name not in allowed_float:
+            problems += _check_linear(graph, node)
+    if n_qdq == 0:
+        problems.append("the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model")
+    return problems
+
+
+def _label(node) -> str:
+    return f"{node.op_type} '{node.name or node.output[0]}'"
+
+
+def _check_qdq_node(graph: OnnxGraph, node) -> list[str]:
+    out: list[str] = []
+    scale = graph.const(node.input[1])
+    if scale is None:
+        out.append(f"{_label(node)}: scale is not a constant")
+    elif not (np.isfinite(scale).all() and (scale > 0).all()):
+        out.append(f"{_label(node)}: scales must be finite and positive (min {float(np.min(scale)):.3g})")
+    zero_name = node.input[2] if len(node.input) > 2 else ""
+    zero = graph.const(zero_name) if zero_name else None
+    if zero_name and zero is None:
+        out.append(f"{_label(node)}: zero point is not a constant")
+    elif zero is None:
+        dtype = _implicit_dtype(graph, node)
+        if dtype != np.int8:
+            out.append(f"{_label(node)}: no zero point, so the type is {np.dtype(dtype).name}; TensorRT needs int8")
+    else:
+        if zero.dtype == np.int32 and node.op_type == "DequantizeLinear":
+            out.append(f"{_label(node)}: int32 DequantizeLinear (a quantized bias); TensorRT rejects it, keep biases float")
+        elif zero.dtype != np.int8:
+            out.append(f"{_label(node)}: type {zero.dtype.name}; TensorRT needs int8")
+        if np.any(zero != 0):
+            out.append(f"{_label(node)}: zero point {int(zero.flat[np.flatnonzero(zero)[0]])} is not 0 "
+                       "(asymmetric quantization; TensorRT is symmetric only)")
+    return out
+
+
+def _implicit_dtype(graph: OnnxGraph, node) -> type:
+    """Integer type of a Q output / DQ input when no zero point says it (ONNX's default is uint8)."""
+    import onnx
+
+    if node.op_type == "QuantizeLinear":
+        code = attr(node, "output_dtype", 0)
+        return onnx.helper.tensor_dtype_to_np_dtype(code).type if code else np.uint8
+    value = graph.const(node.input[0])
+    if value is not None:
+        return value.dtype.type
+    producer = graph.producer.get(node.input[0])
+    return _implicit_dtype(graph, producer) if producer is not None and producer.op_type == "QuantizeLinear" else np.uint8
+
+
+def _check_linear(graph: OnnxGraph, node) -> list[str]:
+    out: list[str] = []
+    for index in range(min(2, len(node.input))):   # data and weight; a bias stays float
+        producer = graph.producer.get(node.input[index])
+        if producer is None or producer.op_type != "DequantizeLinear":
+            role = "input" if index == 0 else "weight"
+            out.append(f"{_label(node)}: {role} '{node.input[index]}' is not fed by a DequantizeLinear "
+                       "(the layer would run in float)")
+        elif index == 1:
+            out += _check_weight_axis(graph, node, producer)
+    return out
+
+
+def _check_weight_axis(graph: OnnxGraph, node, dq) -> list[str]:
+    weight = graph.const(dq.input[0])
+    scale = graph.const(dq.input[1])
+    if weight is None or scale is None:
+        return []   # an activation-times-activation MatMul: no weight to check
+    rank = weight.ndim
+    axis = attr(dq, "axis", 1)
+    axis = axis + rank if axis < 0 else axis
+    per_tensor = scale.size == 1
+    if node.op_type == "Conv":
+        if weight.shape[0] > 1 and (per_tensor or axis != 0):
+            where = "per-tensor" if per_tensor else f"on axis {axis}"
+            return [f"{_label(node)}: weights quantized {where}; TensorRT wants per-channel on axis 0 (output channels)"]
+        return []
+    if node.op_type == "ConvTranspose":
+        if not per_tensor and axis != 0:
+            return [f"{_label(node)}: weights per-channel on axis {axis}; TensorRT's deconvolution only takes "
+                    "per-tensor or axis-0 (input-channel) weight scales"]
+        return []
+    out_axis = (0 if attr(node, "transB", 0) else 1) if node.op_type == "Gemm" else rank - 1
+    if not per_tensor and axis != out_axis:
+        return [f"{_label(node)}: weights per-channel on axis {axis}; expected the output axis {out_axis}"]
+    return []

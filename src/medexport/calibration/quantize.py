@@ -1,0 +1,180 @@
+"""FP32 ONNX + real calibration images -> one QDQ ONNX (``model.int8.qdq.onnx``) for every backend.
+
+The file follows TensorRT's explicit-quantization contract (see ``qdq_check``): int8 symmetric
+activations and weights (zero point 0), per-channel weights, float biases, Q/DQ on every input of
+Conv/ConvTranspose/Gemm/MatMul/Add so those fuse. ONNX Runtime and OpenVINO run the same file.
+Calibration is onnxruntime's (``quantize_static`` with min-max, percentile or entropy ranges); the
+resulting model is checked by ``check_qdq`` before it replaces ``dest``. Example::
+
+    images = get_model("brain-tissue-unet2d").calibration()
+    result = quantize_qdq("out/model.onnx", images, "out/model.int8.qdq.onnx", QuantConfig(method="percentile"))
+    result.quantized_nodes, result.calibration_sha256
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from medexport._io import atomic_path
+from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
+from medexport.calibration._graph import FLOAT_NODES_KEY, OnnxGraph
+from medexport.errors import ExportError, InputError, ModelLoadError
+
+METHODS = ("minmax", "percentile", "entropy")
+QDQ_FILENAME = "model.int8.qdq.onnx"
+
+
+@dataclass
+class QuantConfig:
+    """How to calibrate and which nodes stay in float; serialised into the manifest.
+
+    ``percentile`` is the activation percentile kept by the ``percentile`` method (ignored otherwise).
+    ``nodes_to_exclude`` are ONNX node names kept in float (mixed precision).
+    """
+
+    method: str = "minmax"
+    percentile: float = 99.999
+    batch_size: int = 8
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown calibration method '{self.method}'; choose one of: {', '.join(METHODS)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise InputError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.batch_size < 1:
+            raise InputError(f"calibration batch size must be at least 1, got {self.batch_size}")
+        self.nodes_to_exclude = tuple(self.nodes_to_exclude)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "nodes_to_exclude": list(self.nodes_to_exclude)}
+
+
+@dataclass
+class QuantResult:
+    """What ``quantize_qdq`` wrote and from what: the calibration recipe of the manifest."""
+
+    path: Path
+    method: str
+    calibration_images: int
+    calibration_sha256: str
+    excluded_nodes: list[str]
+    quantized_nodes: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": self.path.name}
+
+
+def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Path,
+                 config: QuantConfig | None = None, *, calibration_cache: str | Path | None = None) -> QuantResult:
+    """Calibrate ``onnx_path`` on ``calibration`` (float32, N x model input) and write the QDQ model to ``dest``.
+
+    ``calibration_cache`` (a JSON file) stores the activation ranges: a second call with the same
+    images, method and cache skips calibration (the sensitivity analysis quantizes many variants).
+    Raises DataError for missing, NaN or wrong-shape images and InputError for unknown node names.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    config = config or QuantConfig()
+    onnx_path, dest = Path(onnx_path), Path(dest)
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"ONNX file not found: {onnx_path}")
+    graph = OnnxGraph.load(onnx_path)
+    input_name, input_shape = graph.input()
+    images = checked_images(calibration, input_shape)
+    names = {n.name for n in graph.nodes}
+    unknown = [n for n in config.nodes_to_exclude if n not in names]
+    if unknown:
+        raise InputError(f"nodes_to_exclude names nodes that are not in {onnx_path.name}: {', '.join(unknown)}")
+
+    batch = input_shape[0] if input_shape[0] is not None else config.batch_size
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    options: dict[str, Any] = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,   # TensorRT rejects int32 bias DQ; ORT re-quantizes float biases itself
+        "QDQDisableWeightAdjustForInt32Bias": True,   # no int32 bias, so no reason to widen weight scales
+        "TensorQuantOverrides": _conv_transpose_axis0(graph, config.nodes_to_exclude),
+    }
+    if config.method == "percentile":
+        options["CalibPercentile"] = config.percentile
+    with atomic_path(dest) as tmp, _quiet_ort_logging():
+        try:
+            quantize_static(
+                str(onnx_path), str(tmp), batch_reader(images, input_name, batch),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=True, nodes_to_exclude=list(config.nodes_to_exclude),
+                calibrate_method=methods[config.method], extra_options=options,
+                calibration_cache_path=str(calibration_cache) if calibration_cache else None,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ExportError(f"onnxruntime quantization of {onnx_path.name} failed: "
+                              f"{str(exc).splitlines()[0][:200]}") from exc
+        quantized = _record_float_nodes(tmp, config.nodes_to_exclude)
+        from medexport.calibration.qdq_check import check_qdq
+
+        problems = check_qdq(tmp)
+        if problems:
+            raise ExportError(f"the QDQ model breaks {len(problems)} TensorRT rule(s): {problems[0]}")
+    return QuantResult(path=dest, method=config.method, calibration_images=len(images),
+                       calibration_sha256=images_sha256(images), excluded_nodes=list(config.nodes_to_exclude),
+                       quantized_nodes=quantized, config=config.to_dict())
+
+
+def quantize_with_guard_rails(*args, **kwargs):
+    """Quantize, validate on held-out images, keep sensitive layers in float until the guard rails hold.
+
+    See :func:`medexport.calibration._sensitivity.quantize_with_guard_rails` for the arguments.
+    """
+    from medexport.calibration._sensitivity import quantize_with_guard_rails as run
+
+    return run(*args, **kwargs)
+
+
+def _conv_transpose_axis0(graph: OnnxGraph, excluded: tuple[str, ...]) -> dict[str, list[dict[str, int]]]:
+    """Per-channel axis 0 for ConvTranspose weights: what TensorRT's deconvolution takes (ORT defaults to 1)."""
+    return {node.input[1]: [{"axis": 0}] for node in graph.nodes
+            if node.op_type == "ConvTranspose" and node.name not in excluded and graph.const(node.input[1]) is not None}
+
+
+def _record_float_nodes(path: Path, excluded: tuple[str, ...]) -> int:
+    """Write the float-kept nodes into the model metadata (so the checker knows) and count quantized nodes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != FLOAT_NODES_KEY]
+    del model.metadata_props[:]
+    for key, value in kept:
+        model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key=FLOAT_NODES_KEY, value=json.dumps(list(excluded)))
+    onnx.save(model, str(path))
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return sum(1 for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+               and any(i in dq_outputs for i in n.input))
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging() -> Iterator[None]:
+    """onnxruntime.quantization logs a pre-processing hint on the root logger and prints histogram
+    progress to stdout at every call; keep both out of the CLI's output.
+
+    (Its ``quant_pre_process`` is not run: the exporter already folded and simplified the graph, and
+    its optimizer may rename nodes, which would break ``nodes_to_exclude``.)
+    """
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)

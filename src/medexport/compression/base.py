@@ -1,0 +1,59 @@
+"""The pass protocol: ``apply(model, input_shape, config) -> (new_model, PassRecord)``, and chaining.
+
+A pass never changes the model it is given: it rewrites a deep copy, replacing ``nn.Module``
+layers by dense chains in place (qualified names, as torch.fx ``call_module`` targets name them),
+so the result is an ordinary module that ``medexport.exporter.export_onnx`` exports unchanged. Example::
+
+    from medexport.compression import LowRankConfig, chain, get_pass
+    small, record = get_pass("tucker").apply(model, (1, 1, 128, 128), LowRankConfig(budget=3))
+    small, records = chain(model, (1, 1, 128, 128), [("tucker", LowRankConfig(budget=2)),
+                                                    ("svd", LowRankConfig(energy=0.95))])
+"""
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medexport.compression.record import PassRecord
+
+
+class CompressionPass(abc.ABC):
+    """One rewrite of a model into a smaller dense one; subclasses register with ``@register_pass``."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def apply(self, model: "nn.Module", input_shape: tuple[int, ...], config: Any) -> tuple["nn.Module", "PassRecord"]:
+        """A compressed copy of ``model`` (shapes taken at ``input_shape``) and the record of what changed."""
+
+
+def chain(model: "nn.Module", input_shape: tuple[int, ...],
+          steps: list[tuple[str, Any]]) -> tuple["nn.Module", list["PassRecord"]]:
+    """Run registered passes one after another: ``steps`` is ``[(method, config), ...]``."""
+    from medexport.compression._registry import get_pass
+
+    records = []
+    for method, config in steps:
+        model, record = get_pass(method).apply(model, input_shape, config)
+        records.append(record)
+    return model, records
+
+
+def model_macs(model: "nn.Module", input_shape: tuple[int, ...]) -> int:
+    """Total MACs by medexport.graph.profile, traced afresh (a wrapper so a stale GraphModule is re-traced)."""
+    from torch import nn
+
+    from medexport.graph import capture, profile
+
+    class _Fresh(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    return profile(capture(_Fresh(model), tuple(input_shape))).macs

@@ -1,0 +1,72 @@
+"""How a low-rank pass picks ranks and which layers it may touch, as one validated dataclass.
+
+Exactly one rank rule is given: ``rank_ratio`` (keep this fraction of each layer's full rank),
+``energy`` (keep the smallest rank holding this fraction of the squared singular values), or
+``budget`` (divide the whole model's MACs by this factor; the allocator picks per-layer ranks).
+Example::
+
+    LowRankConfig(budget=3.0)                       # total MACs / 3
+    LowRankConfig(energy=0.9, exclude=("*.head*",))  # per-layer 90 % energy
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from medexport.errors import InputError
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    """Rank rule, exclusions and rounding for one low-rank pass.
+
+    ``exclude`` are shell globs on qualified module names; ``exclude_types`` are class names
+    (``"Linear"``, ``"ConvTranspose3d"``). ``keep_first``/``keep_head`` exclude the first layer that
+    reads the input and the last one that produces the output. ``round_to`` rounds ranks to
+    multiples the hardware likes on layers whose full rank is at least ``4 * round_to``.
+    ``only_if_smaller`` never factorizes a layer whose factorized MACs are not smaller (turn it off
+    only to check the rewiring at full rank). ``tolerance`` is the allowed relative miss of a budget.
+    """
+
+    rank_ratio: float | None = None
+    energy: float | None = None
+    budget: float | None = None
+    exclude: tuple[str, ...] = ()
+    exclude_types: tuple[str, ...] = ()
+    keep_first: bool = True
+    keep_head: bool = True
+    round_to: int = 8
+    only_if_smaller: bool = True
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        rules = [r for r in (self.rank_ratio, self.energy, self.budget) if r is not None]
+        if len(rules) != 1:
+            raise InputError("give exactly one of rank_ratio, energy or budget")
+        if self.rank_ratio is not None and not 0.0 < self.rank_ratio <= 1.0:
+            raise InputError(f"rank_ratio must be in (0, 1], got {self.rank_ratio}")
+        if self.energy is not None and not 0.0 < self.energy <= 1.0:
+            raise InputError(f"energy must be in (0, 1], got {self.energy}")
+        if self.budget is not None and not self.budget > 1.0:
+            raise InputError(f"budget must be a MACs reduction factor above 1 (e.g. 3 for 3x), got {self.budget}")
+        if self.round_to < 1:
+            raise InputError(f"round_to must be >= 1, got {self.round_to}")
+        if not 0.0 < self.tolerance < 1.0:
+            raise InputError(f"tolerance must be in (0, 1), got {self.tolerance}")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude_types", tuple(self.exclude_types))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form, for the manifest's compression recipe."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def parse_budget(text: str | float) -> float:
+    """``"3x"``, ``"3"`` or ``3.0`` -> 3.0 (a MACs reduction factor above 1)."""
+    raw = str(text).strip().lower().removesuffix("x")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"budget must look like '3x', got {text!r}") from None
+    if not value > 1.0:
+        raise InputError(f"budget must be above 1x, got {text!r}")
+    return value

@@ -1,0 +1,94 @@
+"""check_qdq passes the models medexport emits and catches models that break a TensorRT rule."""
+import numpy as np
+import onnx
+import pytest
+
+from medexport.calibration.qdq_check import check_qdq
+from medexport.calibration.quantize import quantize_qdq
+from medexport.zoo import get_model
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    from medexport.exporter import export_onnx
+
+    ref = get_model("brain-tissue-unet2d")
+    return export_onnx(ref.build(), ref.input_shape, tmp_path_factory.mktemp("fp32") / "model.onnx").path
+
+
+@pytest.fixture(scope="module")
+def images():
+    return get_model("brain-tissue-unet2d").calibration()[:16]
+
+
+def _ort_quantize(fp32, images, dest, **kwargs):
+    """A QDQ model made by plain onnxruntime with some rule broken on purpose."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from medexport.calibration._calib_data import batch_reader
+
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+               "QDQDisableWeightAdjustForInt32Bias": True}
+    options.update(kwargs.pop("extra_options", {}))
+    args = {"quant_format": QuantFormat.QDQ, "activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
+            "per_channel": True, "calibrate_method": CalibrationMethod.MinMax, "extra_options": options, **kwargs}
+    quantize_static(str(fp32), str(dest), batch_reader(images, "input", 8), **args)
+    return dest
+
+
+def test_models_we_emit_pass(fp32, images, tmp_path):
+    assert check_qdq(quantize_qdq(fp32, images, tmp_path / "q.onnx").path) == []
+
+
+def test_a_float_model_is_not_a_qdq_model(fp32):
+    assert check_qdq(fp32) == ["the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model"]
+
+
+def test_asymmetric_uint8_activations_are_caught(fp32, images, tmp_path):
+    from onnxruntime.quantization import QuantType
+
+    path = _ort_quantize(fp32, images, tmp_path / "asym.onnx", activation_type=QuantType.QUInt8,
+                         extra_options={"ActivationSymmetric": False})
+    problems = check_qdq(path)
+    assert any("type uint8; TensorRT needs int8" in p for p in problems)
+    assert any("is not 0 (asymmetric quantization" in p for p in problems)
+
+
+def test_asymmetric_int8_activations_are_caught(fp32, images, tmp_path):
+    path = _ort_quantize(fp32, images, tmp_path / "asym8.onnx", extra_options={"ActivationSymmetric": False})
+    problems = check_qdq(path)
+    assert problems and all("asymmetric" in p for p in problems)
+
+
+def test_int32_bias_and_output_axis_conv_transpose_are_caught(fp32, images, tmp_path):
+    # onnxruntime's defaults: int32 bias DQ, ConvTranspose weights per-channel on axis 1
+    path = _ort_quantize(fp32, images, tmp_path / "ort_default.onnx",
+                         extra_options={"QuantizeBias": True, "QDQDisableWeightAdjustForInt32Bias": False})
+    problems = check_qdq(path)
+    assert sum("int32 DequantizeLinear" in p for p in problems) == 14          # one per Conv/ConvTranspose bias
+    assert sum("per-channel on axis 1; TensorRT's deconvolution" in p for p in problems) == 3
+
+
+def test_per_tensor_conv_weights_are_caught(fp32, images, tmp_path):
+    path = _ort_quantize(fp32, images, tmp_path / "per_tensor.onnx", per_channel=False)
+    problems = check_qdq(path)
+    assert sum("weights quantized per-tensor" in p for p in problems) == 11     # the 11 Convs
+    assert not any("ConvTranspose" in p for p in problems)                      # per-tensor is fine there
+
+
+def test_a_conv_left_float_without_saying_so_is_caught(fp32, images, tmp_path):
+    head = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"][-1]
+    path = _ort_quantize(fp32, images, tmp_path / "silent.onnx", nodes_to_exclude=[head])
+    problems = check_qdq(path)
+    assert problems and all(head in p for p in problems)
+    assert any("weight" in p and "not fed by a DequantizeLinear" in p for p in problems)
+    assert check_qdq(path, float_nodes=[head]) == []
+
+
+def test_non_positive_scales_are_caught(fp32, images, tmp_path):
+    model = onnx.load(str(quantize_qdq(fp32, images, tmp_path / "q.onnx").path))
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear")
+    init = next(i for i in model.graph.initializer if i.name == dq.input[1])
+    init.CopyFrom(onnx.numpy_helper.from_array(-np.abs(onnx.numpy_helper.to_array(init)), init.name))
+    onnx.save(model, str(tmp_path / "neg.onnx"))
+    assert any("finite and positive" in p for p in check_qdq(tmp_path / "neg.onnx"))

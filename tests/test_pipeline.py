@@ -1,0 +1,33 @@
+"""`build` on the MONAI networks users bring, for ONNX Runtime and OpenVINO: FP32 parity on real images."""
+import json
+
+import pytest
+import torch
+
+from medexport.loading import ModelSpec
+from medexport.pipeline import BuildConfig, run_build
+from tests._nets import MONAI_NETS
+
+TARGETS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("net", sorted(MONAI_NETS))
+def test_build_monai_network(net, target, tmp_path):
+    torch.manual_seed(0)
+    factory, kwargs, shape = MONAI_NETS[net]
+    config = BuildConfig(model=ModelSpec(model=factory, model_kwargs=kwargs, input_shape=shape, name=net),
+                         out_dir=tmp_path, target=target, latency=False, parity_samples=4)
+    report = run_build(config).to_dict()
+    assert report["onnx_parity"]["max_abs_error"] < 1e-4
+    backend = report["backend_parity"]
+    assert backend["passed"]
+    if target == "onnxruntime":
+        assert backend["max_abs_error"] < 1e-4
+    else:  # OpenVINO's instance norm differs by ~2e-5 of the output range (see exporter/parity.py)
+        assert backend["max_rel_error"] < 1e-4
+    assert report["parity_inputs"]["source"].startswith("bundled real")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == [int(d) for d in shape.split("x")]
+    assert manifest["outputs"][0]["shape"][0] == "batch"
+    assert report["profile"]["macs"] > 0

@@ -48,7 +48,7 @@ uint8 codes `round(255 x)`; `heldout()` returns `code / 255`. No z-scoring.
 **Split.** Held out: the axial slab MNI z in [{z0:g}, {z1:g}] mm (the same slab the 2D model holds
 out), an {sx} x {sy} x {sz} voxel box cut into {blocks} anterior-to-posterior blocks of
 {bx} x {by} x {bz} voxels: the {blocks} cases of `heldout()`, each evaluated with sliding windows
-(48 along x needs two windows). Training: patches drawn only from z < {t0:g} mm and z > {t1:g} mm
+(80 voxels along x take two 48-voxel windows). Training: patches drawn only from z < {t0:g} mm and z > {t1:g} mm
 (a {gap:g} mm guard gap on each side); the network never saw the held-out slab. One template, so
 held-out means another slab, not another subject; with only {blocks} cases the bootstrap SEs
 are rough. Calibration images (`calibration()`, {n_calib} patches) come from the training side.

@@ -282,9 +282,10 @@ def _raise_guard_rail(rails: dict) -> None:
 
 
 def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dict:
-    from medexport.benchmarks import measure_latency
+    from medexport.benchmarks import busy_warning, measure_latency
     from medexport.zoo.samples import real_inputs
 
+    warning = busy_warning()
     batch = real_inputs((config.latency_batch, *loaded.input_shape[1:]), config.latency_batch)
     kwargs = {"iterations": config.latency_iterations, "min_seconds": 1.0}
     artifact = measure_latency(runner.infer, batch, **kwargs)
@@ -294,6 +295,7 @@ def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dic
         f"reference ({reference.backend})": baseline.to_dict(),
         "speedup_vs_reference": round(baseline.median_ms / artifact.median_ms, 3),
         "devices": runner.devices(),
+        "warning": warning or busy_warning(),
     }
 
 

@@ -46,3 +46,18 @@ def _gpu() -> str | None:
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         return None
+
+
+def busy_warning() -> str | None:
+    """A warning when other processes keep the CPU busy, which makes latency numbers unreliable.
+
+    On a shared workstation this matters: with two cores both taken, PyTorch's OpenMP threads were seen
+    running 30x slower here while ONNX Runtime lost far less, so a speedup ratio measured under load lies.
+    """
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cores:
+        return (f"the machine was busy (load average {load:.1f} on {cores} cores): latency figures and ratios "
+                "are unreliable; rerun on an idle machine")
+    return None

@@ -34,7 +34,7 @@ def open_runner(path: Path, target: str, *, device: str | None = None, threads: 
 def bench_artifact(path: Path, *, target: str | None, device: str | None, batches: list[int],
                    input_shape: str | None, iterations: int, warmup: int, threads: int | None) -> dict:
     """Latency per batch size plus the environment it was measured in."""
-    from medexport.benchmarks import environment, measure_latency
+    from medexport.benchmarks import busy_warning, environment, measure_latency
     from medexport.loading import parse_shape
     from medexport.zoo.samples import real_inputs
 
@@ -56,4 +56,4 @@ def bench_artifact(path: Path, *, target: str | None, device: str | None, batche
             results.append(measure_latency(runner.infer, data, warmup=warmup, iterations=iterations).to_dict())
         devices = runner.devices()
     return {"artifact": path.name, "target": target, "devices": devices, "threads": threads,
-            "latency": results, "environment": environment()}
+            "latency": results, "warning": busy_warning(), "environment": environment()}

@@ -34,16 +34,14 @@ def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = ()) -> list
     """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine."""
     graph = OnnxGraph.load(onnx_path)
     allowed_float = set(float_nodes) | set(graph.float_nodes())
+    if not any(node.op_type in _QDQ for node in graph.nodes):
+        return ["the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model"]
     problems: list[str] = []
-    n_qdq = 0
     for node in graph.nodes:
         if node.op_type in _QDQ:
-            n_qdq += 1
             problems += _check_qdq_node(graph, node)
         elif node.op_type in LINEAR_OPS and node.name not in allowed_float:
             problems += _check_linear(graph, node)
-    if n_qdq == 0:
-        problems.append("the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model")
     return problems
 
 

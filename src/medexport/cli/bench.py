@@ -39,6 +39,8 @@ def command(artifact, target, device, batches, input_shape, iterations, warmup, 
     out = console()
     out.file = click.get_text_stream("stdout")
     out.print(table)
+    if result["warning"]:
+        out.print(f"[yellow]warning:[/yellow] {result['warning']}")
     out.print(f"wrote {json_path}")
 
 

@@ -68,4 +68,6 @@ def _summary(out, report: dict, out_dir: Path) -> None:
         art = latency[report["target"]]
         out.print(f"latency: median {art['median_ms']:.2f} ms, p90 {art['p90_ms']:.2f} ms, p99 {art['p99_ms']:.2f} ms "
                   f"(batch {art['batch']}), {latency['speedup_vs_reference']}x the reference")
+        if latency.get("warning"):
+            out.print(f"[yellow]warning:[/yellow] {latency['warning']}")
     out.print(f"wrote {out_dir}/ (manifest.json, report.json, report.md)")

@@ -1,0 +1,4 @@
+"""`python -m medexport` is the `medexport` command."""
+from medexport.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""The latency harness measures what it claims, and `bench` runs real artifacts."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from medexport.benchmarks import measure_latency
+from medexport.benchmarks.run import bench_artifact, target_for
+from medexport.errors import InputError
+
+
+def test_harness_percentiles_on_a_known_delay():
+    result = measure_latency(lambda x: time.sleep(0.005), np.zeros((2, 1)), warmup=1, iterations=20, min_seconds=0)
+    assert result.iterations == 20 and result.batch == 2
+    assert 4.9 <= result.median_ms < 15
+    assert result.min_ms <= result.median_ms <= result.p90_ms <= result.p99_ms
+    assert result.throughput_per_s == pytest.approx(2e3 / result.median_ms)
+
+
+def test_bench_onnx_artifact_at_two_batch_sizes(tmp_path):
+    from medexport.exporter import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    path = export_onnx(model, (1, 1, 32, 32), tmp_path / "m.onnx").path
+    result = bench_artifact(path, target=None, device=None, batches=[1, 2], input_shape=None, iterations=5,
+                            warmup=1, threads=1)
+    assert result["target"] == "onnxruntime" and result["devices"] == ["CPUExecutionProvider"]
+    assert [r["batch"] for r in result["latency"]] == [1, 2]
+    assert all(r["median_ms"] > 0 for r in result["latency"])
+    assert result["environment"]["versions"]["onnxruntime"]
+
+
+def test_unknown_artifact_suffix():
+    from pathlib import Path
+
+    with pytest.raises(InputError, match="pass --target"):
+        target_for(Path("model.tflite"))

@@ -1,9 +1,9 @@
 """Shared pieces of the reference-model training scripts (training-time only: needs nilearn/mricron).
 
-Each ``train_<name>.py`` prepares its data, trains, then writes the
-weights (:func:`save_weights`), the bundled npz (:func:`save_data`) and the card (:func:`write_card`) (markdown + metrics JSON measured on the held-out data
-with ``medexport.evaluation.evaluate``). ``--card-only`` skips training and re-measures the card
-from the shipped weights and data.
+Each ``train_<name>.py`` prepares its data, trains, then writes the weights (:func:`save_weights`),
+the bundled npz (:func:`save_data`) and the card (:func:`write_card`: markdown + metrics JSON
+measured on the held-out data with ``medexport.evaluation.evaluate``). ``--card-only`` skips
+training and re-measures the card from the shipped weights and data.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from medexport.zoo import ReferenceModel  # noqa: E402
 
 MRICRON = Path("/usr/share/mricron/templates")
 SEED = 0
+EVAL_BATCH = 64   # images (or sliding windows) per forward pass when measuring the card
 
 
 def parse_args(doc: str) -> argparse.Namespace:
@@ -120,7 +121,7 @@ def measure(ref: ReferenceModel):
             return model(torch.from_numpy(x)).numpy()
 
     report, _ = evaluate(predict, images, labels, task=ref.task, classes=ref.classes,
-                         roi_size=ref.roi_size, spacing=ref.spacing)
+                         roi_size=ref.roi_size, spacing=ref.spacing, batch_size=EVAL_BATCH)
     return report
 
 

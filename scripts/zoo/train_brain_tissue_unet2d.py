@@ -67,7 +67,7 @@ fidelity, not for clinical use.
 
 
 def slices(zoom_z: float, keep) -> tuple[np.ndarray, np.ndarray]:
-    """Axial slices (N, 1, 128, 128) uint8 and labels (N, 128, 128) where ``keep(z_mm)`` and brain is present."""
+    """Axial slices (N, 1, 128, 128) uint8 and labels (N, 128, 128) at ``keep(z_mm)`` that hold brain."""
     image, labels, z_mm = C.mni152((1.5, 1.5, zoom_z))
     x0, y0 = _crop_origin(labels)
     idx = [k for k in range(image.shape[2]) if keep(z_mm[k]) and labels[:, :, k].any()]

@@ -48,10 +48,11 @@ uint8 codes `round(255 x)`; `heldout()` returns `code / 255`. No z-scoring.
 **Split.** Held out: the axial slab MNI z in [{z0:g}, {z1:g}] mm (the same slab the 2D model holds
 out), an {sx} x {sy} x {sz} voxel box cut into {blocks} anterior-to-posterior blocks of
 {bx} x {by} x {bz} voxels: the {blocks} cases of `heldout()`, each evaluated with sliding windows
-(80 voxels along x take two 48-voxel windows). Training: patches drawn only from z < {t0:g} mm and z > {t1:g} mm
-(a {gap:g} mm guard gap on each side); the network never saw the held-out slab. One template, so
-held-out means another slab, not another subject; with only {blocks} cases the bootstrap SEs
-are rough. Calibration images (`calibration()`, {n_calib} patches) come from the training side.
+(80 voxels along x take two 48-voxel windows). Training: patches drawn only from
+z < {t0:g} mm and z > {t1:g} mm (a {gap:g} mm guard gap on each side); the network never saw
+the held-out slab. One template, so held-out means another slab, not another subject; with only
+{blocks} cases the bootstrap SEs are rough. Calibration images (`calibration()`, {n_calib}
+patches) come from the training side.
 
 **Training.** {steps} Adam steps (lr 2e-3, cosine decay), batch {batch} random 48^3 patches,
 Dice + cross-entropy loss; augmentation: left-right flips, intensity gamma 0.8-1.25 and gain
@@ -91,7 +92,7 @@ def heldout_blocks(image, labels, z_mm) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_parts(image, labels, z_mm) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The inferior and superior parts outside the held-out slab and its guard gaps, padded by half a patch."""
+    """The parts below and above the held-out slab and its guard gaps, zero-padded by half a patch."""
     t0, t1 = C.HELDOUT_Z_MM[0] - C.GAP_MM, C.HELDOUT_Z_MM[1] + C.GAP_MM
     parts = []
     for keep in (z_mm < t0, z_mm > t1):

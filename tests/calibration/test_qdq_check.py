@@ -26,9 +26,11 @@ def _ort_quantize(fp32, images, dest, **kwargs):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from medexport.calibration._calib_data import batch_reader
+    from medexport.calibration._graph import OnnxGraph
 
+    deconv_axis0 = {n.input[1]: [{"axis": 0}] for n in OnnxGraph.load(fp32).nodes if n.op_type == "ConvTranspose"}
     options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-               "QDQDisableWeightAdjustForInt32Bias": True}
+               "QDQDisableWeightAdjustForInt32Bias": True, "TensorQuantOverrides": deconv_axis0}
     options.update(kwargs.pop("extra_options", {}))
     args = {"quant_format": QuantFormat.QDQ, "activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
             "per_channel": True, "calibrate_method": CalibrationMethod.MinMax, "extra_options": options, **kwargs}
@@ -63,7 +65,8 @@ def test_asymmetric_int8_activations_are_caught(fp32, images, tmp_path):
 def test_int32_bias_and_output_axis_conv_transpose_are_caught(fp32, images, tmp_path):
     # onnxruntime's defaults: int32 bias DQ, ConvTranspose weights per-channel on axis 1
     path = _ort_quantize(fp32, images, tmp_path / "ort_default.onnx",
-                         extra_options={"QuantizeBias": True, "QDQDisableWeightAdjustForInt32Bias": False})
+                         extra_options={"QuantizeBias": True, "QDQDisableWeightAdjustForInt32Bias": False,
+                                        "TensorQuantOverrides": {}})
     problems = check_qdq(path)
     assert sum("int32 DequantizeLinear" in p for p in problems) == 14          # one per Conv/ConvTranspose bias
     assert sum("per-channel on axis 1; TensorRT's deconvolution" in p for p in problems) == 3

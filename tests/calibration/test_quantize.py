@@ -139,15 +139,3 @@ def test_a_broken_rail_with_no_float_budget_fails_without_writing(fp32, images, 
         quantize_with_guard_rails(fp32, images, tmp_path / "q.onnx", small_heldout, GuardRails(1.0, 3.0), config,
                                   max_float_layers=0)
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.slow
-def test_strict_rails_keep_the_most_sensitive_layers_float(fp32, images, small_heldout, tmp_path):
-    config = QuantConfig(method="percentile", percentile=99.0)
-    result = quantize_with_guard_rails(fp32, images, tmp_path / "q.onnx", small_heldout, GuardRails(0.0, 0.0), config)
-    assert result.validation["guard_rails"]["passed"]
-    assert not result.attempts[0]["passed"] and result.attempts[-1]["passed"]
-    assert 1 <= len(result.float_layers) < len(result.sensitivity)
-    gains = [s["gain_points"] for s in result.sensitivity]
-    assert gains == sorted(gains, reverse=True) and result.float_layers == result.sensitivity[:len(result.float_layers)]
-    assert check_qdq(result.quant.path) == []

@@ -1,8 +1,9 @@
 """Every shipped reference model: weights load safely, shapes are right, the card's numbers are real.
 
 The card test re-measures each card's held-out metrics from the shipped weights and bundled data
-with ``medexport.evaluation.evaluate`` and requires agreement within 1e-3 absolute: same data, same
-weights, same bootstrap seed, so only floating-point noise of the CPU kernels may differ.
+with ``medexport.evaluation.evaluate`` (batches of 64, as the training scripts measured them) and
+requires agreement within 1e-3 absolute: same data, same weights, same bootstrap seed, so only
+floating-point noise of the CPU kernels may differ.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ TOLERANCE = 1e-3
 FLOORS = {
     "brain-tissue-unet2d": ("dice", 0.85),
     "brain-tissue-unet3d": ("dice", 0.80),
-    "brain-region-alexnet": ("accuracy", 0.60),
+    "brain-region-alexnet": ("accuracy", 0.85),
 }
 
 
@@ -87,7 +88,7 @@ def test_card_metrics_remeasured_from_shipped_weights(ref):
 
     images, labels = ref.heldout()
     report, _ = evaluate(_predict(ref.build()), images, labels, task=ref.task, classes=ref.classes,
-                         roi_size=ref.roi_size, spacing=ref.spacing)
+                         roi_size=ref.roi_size, spacing=ref.spacing, batch_size=64)
     measured, card = report.to_dict(), ref.card_metrics()
     assert measured["n"] == card["n"] and set(measured["per_class"]) == set(card["per_class"])
     pairs = [(f"overall.{m}", e, card["overall"][m]) for m, e in measured["overall"].items()]

@@ -83,3 +83,13 @@ def attr(node, name: str, default):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def quantized_nodes(graph: OnnxGraph, excluded=()) -> list:
+    """Compute nodes of a QDQ model that read a DequantizeLinear output and are not ``excluded``: the int8 layers.
+
+    (A layer kept in float may still read a DQ: the quantized output of the layer before it.)
+    """
+    dq_outputs = {o for n in graph.nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n for n in graph.nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and n.name not in set(excluded) and any(i in dq_outputs for i in n.input)]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medexport.calibration._graph import OnnxGraph
+from medexport.calibration._graph import OnnxGraph, quantized_nodes
 from medexport.calibration.quantize import QuantConfig, QuantResult, quantize_qdq
 from medexport.errors import GuardRailError, InputError
 from medexport.evaluation.guardrails import GuardRails
@@ -81,7 +81,7 @@ def quantize_with_guard_rails(onnx_path: str | Path, calibration: np.ndarray, de
 def _fall_back(trial: "_Trial", result: MixedPrecisionResult, max_float_layers: int | None) -> None:
     """Rank layers by sensitivity, then keep the top 1, 2, ... in float until the rails hold."""
     baseline = _margin(result.validation)
-    candidates = _quantized_nodes(result.quant.path)
+    candidates = quantized_nodes(OnnxGraph.load(result.quant.path), trial.config.nodes_to_exclude)
     # all of them in float would be the FP32 model: not an INT8 artifact
     limit = len(candidates) - 1 if max_float_layers is None else min(max_float_layers, len(candidates) - 1)
     if limit == 0:
@@ -105,14 +105,6 @@ def _fall_back(trial: "_Trial", result: MixedPrecisionResult, max_float_layers: 
         f"INT8 breaks the guard rails ({result.validation['guard_rails']['message']}); tried keeping the "
         f"1..{limit} most sensitive of {len(candidates)} quantized layers in float (ranked by excluding each "
         f"alone), best worst-margin {max(a['margin_points'] for a in result.attempts):+.2f} points")
-
-
-def _quantized_nodes(qdq_path: Path) -> list:
-    """Compute nodes that read a DequantizeLinear output: the layers that run in int8 (names as in the FP32 model)."""
-    graph = OnnxGraph.load(qdq_path)
-    dq_outputs = {o for n in graph.nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    return [n for n in graph.nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-            and any(i in dq_outputs for i in n.input)]
 
 
 def _margin(validation: dict[str, Any]) -> float:

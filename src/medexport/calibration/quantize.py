@@ -24,7 +24,7 @@ import numpy as np
 
 from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
-from medexport.calibration._graph import FLOAT_NODES_KEY, OnnxGraph
+from medexport.calibration._graph import FLOAT_NODES_KEY, OnnxGraph, quantized_nodes
 from medexport.errors import ExportError, InputError, ModelLoadError
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -157,9 +157,7 @@ def _record_float_nodes(path: Path, excluded: tuple[str, ...]) -> int:
         model.metadata_props.add(key=key, value=value)
     model.metadata_props.add(key=FLOAT_NODES_KEY, value=json.dumps(list(excluded)))
     onnx.save(model, str(path))
-    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(1 for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-               and any(i in dq_outputs for i in n.input))
+    return len(quantized_nodes(OnnxGraph(model), excluded))
 
 
 @contextlib.contextmanager

@@ -114,9 +114,9 @@ def excluded(layers: list[LayerInfo], config: "LowRankConfig") -> dict[str, str]
         reasons[ordered[-1].name] = "head"
     for layer in ordered:
         if layer.kind in config.exclude_types:
-            reasons[layer.name] = f"excluded type {layer.kind}"
+            reasons.setdefault(layer.name, f"excluded type {layer.kind}")
         elif any(fnmatch.fnmatchcase(layer.name, pattern) for pattern in config.exclude):
-            reasons[layer.name] = "excluded by name"
+            reasons.setdefault(layer.name, "excluded by name")
     return reasons
 
 

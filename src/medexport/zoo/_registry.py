@@ -84,7 +84,8 @@ class ReferenceModel:
         try:
             fn = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
-            raise ModelLoadError(f"model {self.name!r}: cannot import factory {self.factory!r}: {exc}") from None
+            raise ModelLoadError(f"model {self.name!r}: cannot import factory {self.factory!r}: "
+                                 f"{exc}") from None
         return fn()
 
     def build(self) -> "torch.nn.Module":

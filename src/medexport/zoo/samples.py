@@ -17,14 +17,14 @@ def real_inputs(input_shape: tuple[int, ...], n: int = 4) -> np.ndarray:
     """``n`` real T1 images resized (linear) to ``input_shape`` = (batch, C, *spatial), 2D or 3D.
 
     2D: axial slices of brain-tissue-unet2d's held-out slab, evenly spread (repeated if ``n``
-    exceeds the 27 slices; ``n=1`` is the middle one). 3D: ``n`` overlapping crops (3/4 of each axis, spread along the
-    diagonal from one corner to the other) of brain-tissue-unet3d's held-out slab. The grey image is repeated over
-    the C channels. Returns float32 (n, C, *spatial) in [0, 1].
+    exceeds the 27 slices; ``n=1`` is the middle one). 3D: ``n`` overlapping crops (3/4 in-plane,
+    spread along the diagonal, all 21 slices) of brain-tissue-unet3d's held-out 2 mm slab, so
+    a cubic input is stretched along z. The grey image is repeated over the C channels. Returns float32 (n, C, *spatial) in [0, 1].
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (4, 5) or min(shape) < 1:
-        raise InputError(f"input_shape must be (batch, C, *spatial) with 2 or 3 positive spatial sizes, "
-                         f"got {tuple(input_shape)}")
+        raise InputError(f"input_shape must be (batch, C, *spatial) with 2 or 3 positive spatial "
+                         f"sizes, got {tuple(input_shape)}")
     if n < 1:
         raise InputError(f"n must be >= 1, got {n}")
     channels, spatial = shape[1], shape[2:]
@@ -45,7 +45,8 @@ def _crops(n: int) -> list[np.ndarray]:
 
     blocks = get_model("brain-tissue-unet3d").heldout()[0][:, 0]
     slab = np.concatenate(list(blocks), axis=1)   # blocks were cut along the second axis
-    size = [max(1, (3 * s) // 4) for s in slab.shape]
+    x, y, z = slab.shape
+    size = [(3 * x) // 4, (3 * y) // 4, z]   # the slab is only 21 slices thick: keep them all
     crops = []
     for t in (np.arange(n) + 0.5) / n:
         start = [int(round(t * (s - c))) for s, c in zip(slab.shape, size)]

@@ -165,6 +165,51 @@ def run_export(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, An
     return info
 
 
+def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int,
+                 stage: Stage = _quiet_stage) -> dict[str, Any]:
+    """Export, calibrate on real images, write ``model.int8.qdq.onnx``; for reference models, keep sensitive
+    layers in float until the guard rails hold on the held-out images. Returns the calibration recipe."""
+    from medexport.calibration.quantize import quantize_qdq, quantize_with_guard_rails
+
+    loaded = load_model(config.model)
+    with stage("calibration images"):  # before any work: no real data is an error, never random data
+        images, source = _calibration_images(loaded, calib, max_samples)
+    onnx_path = config.out_dir / "model.onnx"
+    with stage("export"):
+        _export(loaded, onnx_path, config)
+    dest = config.out_dir / "model.int8.qdq.onnx"
+    with stage("quantize"):
+        if loaded.reference is not None:
+            from medexport.evaluation import GuardRails
+            from medexport.evaluation.validation import reference_data
+
+            rails = GuardRails(config.max_overall_drop, config.max_class_drop)
+            recipe = quantize_with_guard_rails(onnx_path, images, dest, reference_data(loaded.reference), rails,
+                                               quant).to_dict()
+        else:
+            recipe = {"quantization": quantize_qdq(onnx_path, images, dest, quant).to_dict()}
+    recipe["calibration_data"] = source
+    write_json(config.out_dir / "quantize.json", recipe)
+    return recipe
+
+
+def _calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int) -> tuple[np.ndarray, dict]:
+    """Real calibration images: the user's folder, or the reference model's bundled training-side images."""
+    from medexport.errors import DataError
+
+    if calib is not None:
+        from medexport.calibration import PreprocessSpec, load_images
+
+        spec = PreprocessSpec(spatial_size=tuple(loaded.input_shape[2:]), channels=loaded.input_shape[1])
+        dataset = load_images(calib, spec, max_samples=max_samples, progress=True)
+        return dataset.images, dataset.manifest()
+    if loaded.reference is None:
+        raise DataError("no calibration data: pass --calib with a folder of real images "
+                        "(medexport never calibrates on random data)")
+    images = loaded.reference.calibration()[:max_samples]
+    return images, {"count": int(len(images)), "source": f"bundled calibration images of {loaded.reference.name}"}
+
+
 def _timer(report: BuildReport, stage: Stage):
     @contextlib.contextmanager
     def timed(name: str):
@@ -315,8 +360,7 @@ def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report:
         "provenance": loaded.provenance,
         "input": data["input"],
         "outputs": data["export"].get("outputs"),
-        "preprocessing": loaded.reference.preprocessing if loaded.reference is not None and
-        hasattr(loaded.reference, "preprocessing") else None,
+        "preprocessing": _preprocessing(loaded),
         "compression": None,
         "calibration": None,
         "target": config.target,
@@ -329,6 +373,15 @@ def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report:
         "files": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
     }
     write_json(out / "manifest.json", manifest)
+
+
+def _preprocessing(loaded: LoadedModel) -> dict | None:
+    """What the deployed model expects of its input; known for reference models, the user's to state otherwise."""
+    ref = loaded.reference
+    if ref is None:
+        return None
+    return {"spacing_mm": list(ref.spacing) if ref.spacing else None, "intensity_range": [0.0, 1.0],
+            "sliding_window_roi": list(ref.roi_size) if ref.roi_size else None, "model_card": ref.card}
 
 
 def _metrics_summary(validation: dict | None) -> dict | None:

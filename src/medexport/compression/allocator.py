@@ -29,7 +29,7 @@ def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig",
     chosen: dict[str, tuple[int, ...]] = {}
     for name, d in decomps.items():
         ranks = (d.ratio_ranks(config.rank_ratio, config.round_to) if config.rank_ratio is not None
-                 else d.round(d.energy_ranks(config.energy), config.round_to))
+                 else d.rounded(d.energy_ranks(config.energy), config.round_to))
         if not config.only_if_smaller or d.macs(ranks) < d.layer.macs:
             chosen[name] = ranks
     return chosen
@@ -50,7 +50,7 @@ def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget
             opt_err.append(np.array([o.error2 for o in options]))
     cur_macs = np.array([decomps[n].layer.macs for n in names], dtype=np.float64)
     cur_err = np.zeros(len(names))
-    chosen: dict[str, int] = {}
+    chosen: dict[int, int] = {}  # layer index -> option index
     total = float(total_macs)
     while total > target:
         best, crossing = None, None  # (score, layer, option)
@@ -79,5 +79,5 @@ def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget
             li, oi = crossing[1:]
         total -= cur_macs[li] - opt_macs[li][oi]
         cur_macs[li], cur_err[li] = opt_macs[li][oi], opt_err[li][oi]
-        chosen[names[li]] = oi
-    return {names[li]: opt_ranks[li][oi] for li, oi in ((names.index(n), o) for n, o in chosen.items())}
+        chosen[li] = oi
+    return {names[li]: opt_ranks[li][oi] for li, oi in chosen.items()}

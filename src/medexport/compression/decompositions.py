@@ -128,7 +128,8 @@ class Decomposition(abc.ABC):
         """Ranks keeping ``ratio`` of each full rank, rounded up onto the grid."""
         return tuple(round_rank(ratio * f, f, round_to) for f in self.full_ranks())
 
-    def round(self, ranks: tuple[int, ...], round_to: int) -> tuple[int, ...]:
+    def rounded(self, ranks: tuple[int, ...], round_to: int) -> tuple[int, ...]:
+        """``ranks`` rounded up onto the grid."""
         return tuple(round_rank(r, f, round_to) for r, f in zip(ranks, self.full_ranks()))
 
     def options(self, round_to: int) -> list[Option]:
@@ -162,20 +163,24 @@ def _pointwise(cin: int, cout: int, ndim: int, weight: "torch.Tensor", bias: "to
     return layer.to(like.device)
 
 
-def _like(module: "nn.Module", cin: int, cout: int, std_weight: "torch.Tensor", **overrides) -> "nn.Module":
-    """A conv of the same type and geometry as ``module`` with new channels and an (out, in, *k) weight."""
+def _like(module: "nn.Module", cin: int, cout: int, std_weight: "torch.Tensor", bias: "torch.Tensor | None" = None,
+          **geometry) -> "nn.Module":
+    """A conv of the same type and geometry as ``module`` (``geometry`` overrides it) with new channels,
+    an (out, in, *k) weight and an optional bias."""
     import torch
 
     transposed = "Transpose" in type(module).__name__
     kwargs = dict(kernel_size=module.kernel_size, stride=module.stride, padding=module.padding,
-                  dilation=module.dilation, bias=False, padding_mode=module.padding_mode)
+                  dilation=module.dilation, padding_mode=module.padding_mode)
     if transposed:
         kwargs["output_padding"] = module.output_padding
-    kwargs.update(overrides)
-    layer = type(module)(cin, cout, **kwargs)
+    kwargs.update(geometry)
+    layer = type(module)(cin, cout, bias=bias is not None, **kwargs)
     weight = std_weight.transpose(0, 1) if transposed else std_weight
     with torch.no_grad():
         layer.weight.copy_(weight.reshape(layer.weight.shape).to(module.weight.dtype))
+        if bias is not None:
+            layer.bias.copy_(bias)
     return layer.to(module.weight.device)
 
 
@@ -275,13 +280,8 @@ class SpatialSVD(Decomposition):
         (sh, sw), (ph, pw), (dh, dw) = module.stride, pad, module.dilation
         first = _like(module, i, r, vertical, kernel_size=(kh, 1), stride=(sh, 1), padding=(ph, 0),
                       dilation=(dh, 1))
-        second = _like(module, r, o, horizontal, kernel_size=(1, kw), stride=(1, sw), padding=(0, pw),
-                       dilation=(1, dw), bias=module.bias is not None)
-        if module.bias is not None:
-            import torch
-
-            with torch.no_grad():
-                second.bias.copy_(module.bias)
+        second = _like(module, r, o, horizontal, module.bias, kernel_size=(1, kw), stride=(1, sw), padding=(0, pw),
+                       dilation=(1, dw))
         return nn.Sequential(first, second)
 
 
@@ -322,7 +322,7 @@ class Tucker2(Decomposition):
     def ratio_ranks(self, ratio: float, round_to: int) -> tuple[int, ...]:
         """``ratio`` of the channel counts (TensorLy's "rank 0.25"), capped at the full ranks."""
         layer = self.layer
-        return self.round((ratio * layer.out_channels, ratio * layer.in_channels), round_to)
+        return self.rounded((ratio * layer.out_channels, ratio * layer.in_channels), round_to)
 
     def macs(self, ranks: tuple[int, ...]) -> int:
         (r_out, r_in), layer = ranks, self.layer

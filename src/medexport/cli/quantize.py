@@ -1,0 +1,42 @@
+"""`medexport quantize`: one INT8 QDQ ONNX calibrated on real images, for every backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from medexport.cli._options import console, model_options, model_spec, stage_printer
+
+
+@click.command("quantize")
+@model_options
+@click.option("--calib", default=None,
+              help="Real images for calibration: a folder or file of DICOM, NIfTI, NRRD, PNG/JPEG or NPY "
+                   "(default: the reference model's bundled calibration images).")
+@click.option("--calib-samples", type=int, default=256, show_default=True, help="At most this many images.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="Activation range calibration.")
+@click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
+@click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
+@click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
+def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
+    """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready)."""
+    from medexport.calibration.quantize import QuantConfig
+    from medexport.errors import InputError
+    from medexport.pipeline import BuildConfig, run_quantize
+
+    if calib_samples < 1:
+        raise InputError("--calib-samples must be at least 1")
+    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), max_overall_drop=max_overall_drop,
+                         max_class_drop=max_class_drop)
+    out = console()
+    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude)), calib, calib_samples,
+                          stage_printer(out))
+    quant = recipe["quantization"]
+    out.print(f"wrote {config.out_dir / 'model.int8.qdq.onnx'}: {quant['quantized_nodes']} nodes in int8, "
+              f"{quant['calibration_images']} calibration images ({method})")
+    if recipe.get("float_layers"):
+        out.print(f"kept in float to hold the guard rails: {', '.join(recipe['float_layers'])}")
+    if recipe.get("table"):
+        out.print(recipe["table"])

@@ -1,0 +1,40 @@
+"""`medexport quantize`: real calibration data only, a QDQ model that passes the TensorRT rules."""
+import json
+import subprocess
+import sys
+
+from medexport.calibration.qdq_check import check_qdq
+
+TINY = ["--model", "monai.networks.nets:UNet", "--input-shape", "1x1x64x64", "--model-kwargs",
+        json.dumps({"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})]
+
+
+def medexport(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "medexport", *args], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_quantize_reference_model_holds_guard_rails(tmp_path):
+    proc = medexport(tmp_path, "quantize", "--out", "q")
+    assert proc.returncode == 0, proc.stderr
+    assert check_qdq(tmp_path / "q" / "model.int8.qdq.onnx") == []
+    recipe = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert recipe["guard_rails"]["passed"]
+    assert recipe["quantization"]["calibration_images"] == 32
+    assert len(recipe["quantization"]["calibration_sha256"]) == 64
+
+
+def test_user_model_without_calibration_data_is_refused(tmp_path):
+    proc = medexport(tmp_path, "quantize", "--out", "q", *TINY)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("medexport: error: no calibration data")
+    assert not (tmp_path / "q" / "model.int8.qdq.onnx").exists()
+
+
+def test_calibration_from_a_folder_of_real_scans(tmp_path, shared_data):
+    proc = medexport(tmp_path, "quantize", "--out", "q", "--calib", str(shared_data / "pyradiomics"),
+                     "--calib-samples", "16", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    recipe = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert recipe["calibration_data"]["count"] == 16
+    assert "brain1_image.nrrd" not in json.dumps(recipe)  # hashes and counts, never file names
+    assert check_qdq(tmp_path / "q" / "model.int8.qdq.onnx") == []

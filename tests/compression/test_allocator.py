@@ -1,0 +1,47 @@
+"""The budget allocator on a network built so the right answer is known."""
+import pytest
+import torch
+from torch import nn
+
+from medexport.compression import LowRankConfig, get_pass
+from medexport.compression._layers import discover
+from medexport.compression.allocator import allocate_budget
+from medexport.compression.decompositions import SVD
+from medexport.errors import InputError
+
+
+def _net() -> nn.Sequential:
+    """stem, a conv of exact rank 8, a full-rank random conv of the same size, head."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1),
+                        nn.Conv2d(64, 64, 3, padding=1), nn.Conv2d(64, 2, 1))
+    low = torch.randn(64, 8) @ torch.randn(8, 64 * 9)
+    net[1].weight.data = (low / low.norm() * net[2].weight.norm()).reshape(64, 64, 3, 3)
+    return net.eval()
+
+
+def test_the_low_rank_layer_is_cut_first_and_losslessly():
+    shape = (1, 1, 16, 16)
+    small, record = get_pass("svd").apply(_net(), shape, LowRankConfig(budget=1.8))
+    by_name = {layer.name: layer for layer in record.layers}
+    assert by_name["1"].ranks == (8,) and by_name["1"].weight_error < 1e-6
+    assert abs(record.ratio / 1.8 - 1) <= 0.05
+    assert set(record.skipped) == {"0", "3"} and record.skipped["0"] == "first layer"
+
+
+def test_least_energy_lost_beats_a_uniform_rank_at_the_same_macs():
+    shape = (1, 1, 16, 16)
+    net = _net()
+    _, greedy = get_pass("svd").apply(net, shape, LowRankConfig(budget=2.5))
+    _, uniform = get_pass("svd").apply(net, shape, LowRankConfig(rank_ratio=0.1))
+    assert uniform.macs_after <= greedy.macs_after * 1.1  # comparable budgets
+    lost = [sum(layer.weight_error**2 for layer in r.layers) for r in (greedy, uniform)]
+    assert lost[0] < 0.7 * lost[1]
+
+
+def test_layers_that_do_not_pay_are_never_offered():
+    shape = (1, 1, 16, 16)
+    layers = discover(_net(), shape)
+    decomps = {"3": SVD(layers[3])}  # 64 -> 2 pointwise head: no rank is cheaper
+    with pytest.raises(InputError, match="out of reach"):
+        allocate_budget(decomps, sum(layer.macs for layer in layers), 2.0, 8, 0.05)

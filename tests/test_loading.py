@@ -91,3 +91,9 @@ def test_default_is_the_trained_reference():
     assert loaded.name == "brain-tissue-unet2d" and loaded.reference is not None
     images, _ = loaded.reference.heldout()
     assert np.isfinite(images).all()
+
+
+def test_reference_model_by_name_and_unknown_names():
+    assert load_model(ModelSpec(model="brain-region-alexnet")).input_shape == (1, 1, 64, 64)
+    with pytest.raises(InputError, match="brain-tissue-unet3d"):
+        load_model(ModelSpec(model="no-such-model"))

@@ -117,16 +117,14 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         return _load_pickled_module(path, spec)
     if ":" in target:
         return _load_factory(target, spec)
-    raise InputError(
-        f"cannot tell what model '{target}' is: give pkg.module:factory, a .pt2 torch.export file, an .onnx file, "
-        "or a reference model name"
-    ) if not _is_reference_name(target) else _load_reference(spec, target)
-
-
-def _is_reference_name(name: str) -> bool:
     from medexport.zoo import list_models
 
-    return name in list_models()
+    if target in list_models():
+        return _load_reference(spec, target)
+    raise InputError(
+        f"cannot tell what model '{target}' is: give pkg.module:factory, a .pt2 torch.export file, an .onnx file, "
+        f"or a reference model name ({', '.join(list_models())})"
+    )
 
 
 def _load_reference(spec: ModelSpec, name: str | None = None) -> LoadedModel:

@@ -42,6 +42,9 @@ class BuildConfig:
     latency: bool = True
     latency_batch: int = 1
     latency_iterations: int = 30
+    compress: str | None = None  # a registered compression pass ("svd", "spatial-svd", "tucker")
+    budget: str = "3x"  # MACs reduction factor for the compression pass
+    compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -56,7 +59,9 @@ class BuildConfig:
         return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
                 "tolerance": self.tolerance, "rtol": self.rtol, "simplify": self.simplify, "parity_samples": self.parity_samples,
                 "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
-                "latency_batch": self.latency_batch}
+                "latency_batch": self.latency_batch,
+                "compression": {"method": self.compress, "budget": self.budget, "exclude": list(self.compress_exclude)}
+                if self.compress else None}
 
 
 Stage = Callable[[str], ContextManager[None]]
@@ -100,11 +105,16 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
                             "dtype": "float32", "dynamic_batch": config.model.dynamic_batch}
     report.data["provenance"] = loaded.provenance
 
+    original = loaded.module
+    if config.compress:
+        with timed(f"compress ({config.compress} {config.budget})"):
+            report.data["compression"] = _compress(loaded, config)
+
     if loaded.module is not None:
         with timed("profile"):
             report.data["profile"] = _profile(loaded)["totals"]
 
-    onnx_path = out / "model.onnx"
+    onnx_path = out / ("model.compressed.onnx" if config.compress else "model.onnx")
     with timed("export"):
         report.data["export"] = _export(loaded, onnx_path, config)
 
@@ -132,7 +142,8 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
             _reject_on_failure(result.files, onnx_path, lambda: parity.raise_if_failed(f"the {config.target} artifact"))
         if config.validate and loaded.reference is not None:
             with timed("validate"):
-                report.data["validation"] = _validate(loaded, reference, runner, config)
+                report.data["validation"] = _validate(loaded, _original_runner(loaded, original, reference), runner,
+                                                      config)
             rails = report.data["validation"]["guard_rails"]
             if not rails["passed"]:
                 _write_reports(out, report)
@@ -208,6 +219,57 @@ def _calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int
                         "(medexport never calibrates on random data)")
     images = loaded.reference.calibration()[:max_samples]
     return images, {"count": int(len(images)), "source": f"bundled calibration images of {loaded.reference.name}"}
+
+
+def run_compress(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, Any]:
+    """Compress, export ``model.compressed.onnx``, check parity with the compressed torch model, and (for
+    reference models) validate against the ORIGINAL model with the guard rails. Writes ``compress.json``."""
+    from medexport.errors import GuardRailError
+
+    if not config.compress:
+        raise InputError("no compression method given")
+    loaded = load_model(config.model)
+    if loaded.module is None:
+        raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
+    original = loaded.module
+    with stage(f"compress ({config.compress} {config.budget})"):
+        result: dict[str, Any] = {"compression": _compress(loaded, config)}
+    onnx_path = config.out_dir / "model.compressed.onnx"
+    with stage("export"):
+        result["export"] = _export(loaded, onnx_path, config)
+    with stage("parity"):
+        inputs, _ = _parity_inputs(loaded, config.parity_samples)
+        compressed = reference_runner(loaded, onnx_path)
+        result["onnx_parity"] = _parity(onnx_path, _run_batched(compressed, inputs), inputs, config, "compressed ONNX")
+    if loaded.reference is not None and config.validate:
+        with stage("validate against the original"):
+            result["validation"] = _validate(loaded, _original_runner(loaded, original, compressed), compressed, config,
+                                             artifact=onnx_path.name)
+    write_json(config.out_dir / "compress.json", result)
+    rails = (result.get("validation") or {}).get("guard_rails")
+    if rails and not rails["passed"]:
+        raise GuardRailError(rails["message"] + " (relax with --max-overall-drop/--max-class-drop, or compress less)")
+    return result
+
+
+def _compress(loaded: LoadedModel, config: BuildConfig) -> dict:
+    """Replace ``loaded.module`` by its compressed copy; return the pass record."""
+    from medexport.compression import LowRankConfig, get_pass, parse_budget
+
+    if loaded.module is None:
+        raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
+    pass_config = LowRankConfig(budget=parse_budget(config.budget), exclude=tuple(config.compress_exclude))
+    loaded.module, record = get_pass(config.compress).apply(loaded.module, (1, *loaded.input_shape[1:]), pass_config)
+    return record.to_dict()
+
+
+def _original_runner(loaded: LoadedModel, original, fallback):
+    """The uncompressed model, which guard rails compare against; ``fallback`` when nothing was compressed."""
+    if original is None or original is loaded.module:
+        return fallback
+    from medexport.runtimes.torch import Runner
+
+    return Runner(original, loaded.input_shape)
 
 
 def _timer(report: BuildReport, stage: Stage):
@@ -312,12 +374,13 @@ def _reject_on_failure(files: list[Path], onnx_path: Path, check: Callable[[], N
         raise
 
 
-def _validate(loaded: LoadedModel, reference, runner, config: BuildConfig) -> dict:
+def _validate(loaded: LoadedModel, reference, runner, config: BuildConfig, artifact: str | None = None) -> dict:
     from medexport.evaluation import GuardRails
     from medexport.evaluation.validation import reference_data, validate_against
 
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)
-    return validate_against(reference, runner, reference_data(loaded.reference), rails, artifact=config.target)
+    return validate_against(reference, runner, reference_data(loaded.reference), rails,
+                            artifact=artifact or config.target)
 
 
 def _raise_guard_rail(rails: dict) -> None:
@@ -361,7 +424,7 @@ def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report:
         "input": data["input"],
         "outputs": data["export"].get("outputs"),
         "preprocessing": _preprocessing(loaded),
-        "compression": None,
+        "compression": data.get("compression"),
         "calibration": None,
         "target": config.target,
         "artifact": data["build"]["artifact"],

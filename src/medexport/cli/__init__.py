@@ -23,9 +23,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from medexport.cli import bench, build, export, inspect, quantize, validate
+    from medexport.cli import bench, build, compress, export, inspect, quantize, validate
 
-    for module in (inspect, export, quantize, build, validate, bench):
+    for module in (inspect, export, compress, quantize, build, validate, bench):
         cli.add_command(module.command)
 
 

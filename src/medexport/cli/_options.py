@@ -31,6 +31,25 @@ def model_options(func: Callable) -> Callable:
     return func
 
 
+def compression_options(required: bool) -> Callable:
+    """--method/--budget/--exclude-layer, with methods from the compression registry."""
+    from medexport.compression import list_passes
+
+    def decorate(func: Callable) -> Callable:
+        options = [
+            click.option("--compress" if not required else "--method", "method", required=required, default=None,
+                         type=click.Choice(list_passes()), help="Low-rank compression pass to apply before export."),
+            click.option("--budget", default="3x", show_default=True, help="MACs reduction target, e.g. 3x or 6x."),
+            click.option("--exclude-layer", multiple=True,
+                         help="Layer name glob kept uncompressed (repeatable; the first conv and the head always are)."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def model_spec(model, weights, model_kwargs, spec_file, input_shape, static_batch, trust_pickle) -> ModelSpec:
     """Build a ModelSpec from the shared options; flags override a spec file."""
     spec = ModelSpec.from_file(spec_file) if spec_file else ModelSpec()

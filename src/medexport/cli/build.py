@@ -5,12 +5,13 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console, model_options, model_spec, stage_printer
+from medexport.cli._options import compression_options, console, model_options, model_spec, stage_printer
 from medexport.runtimes._registry import TARGETS
 
 
 @click.command("build")
 @model_options
+@compression_options(required=False)
 @click.option("--target", default="onnxruntime", show_default=True,
               help=f"Backend to build for: {', '.join(TARGETS)}.")
 @click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device (CPU, GPU).")
@@ -26,7 +27,7 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
-def command(target, device, out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify,
+def command(method, budget, exclude_layer, target, device, out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify,
             no_latency, **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.pipeline import BuildConfig, run_build
@@ -34,7 +35,8 @@ def command(target, device, out_dir, tolerance, rtol, max_overall_drop, max_clas
     spec = model_spec(**model_kw)
     config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch)
+                         max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
+                         compress=method, budget=budget, compress_exclude=tuple(exclude_layer))
     if out_dir is None:
         config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
     out = console()

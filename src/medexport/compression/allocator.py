@@ -5,11 +5,14 @@ greedy on measured accuracy, but with no inference at all (seconds, not hours): 
 is the fraction of its weight's squared singular-value energy a rank choice drops, and each step
 takes the move (any layer, any cheaper rank, several grid steps at once so non-convex MACs curves
 are not a trap) that loses the least energy per MAC saved. The last step is the cheapest move that
-lands inside the tolerance band under the target, so the achieved ratio lands within it.
-Only ranks whose factorized MACs are below the layer's own are ever offered.
+lands inside the tolerance band under the target (off the rounding grid for that one step when no
+grid rank lands there), so the achieved ratio lands within it. Only ranks whose factorized MACs are
+below the layer's own are ever offered.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,47 +40,76 @@ def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig",
 
 def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget: float, round_to: int,
                     tolerance: float) -> dict[str, tuple[int, ...]]:
-    """Greedy ranks bringing ``total_macs`` down to ``total_macs / budget`` (within ``tolerance``)."""
+    """Greedy ranks bringing ``total_macs`` down to ``total_macs / budget`` (within ``tolerance``).
+
+    Ranks stay on the ``round_to`` grid unless no grid move lands the last step inside the band;
+    then that one step may take any rank (on layers with at most ``_FINE_LIMIT`` rank choices).
+    """
     target = total_macs / budget
     floor = total_macs / (budget * (1 + tolerance))
-    names, opt_ranks, opt_macs, opt_err = [], [], [], []
-    for name, d in decomps.items():
-        options = [o for o in d.options(round_to) if o.macs < d.layer.macs]
-        if options:
-            names.append(name)
-            opt_ranks.append([o.ranks for o in options])
-            opt_macs.append(np.array([o.macs for o in options], dtype=np.float64))
-            opt_err.append(np.array([o.error2 for o in options]))
+    names = list(decomps)
+    coarse = [_choices(decomps[n], round_to) for n in names]
     cur_macs = np.array([decomps[n].layer.macs for n in names], dtype=np.float64)
     cur_err = np.zeros(len(names))
-    chosen: dict[int, int] = {}  # layer index -> option index
+    chosen: dict[int, tuple[int, ...]] = {}
     total = float(total_macs)
     while total > target:
-        best, crossing = None, None  # (score, layer, option)
-        for li in range(len(names)):
-            saved = cur_macs[li] - opt_macs[li]
-            lost = opt_err[li] - cur_err[li]
-            valid = saved > 0
-            if not valid.any():
-                continue
-            after = total - saved
-            score = np.where(valid, lost / np.where(valid, saved, 1.0), np.inf)
-            oi = int(np.argmin(score))
-            if best is None or score[oi] < best[0]:
-                best = (score[oi], li, oi)
-            band = valid & (after <= target) & (after >= floor)
-            if band.any():
-                oi = int(np.argmin(np.where(band, lost, np.inf)))
-                if crossing is None or lost[oi] < crossing[0]:
-                    crossing = (lost[oi], li, oi)
-        if best is None:
-            reachable = total_macs / total
+        ratio_move, band_move = _moves(coarse, cur_macs, cur_err, total, target, floor)
+        if ratio_move is None:
             raise InputError(f"a {budget:g}x MACs budget is out of reach: factorizing every allowed layer "
-                             f"gives {reachable:.2f}x (exclude fewer layers or ask for less)")
-        li, oi = best[1:]
-        if total - (cur_macs[li] - opt_macs[li][oi]) <= target and crossing is not None:
-            li, oi = crossing[1:]
-        total -= cur_macs[li] - opt_macs[li][oi]
-        cur_macs[li], cur_err[li] = opt_macs[li][oi], opt_err[li][oi]
-        chosen[li] = oi
-    return {names[li]: opt_ranks[li][oi] for li, oi in chosen.items()}
+                             f"gives {total_macs / total:.2f}x (exclude fewer layers or ask for less)")
+        pool, (li, oi) = coarse, ratio_move
+        if total - (cur_macs[li] - coarse[li].macs[oi]) <= target:  # the last step
+            if band_move is None and round_to > 1:
+                fine = [_choices(decomps[n], 1) if math.prod(decomps[n].full_ranks()) <= _FINE_LIMIT else coarse[i]
+                        for i, n in enumerate(names)]
+                _, band_move = _moves(fine, cur_macs, cur_err, total, target, floor)
+                pool = fine if band_move is not None else coarse
+            if band_move is not None:
+                li, oi = band_move
+        choice = pool[li]
+        total -= cur_macs[li] - choice.macs[oi]
+        cur_macs[li], cur_err[li] = choice.macs[oi], choice.err[oi]
+        chosen[li] = choice.ranks[oi]
+    return {names[li]: ranks for li, ranks in chosen.items()}
+
+
+_FINE_LIMIT = 20_000
+
+
+@dataclass
+class _Choices:
+    """A layer's rank choices whose MACs are below the layer's own, as arrays."""
+
+    ranks: list[tuple[int, ...]]
+    macs: np.ndarray
+    err: np.ndarray
+
+
+def _choices(d: "Decomposition", round_to: int) -> _Choices:
+    options = [o for o in d.options(round_to) if o.macs < d.layer.macs]
+    return _Choices([o.ranks for o in options], np.array([o.macs for o in options], dtype=np.float64),
+                    np.array([o.error2 for o in options], dtype=np.float64))
+
+
+def _moves(choices: list[_Choices], cur_macs: np.ndarray, cur_err: np.ndarray, total: float, target: float,
+           floor: float) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(layer, option) of the least energy lost per MAC saved, and of the least lost landing in [floor, target]."""
+    best, band = (np.inf, None), (np.inf, None)
+    for li, c in enumerate(choices):
+        saved = cur_macs[li] - c.macs
+        valid = saved > 0
+        if not valid.any():
+            continue
+        lost = c.err - cur_err[li]
+        score = np.where(valid, lost / np.where(valid, saved, 1.0), np.inf)
+        oi = int(np.argmin(score))
+        if best[1] is None or score[oi] < best[0]:
+            best = (score[oi], (li, oi))
+        after = total - saved
+        landing = valid & (after <= target) & (after >= floor)
+        if landing.any():
+            oi = int(np.argmin(np.where(landing, lost, np.inf)))
+            if band[1] is None or lost[oi] < band[0]:
+                band = (lost[oi], (li, oi))
+    return best[1], band[1]

@@ -403,7 +403,7 @@ def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dic
         f"reference ({reference.backend})": baseline.to_dict(),
         "speedup_vs_reference": round(baseline.median_ms / artifact.median_ms, 3),
         "devices": runner.devices(),
-        "warning": warning or busy_warning(),
+        "warning": warning,
     }
 
 

@@ -1,4 +1,5 @@
 """The latency harness measures what it claims, and `bench` runs real artifacts."""
+import os
 import time
 
 import numpy as np
@@ -36,3 +37,23 @@ def test_unknown_artifact_suffix():
 
     with pytest.raises(InputError, match="pass --target"):
         target_for(Path("model.tflite"))
+
+
+def test_busy_machine_is_detected(tmp_path):
+    import subprocess
+    import sys
+
+    from medexport.benchmarks.environment import _cpu_busy_fraction, busy_warning
+
+    idle = _cpu_busy_fraction(0.2)
+    assert idle is None or 0.0 <= idle <= 1.0
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]  # every core
+    try:
+        time.sleep(0.5)
+        warning = busy_warning(0.5)
+    finally:
+        for hog in hogs:
+            hog.wait()
+    if idle is not None:
+        assert warning is not None and "unreliable" in warning

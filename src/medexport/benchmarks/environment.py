@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import time
 
 
 def environment() -> dict:
@@ -48,16 +49,34 @@ def _gpu() -> str | None:
         return None
 
 
-def busy_warning() -> str | None:
+def busy_warning(window_s: float = 0.3) -> str | None:
     """A warning when other processes keep the CPU busy, which makes latency numbers unreliable.
 
-    On a shared workstation this matters: with two cores both taken, PyTorch's OpenMP threads were seen
-    running 30x slower here while ONNX Runtime lost far less, so a speedup ratio measured under load lies.
+    Call it while this process is idle: it samples the whole machine's CPU use over ``window_s``
+    (from /proc/stat; the load average would also count our own earlier stages). On a shared
+    workstation this matters: with both cores taken by another job, PyTorch's OpenMP threads were
+    seen running 30x slower here while ONNX Runtime lost far less, so a ratio measured under load lies.
     """
-    if not hasattr(os, "getloadavg"):
+    busy = _cpu_busy_fraction(window_s)
+    if busy is None or busy <= 0.5:
         return None
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > 0.5 * cores:
-        return (f"the machine was busy (load average {load:.1f} on {cores} cores): latency figures and ratios "
-                "are unreliable; rerun on an idle machine")
-    return None
+    return (f"other processes were using {100 * busy:.0f}% of the CPU while latency was measured: latency figures "
+            "and ratios are unreliable; rerun on an idle machine")
+
+
+def _cpu_busy_fraction(window_s: float) -> float | None:
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields)
+
+    first = sample()
+    time.sleep(window_s)
+    second = sample()
+    if first is None or second is None or second[1] == first[1]:
+        return None
+    return 1.0 - (second[0] - first[0]) / (second[1] - first[1])

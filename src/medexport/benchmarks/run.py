@@ -39,6 +39,7 @@ def bench_artifact(path: Path, *, target: str | None, device: str | None, batche
     from medexport.zoo.samples import real_inputs
 
     target = target or target_for(path)
+    warning = busy_warning()
     with open_runner(path, target, device=device, threads=threads) as runner:
         dims = runner.input_shape
         if input_shape:
@@ -56,4 +57,4 @@ def bench_artifact(path: Path, *, target: str | None, device: str | None, batche
             results.append(measure_latency(runner.infer, data, warmup=warmup, iterations=iterations).to_dict())
         devices = runner.devices()
     return {"artifact": path.name, "target": target, "devices": devices, "threads": threads,
-            "latency": results, "warning": busy_warning(), "environment": environment()}
+            "latency": results, "warning": warning, "environment": environment()}

@@ -19,7 +19,7 @@ from medexport.errors import InputError, ModelLoadError
 if TYPE_CHECKING:
     import torch
 
-LAYOUTS = {4: "NCHW", 5: "NCDHW", 3: "NCL"}
+LAYOUTS = {4: "NCHW", 5: "NCDHW"}
 
 
 @dataclass
@@ -38,10 +38,13 @@ class ModelSpec:
         if isinstance(self.input_shape, str):
             self.input_shape = parse_shape(self.input_shape)
         if self.input_shape is not None:
-            self.input_shape = tuple(int(d) for d in self.input_shape)
+            try:
+                self.input_shape = tuple(int(d) for d in self.input_shape)
+            except (TypeError, ValueError):
+                raise InputError(f"input shape {self.input_shape!r} must be a list of sizes, e.g. 1x1x128x128") from None
             if len(self.input_shape) not in LAYOUTS or min(self.input_shape) < 1:
                 raise InputError(
-                    f"input shape {'x'.join(map(str, self.input_shape))} must be NxCxL, NxCxHxW or NxCxDxHxW "
+                    f"input shape {'x'.join(map(str, self.input_shape))} must be NxCxHxW or NxCxDxHxW "
                     "with positive sizes"
                 )
 
@@ -131,6 +134,9 @@ def _load_reference(spec: ModelSpec, name: str | None = None) -> LoadedModel:
     from medexport.zoo import DEFAULT_MODEL, get_model
 
     ref = get_model(name or DEFAULT_MODEL)
+    if spec.weights or spec.model_kwargs:
+        raise InputError(f"--weights and --model-kwargs apply to a factory (--model pkg.module:factory), not to the "
+                         f"bundled reference model {ref.name}")
     shape = spec.input_shape or ref.input_shape
     return LoadedModel(ref.name, "reference", tuple(shape), module=ref.build(), reference=ref,
                        provenance={"reference_model": ref.name, "weights_sha256": sha256(ref.weights_path())})

@@ -18,7 +18,7 @@ import numpy as np
 from medexport._io import sha256, write_json, write_text
 from medexport.errors import InputError, MedexportError
 from medexport.loading import LAYOUTS, LoadedModel, ModelSpec, load_model
-from medexport.runtimes._registry import TARGETS, get_backend
+from medexport.runtimes._registry import TARGETS, get_backend, make_builder, open_runner
 
 FP32_TOLERANCE = 1e-4
 FP32_RTOL = 1e-4
@@ -45,6 +45,10 @@ class BuildConfig:
     compress: str | None = None  # a registered compression pass ("svd", "spatial-svd", "tucker")
     budget: str = "3x"  # MACs reduction factor for the compression pass
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
+    data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
+    labels: str | None = None
+    task: str | None = None
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -53,7 +57,9 @@ class BuildConfig:
         if self.tolerance <= 0 or self.rtol < 0:
             raise InputError("--tolerance must be positive and --rtol not negative")
         if self.parity_samples < 1 or self.latency_batch < 1:
-            raise InputError("--parity-samples and --batch must be at least 1")
+            raise InputError("the number of parity samples and --batch must be at least 1")
+        if not self.model.dynamic_batch and self.latency_batch != 1:
+            raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
@@ -88,18 +94,18 @@ class BuildReport:
 def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     """Run the whole chain for one target; raise a MedexportError (one line) on the first failure."""
     # check the backend first: a missing TensorRT should fail before minutes of work
-    backend = get_backend(config.target)
+    get_backend(config.target)
     out = config.out_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
 
     report = BuildReport(model="?", target=config.target)
     timed = _timer(report, stage)
-
     with timed("load"):
         loaded = load_model(config.model)
+        data = _labelled_data(loaded, config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
     report.model = loaded.name
     report.data["input"] = {"shape": list(loaded.input_shape), "layout": LAYOUTS[len(loaded.input_shape)],
                             "dtype": "float32", "dynamic_batch": config.model.dynamic_batch}
@@ -109,7 +115,6 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     if config.compress:
         with timed(f"compress ({config.compress} {config.budget})"):
             report.data["compression"] = _compress(loaded, config)
-
     if loaded.module is not None:
         with timed("profile"):
             report.data["profile"] = _profile(loaded)["totals"]
@@ -117,32 +122,40 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     onnx_path = out / ("model.compressed.onnx" if config.compress else "model.onnx")
     with timed("export"):
         report.data["export"] = _export(loaded, onnx_path, config)
+    written = [onnx_path, *_external_data(onnx_path)]
 
     with timed("inputs"):
         inputs, input_source = _parity_inputs(loaded, config.parity_samples)
     report.data["parity_inputs"] = {"count": int(inputs.shape[0]), "source": input_source}
-
     reference = reference_runner(loaded, onnx_path)
     with timed("reference"):
         ref_out = _run_batched(reference, inputs)
-    if loaded.module is not None:
+    if loaded.module is not None and config.target != "onnxruntime":  # for ORT the backend parity is this check
         with timed("onnx parity"):
             report.data["onnx_parity"] = _parity(onnx_path, ref_out, inputs, config, "exported ONNX")
 
     with timed(f"build {config.target}"):
-        builder = _builder(backend, config)
-        result = builder.build(onnx_path, out)
+        result = make_builder(config.target, device=config.device,
+                              max_batch=max(8, config.latency_batch)).build(onnx_path, out)
     report.data["build"] = result.to_dict()
+    written += [f for f in result.files if f not in written]
 
-    runner = _runner(backend, result.artifact, config)
+    runner = open_runner(result.artifact, config.target, device=config.device)
     try:
-        with timed(f"{config.target} parity"):
-            parity = _compare(ref_out, _run_batched(runner, inputs), config)
-            report.data["backend_parity"] = parity.to_dict()
-            _reject_on_failure(result.files, onnx_path, lambda: parity.raise_if_failed(f"the {config.target} artifact"))
-        if config.validate and loaded.reference is not None:
+        if loaded.module is None and config.target == "onnxruntime":
+            report.data["backend_parity"] = {"not_applicable": "the artifact is the input ONNX file itself"}
+        else:
+            with timed(f"{config.target} parity"):
+                parity = _compare(ref_out, _run_batched(runner, inputs), config)
+                report.data["backend_parity"] = parity.to_dict()
+                _reject_on_failure(result.files, onnx_path,
+                                   lambda: parity.raise_if_failed(f"the {config.target} artifact"))
+        if data is None or not config.validate:
+            report.data["validation"] = {"skipped": "guard rails not run: no labelled data (pass --data, or use a "
+                                                    "reference model)" if config.validate else "--no-validate"}
+        else:
             with timed("validate"):
-                report.data["validation"] = _validate(loaded, _original_runner(loaded, original, reference), runner,
+                report.data["validation"] = _validate(_original_runner(loaded, original, reference), runner, data,
                                                       config)
             rails = report.data["validation"]["guard_rails"]
             if not rails["passed"]:
@@ -157,9 +170,24 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     from medexport.benchmarks import environment
 
     report.data["environment"] = environment()
-    _write_reports(out, report)
-    _write_manifest(out, config, loaded, report)
+    written += _write_reports(out, report)
+    _write_manifest(out, config, loaded, report, written)
     return report
+
+
+def _labelled_data(loaded: LoadedModel, config: BuildConfig):
+    """Labelled images for the guard rails: the user's --data, else the reference model's held-out set."""
+    from medexport.evaluation.validation import reference_data, user_data
+
+    if config.data is not None:
+        return user_data(config.data, config.labels, loaded.input_shape, task=config.task, classes=config.classes,
+                         reference_model=loaded.reference)
+    return reference_data(loaded.reference) if loaded.reference is not None else None
+
+
+def _external_data(onnx_path: Path) -> list[Path]:
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    return [data] if data.is_file() else []
 
 
 def run_export(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, Any]:
@@ -188,6 +216,11 @@ def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int
     onnx_path = config.out_dir / "model.onnx"
     with stage("export"):
         _export(loaded, onnx_path, config)
+    if loaded.module is not None:
+        with stage("parity"):
+            inputs, _ = _parity_inputs(loaded, config.parity_samples)
+            _parity(onnx_path, _run_batched(reference_runner(loaded, onnx_path), inputs), inputs, config,
+                    "exported ONNX")
     dest = config.out_dir / "model.int8.qdq.onnx"
     with stage("quantize"):
         if loaded.reference is not None:
@@ -241,9 +274,10 @@ def run_compress(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, 
         inputs, _ = _parity_inputs(loaded, config.parity_samples)
         compressed = reference_runner(loaded, onnx_path)
         result["onnx_parity"] = _parity(onnx_path, _run_batched(compressed, inputs), inputs, config, "compressed ONNX")
-    if loaded.reference is not None and config.validate:
+    data = _labelled_data(loaded, config)
+    if data is not None and config.validate:
         with stage("validate against the original"):
-            result["validation"] = _validate(loaded, _original_runner(loaded, original, compressed), compressed, config,
+            result["validation"] = _validate(_original_runner(loaded, original, compressed), compressed, data, config,
                                              artifact=onnx_path.name)
     write_json(config.out_dir / "compress.json", result)
     rails = (result.get("validation") or {}).get("guard_rails")
@@ -296,12 +330,24 @@ def _export(loaded: LoadedModel, onnx_path: Path, config: BuildConfig) -> dict:
         if loaded.onnx_path.resolve() != onnx_path.resolve():
             from medexport._io import atomic_path
 
+            for name in _external_files(loaded.onnx_path):  # weights stored beside a large ONNX come along
+                with atomic_path(onnx_path.parent / name) as tmp:
+                    shutil.copyfile(loaded.onnx_path.parent / name, tmp)
             with atomic_path(onnx_path) as tmp:
                 shutil.copyfile(loaded.onnx_path, tmp)
         return describe_onnx(onnx_path).to_dict()
     shape = (1, *loaded.input_shape[1:])
     return export_onnx(loaded.module, shape, onnx_path, dynamic_batch=config.model.dynamic_batch,
                        simplify=config.simplify).to_dict()
+
+
+def _external_files(onnx_path: Path) -> list[str]:
+    """File names an ONNX model keeps its external tensors in."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    names = {entry.value for t in proto.graph.initializer for entry in t.external_data if entry.key == "location"}
+    return sorted(names)
 
 
 def _parity_inputs(loaded: LoadedModel, n: int) -> tuple[np.ndarray, str]:
@@ -347,22 +393,6 @@ def _parity(onnx_path: Path, ref_out: np.ndarray, inputs: np.ndarray, config: Bu
     return parity.to_dict()
 
 
-def _builder(backend, config: BuildConfig):
-    if config.target == "onnxruntime":
-        return backend.Builder(providers=[config.device] if config.device else None)
-    if config.target == "openvino":
-        return backend.Builder(device=config.device or "CPU")
-    return backend.Builder(max_batch=max(8, config.latency_batch))
-
-
-def _runner(backend, artifact: Path, config: BuildConfig):
-    if config.target == "onnxruntime":
-        return backend.Runner(artifact, providers=[config.device] if config.device else None)
-    if config.target == "openvino":
-        return backend.Runner(artifact, device=config.device or "CPU")
-    return backend.Runner(artifact)
-
-
 def _reject_on_failure(files: list[Path], onnx_path: Path, check: Callable[[], None]) -> None:
     """Run ``check``; if it raises, delete the artifact files it judged (never the source ONNX) and re-raise."""
     try:
@@ -374,13 +404,12 @@ def _reject_on_failure(files: list[Path], onnx_path: Path, check: Callable[[], N
         raise
 
 
-def _validate(loaded: LoadedModel, reference, runner, config: BuildConfig, artifact: str | None = None) -> dict:
+def _validate(reference, runner, data, config: BuildConfig, artifact: str | None = None) -> dict:
     from medexport.evaluation import GuardRails
-    from medexport.evaluation.validation import reference_data, validate_against
+    from medexport.evaluation.validation import validate_against
 
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)
-    return validate_against(reference, runner, reference_data(loaded.reference), rails,
-                            artifact=artifact or config.target)
+    return validate_against(reference, runner, data, rails, artifact=artifact or config.target)
 
 
 def _raise_guard_rail(rails: dict) -> None:
@@ -407,15 +436,17 @@ def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dic
     }
 
 
-def _write_reports(out: Path, report: BuildReport) -> None:
+def _write_reports(out: Path, report: BuildReport) -> list[Path]:
     from medexport.benchmarks.report import build_markdown
 
-    write_json(out / "report.json", report.to_dict())
-    write_text(out / "report.md", build_markdown(report.to_dict()))
+    return [write_json(out / "report.json", report.to_dict()),
+            write_text(out / "report.md", build_markdown(report.to_dict()))]
 
 
-def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: BuildReport) -> None:
-    files = sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."))
+def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: BuildReport,
+                    written: list[Path]) -> None:
+    """The manifest lists exactly the files this build wrote; anything else in the folder is not vouched for."""
+    files = sorted(set(written))
     data = report.to_dict()
     manifest = {
         "medexport_manifest": 1,
@@ -448,7 +479,7 @@ def _preprocessing(loaded: LoadedModel) -> dict | None:
 
 
 def _metrics_summary(validation: dict | None) -> dict | None:
-    if not validation:
-        return None
+    if not validation or "skipped" in validation:
+        return validation
     return {"reference": validation["reference"]["overall"], "artifact": validation["artifact"]["overall"],
             "guard_rails": {k: validation["guard_rails"][k] for k in ("passed", "rows")}}

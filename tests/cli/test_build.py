@@ -69,3 +69,39 @@ def test_validate_fails_on_a_damaged_model_and_names_the_class(tmp_path):
     rows = {row["name"]: row for row in table["guard_rails"]["rows"]}
     assert not rows["white_matter"]["ok"] and rows["white_matter"]["delta_points"] < -3
     assert "white_matter" in (tmp_path / "damaged" / "validation.md").read_text()
+
+
+def test_manifest_vouches_only_for_what_the_build_wrote(tmp_path):
+    (tmp_path / "stale_notes.txt").write_text("left over from something else")
+    run_build(BuildConfig(model=ModelSpec(input_shape=None, dynamic_batch=False), out_dir=tmp_path, latency=False))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert "stale_notes.txt" not in manifest["files"]
+    assert manifest["input"]["dynamic_batch"] is False  # static batch works through validation too
+    assert manifest["metrics"]["guard_rails"]["passed"]
+
+
+def test_user_model_with_user_data_runs_the_guard_rails(tmp_path):
+    import numpy as np
+
+    from medexport.zoo import get_model
+
+    ref = get_model("brain-tissue-unet2d")
+    images, labels = ref.heldout()
+    np.savez(tmp_path / "heldout.npz", images=images[:8], labels=labels[:8])
+    user_model = ModelSpec(model=ref.factory, weights=str(ref.weights_path()), input_shape="1x1x128x128")
+    report = run_build(BuildConfig(model=user_model, out_dir=tmp_path / "with", latency=False,
+                                   data=str(tmp_path / "heldout.npz"), task="segmentation",
+                                   classes=("background", "grey_matter", "white_matter"))).to_dict()
+    assert report["validation"]["guard_rails"]["passed"]
+    assert "heldout.npz" not in json.dumps(report["validation"]["data"])  # a count and a hash, not a path
+    user_model = ModelSpec(model=ref.factory, weights=str(ref.weights_path()), input_shape="1x1x128x128")
+    report = run_build(BuildConfig(model=user_model, out_dir=tmp_path / "without", latency=False)).to_dict()
+    assert report["validation"]["skipped"].startswith("guard rails not run: no labelled data")
+
+
+def test_weights_do_not_apply_to_the_reference_model(tmp_path):
+    from medexport.errors import InputError
+
+    with pytest.raises(InputError, match="not to the bundled reference model"):
+        run_build(BuildConfig(model=ModelSpec(weights="x.pt"), out_dir=tmp_path, latency=False))
+    assert not (tmp_path / "manifest.json").exists()

@@ -60,8 +60,8 @@ def busy_warning(window_s: float = 0.3) -> str | None:
     busy = _cpu_busy_fraction(window_s)
     if busy is None or busy <= 0.5:
         return None
-    return (f"other processes were using {100 * busy:.0f}% of the CPU while latency was measured: latency figures "
-            "and ratios are unreliable; rerun on an idle machine")
+    return (f"other processes were using {100 * busy:.0f}% of the CPU just before latency was measured: latency "
+            "figures and ratios are unreliable; rerun on an idle machine")
 
 
 def _cpu_busy_fraction(window_s: float) -> float | None:

@@ -18,7 +18,9 @@ def build_markdown(report: dict[str, Any]) -> str:
               "|---|---:|---:|---:|---:|:---:|"]
     for name, key in (("torch vs ONNX (ONNX Runtime)", "onnx_parity"), (f"reference vs {report['target']}", "backend_parity")):
         p = report.get(key)
-        if p:
+        if p and "not_applicable" in p:
+            lines.append(f"| {name} | – | – | – | – | n/a: {p['not_applicable']} |")
+        elif p:
             lines.append(f"| {name} | {p['max_abs_error']:.2e} | {p['max_rel_error']:.2e} | {p['tolerance']:.0e} | "
                          f"{p['rtol']:.0e} | "
                          f"{'✓' if p['passed'] else '✗'} |")
@@ -26,7 +28,9 @@ def build_markdown(report: dict[str, Any]) -> str:
     if src:
         lines += ["", f"Parity inputs: {src['count']} {src['source']}."]
     val = report.get("validation")
-    if val:
+    if val and "skipped" in val:
+        lines += ["", "## Validation", "", f"**{val['skipped']}.**"]
+    elif val:
         lines += ["", "## Validation on held-out images", "", val["data"], "", val["table"], ""]
     lat = report.get("latency")
     if lat:

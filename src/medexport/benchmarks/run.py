@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medexport.errors import InputError, ModelLoadError
+from medexport.errors import InputError
+from medexport.runtimes import open_runner
 
 _SUFFIX_TARGET = {".onnx": "onnxruntime", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
 
@@ -15,20 +16,6 @@ def target_for(path: Path) -> str:
     except KeyError:
         raise InputError(f"cannot tell the backend of {path.name}: pass --target "
                          f"(known suffixes: {', '.join(_SUFFIX_TARGET)})") from None
-
-
-def open_runner(path: Path, target: str, *, device: str | None = None, threads: int | None = None):
-    """A runner for ``path`` on ``target`` (lazy backend import, clear error when missing)."""
-    from medexport.runtimes import get_backend
-
-    if not path.is_file():
-        raise ModelLoadError(f"artifact not found: {path}")
-    backend = get_backend(target)
-    if target == "onnxruntime":
-        return backend.Runner(path, providers=[device] if device else None, threads=threads)
-    if target == "openvino":
-        return backend.Runner(path, device=device or "CPU", threads=threads)
-    return backend.Runner(path)
 
 
 def bench_artifact(path: Path, *, target: str | None, device: str | None, batches: list[int],

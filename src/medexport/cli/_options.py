@@ -50,6 +50,22 @@ def compression_options(required: bool) -> Callable:
     return decorate
 
 
+def data_options(func: Callable) -> Callable:
+    """--data/--labels/--task/--classes: labelled images for validation and guard rails."""
+    options = [
+        click.option("--data", "data_path", default=None,
+                     help="Labelled images: an .npz with 'images' and 'labels' arrays, or image files/folder with "
+                          "--labels masks. Default: the reference model's held-out images."),
+        click.option("--labels", "labels_path", default=None, help="Mask files/folder paired with --data (segmentation)."),
+        click.option("--task", type=click.Choice(["segmentation", "classification"]), default=None,
+                     help="Task of a non-reference model."),
+        click.option("--classes", default=None, help="Class names, comma separated (segmentation: background first)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def model_spec(model, weights, model_kwargs, spec_file, input_shape, static_batch, trust_pickle) -> ModelSpec:
     """Build a ModelSpec from the shared options; flags override a spec file."""
     spec = ModelSpec.from_file(spec_file) if spec_file else ModelSpec()

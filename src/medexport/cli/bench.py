@@ -17,8 +17,8 @@ from medexport.cli._options import console
 @click.option("--iterations", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for the runtime (default: the runtime's choice).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="report.json", show_default=True,
-              help="Where to write the latency report.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the latency report (default: ARTIFACT.bench.json beside the artifact).")
 def command(artifact, target, device, batches, input_shape, iterations, warmup, threads, json_path) -> None:
     """Measure median/p90/p99 latency and throughput of ARTIFACT on real images."""
     from rich.table import Table
@@ -29,7 +29,8 @@ def command(artifact, target, device, batches, input_shape, iterations, warmup, 
     sizes = _batch_sizes(batches)
     result = bench_artifact(Path(artifact), target=target, device=device, batches=sizes, input_shape=input_shape,
                             iterations=iterations, warmup=warmup, threads=threads)
-    write_json(Path(json_path), result)
+    json_path = Path(json_path) if json_path else Path(artifact).with_name(Path(artifact).name + ".bench.json")
+    write_json(json_path, result)
     table = Table(title=f"{Path(artifact).name} on {result['target']} ({', '.join(result['devices'])})")
     for col in ("batch", "median ms", "p90 ms", "p99 ms", "images/s", "runs"):
         table.add_column(col, justify="right")

@@ -5,20 +5,23 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import compression_options, console, model_options, model_spec, stage_printer
+from medexport.cli._options import compression_options, console, data_options, model_options, model_spec, stage_printer
+from medexport.pipeline import FP32_RTOL, FP32_TOLERANCE
 from medexport.runtimes._registry import TARGETS
 
 
 @click.command("build")
 @model_options
 @compression_options(required=False)
+@data_options
 @click.option("--target", default="onnxruntime", show_default=True,
               help=f"Backend to build for: {', '.join(TARGETS)}.")
 @click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device (CPU, GPU).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: out/<model>-<target>).")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="FP32 parity: absolute error bound.")
-@click.option("--rtol", type=float, default=1e-4, show_default=True,
+@click.option("--tolerance", type=float, default=FP32_TOLERANCE, show_default=True,
+              help="FP32 parity: absolute error bound.")
+@click.option("--rtol", type=float, default=FP32_RTOL, show_default=True,
               help="FP32 parity: extra bound relative to the output range (max |reference|).")
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True,
               help="Guard rail: largest allowed drop of the overall metric, in percentage points.")
@@ -27,8 +30,8 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
-def command(method, budget, exclude_layer, target, device, out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify,
-            no_latency, **model_kw) -> None:
+def command(method, budget, exclude_layer, data_path, labels_path, task, classes, target, device, out_dir, tolerance,
+            rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency, **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.pipeline import BuildConfig, run_build
 
@@ -36,7 +39,9 @@ def command(method, budget, exclude_layer, target, device, out_dir, tolerance, r
     config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
-                         compress=method, budget=budget, compress_exclude=tuple(exclude_layer))
+                         compress=method, budget=budget, compress_exclude=tuple(exclude_layer),
+                         data=data_path, labels=labels_path, task=task,
+                         classes=tuple(classes.split(",")) if classes else None)
     if out_dir is None:
         config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
     out = console()
@@ -56,10 +61,12 @@ def _model_label(spec) -> str:
 
 def _summary(out, report: dict, out_dir: Path) -> None:
     parity = report.get("backend_parity", {})
-    out.print(f"[bold]{report['model']} → {report['target']}[/bold]: parity max abs error "
-              f"{parity.get('max_abs_error', float('nan')):.2e}")
+    shown = parity.get("not_applicable") or f"parity max abs error {parity.get('max_abs_error', float('nan')):.2e}"
+    out.print(f"[bold]{report['model']} → {report['target']}[/bold]: {shown}")
     validation = report.get("validation")
-    if validation:
+    if validation and "skipped" in validation:
+        out.print(f"[yellow]{validation['skipped']}[/yellow]")
+    elif validation:
         rails = validation["guard_rails"]
         out.print(f"guard rails {'passed' if rails['passed'] else 'FAILED'} on {validation['data']}")
         for row in rails["rows"]:
@@ -68,8 +75,11 @@ def _summary(out, report: dict, out_dir: Path) -> None:
     latency = report.get("latency")
     if latency:
         art = latency[report["target"]]
+        ratio = f"{latency['speedup_vs_reference']}x the reference"
+        if latency.get("warning"):
+            ratio += " (unreliable: the machine was busy)"
         out.print(f"latency: median {art['median_ms']:.2f} ms, p90 {art['p90_ms']:.2f} ms, p99 {art['p99_ms']:.2f} ms "
-                  f"(batch {art['batch']}), {latency['speedup_vs_reference']}x the reference")
+                  f"(batch {art['batch']}), {ratio}")
         if latency.get("warning"):
             out.print(f"[yellow]warning:[/yellow] {latency['warning']}")
     out.print(f"wrote {out_dir}/ (manifest.json, report.json, report.md)")

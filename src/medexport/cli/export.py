@@ -6,14 +6,16 @@ from pathlib import Path
 import click
 
 from medexport.cli._options import console, model_options, model_spec, stage_printer
+from medexport.pipeline import FP32_RTOL, FP32_TOLERANCE
 
 
 @click.command("export")
 @model_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
-@click.option("--tolerance", type=float, default=1e-4, show_default=True, help="FP32 parity: absolute error bound.")
-@click.option("--rtol", type=float, default=1e-4, show_default=True,
+@click.option("--tolerance", type=float, default=FP32_TOLERANCE, show_default=True,
+              help="FP32 parity: absolute error bound.")
+@click.option("--rtol", type=float, default=FP32_RTOL, show_default=True,
               help="FP32 parity: extra bound relative to the output range (max |reference|).")
 def command(out_dir, no_simplify, tolerance, rtol, **model_kw) -> None:
     """Export the model to OUT/model.onnx and check it against torch on real images."""

@@ -82,7 +82,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], dest: st
             proto, simplified, note = _simplify(proto)
             if note:
                 notes.append(note)
-        _save(proto, tmp)
+        _save(proto, tmp, data_name=f"{dest.name}.data")
         check_onnx(tmp)
     return _describe(dest, opset, simplified, notes)
 
@@ -120,12 +120,13 @@ def _simplify(proto: "onnx.ModelProto") -> tuple["onnx.ModelProto", bool, str | 
     return simple, True, None
 
 
-def _save(proto: "onnx.ModelProto", path: Path) -> None:
+def _save(proto: "onnx.ModelProto", path: Path, *, data_name: str) -> None:
+    """Save ``proto``; over 2 GB the weights go to ``data_name`` beside it (named for the final file)."""
     import onnx
 
     if proto.ByteSize() > _TWO_GB - (64 << 20):
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{path.name}.data")
+                        location=data_name)
     else:
         onnx.save_model(proto, str(path))
 

@@ -71,6 +71,33 @@ def list_backends() -> list[str]:
     return list(BACKENDS)
 
 
+def make_builder(target: str, *, device: str | None = None, max_batch: int = 8):
+    """The builder of ``target`` configured for ``device`` (ORT provider or OpenVINO device)."""
+    backend = get_backend(target)
+    if target == "onnxruntime":
+        return backend.Builder(providers=[device] if device else None)
+    if target == "openvino":
+        return backend.Builder(device=device or "CPU")
+    return backend.Builder(max_batch=max_batch)
+
+
+def open_runner(path, target: str, *, device: str | None = None, threads: int | None = None):
+    """A runner for the artifact at ``path`` on ``target``; raises ModelLoadError if the file is missing."""
+    from pathlib import Path
+
+    from medexport.errors import ModelLoadError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"artifact not found: {path}")
+    backend = get_backend(target)
+    if target == "onnxruntime":
+        return backend.Runner(path, providers=[device] if device else None, threads=threads)
+    if target == "openvino":
+        return backend.Runner(path, device=device or "CPU", threads=threads)
+    return backend.Runner(path)
+
+
 def get_backend(name: str) -> ModuleType:
     """The backend subpackage ``name`` (which exposes ``Builder`` and ``Runner``), imported on demand."""
     spec = BACKENDS.get(name)

@@ -25,6 +25,10 @@ class Runner(_Runner):
             raise BackendUnavailableError(
                 f"OpenVINO device '{device}' is not available here (available: {', '.join(core.available_devices)})"
             )
+        model_path = Path(model_path)
+        if model_path.suffix == ".xml" and not model_path.with_suffix(".bin").is_file():
+            raise ModelLoadError(f"{model_path.name} has no {model_path.with_suffix('.bin').name} beside it "
+                                 "(an OpenVINO IR is an .xml/.bin pair)")
         config = compile_config(device, precision)
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medexport.errors import BackendUnavailableError, ModelLoadError
+from medexport.errors import BackendUnavailableError, InputError, ModelLoadError
 from medexport.runtimes._base import Runner as _Runner
 from medexport.runtimes.tensorrt.util import torch_dtype
 
@@ -42,15 +42,17 @@ class Runner(_Runner):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         torch, trt = self.torch, self.trt
         name = self.inputs[0]
-        x = torch.from_numpy(batch).to("cuda").to(torch_dtype(trt, self.engine.get_tensor_dtype(name)))
-        self.context.set_input_shape(name, tuple(x.shape))
-        self.context.set_tensor_address(name, x.data_ptr())
-        outs = {}
-        for out in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(out))
-            outs[out] = torch.empty(shape, dtype=torch_dtype(trt, self.engine.get_tensor_dtype(out)), device="cuda")
-            self.context.set_tensor_address(out, outs[out].data_ptr())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise ModelLoadError("TensorRT execution failed")
-        self.stream.synchronize()
-        return outs[self.outputs[0]].float().cpu().numpy()
+        with torch.cuda.stream(self.stream):  # copies, engine and outputs all on one stream: no race
+            x = torch.from_numpy(batch).to("cuda").to(torch_dtype(trt, self.engine.get_tensor_dtype(name)))
+            if not self.context.set_input_shape(name, tuple(x.shape)):
+                raise InputError(f"input shape {tuple(x.shape)} is outside the engine's optimization profile")
+            self.context.set_tensor_address(name, x.data_ptr())
+            outs = {}
+            for out in self.outputs:
+                shape = tuple(self.context.get_tensor_shape(out))
+                outs[out] = torch.empty(shape, dtype=torch_dtype(trt, self.engine.get_tensor_dtype(out)), device="cuda")
+                self.context.set_tensor_address(out, outs[out].data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise ModelLoadError("TensorRT execution failed")
+            result = outs[self.outputs[0]].float().cpu()  # .cpu() waits for the stream
+        return result.numpy()

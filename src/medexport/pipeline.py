@@ -49,6 +49,10 @@ class BuildConfig:
     labels: str | None = None
     task: str | None = None
     classes: tuple[str, ...] | None = None
+    precision: str = "fp32"  # "fp32" | "int8" (one QDQ ONNX calibrated on real images)
+    calib: str | None = None  # calibration images (default: the reference model's bundled ones)
+    calib_samples: int = 256
+    calib_method: str = "minmax"
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -58,6 +62,10 @@ class BuildConfig:
             raise InputError("--tolerance must be positive and --rtol not negative")
         if self.parity_samples < 1 or self.latency_batch < 1:
             raise InputError("the number of parity samples and --batch must be at least 1")
+        if self.precision not in ("fp32", "int8"):
+            raise InputError(f"--precision must be fp32 or int8, got '{self.precision}'")
+        if self.calib_samples < 1:
+            raise InputError("--calib-samples must be at least 1")
         if not self.model.dynamic_batch and self.latency_batch != 1:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
 
@@ -66,6 +74,7 @@ class BuildConfig:
                 "tolerance": self.tolerance, "rtol": self.rtol, "simplify": self.simplify, "parity_samples": self.parity_samples,
                 "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
                 "latency_batch": self.latency_batch,
+                "precision": self.precision,
                 "compression": {"method": self.compress, "budget": self.budget, "exclude": list(self.compress_exclude)}
                 if self.compress else None}
 
@@ -104,6 +113,8 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     with timed("load"):
         loaded = load_model(config.model)
         data = _labelled_data(loaded, config)
+        if config.precision == "int8":  # no real calibration data is an error before any work
+            calibration, calibration_source = _calibration_images(loaded, config.calib, config.calib_samples)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
     report.model = loaded.name
@@ -130,19 +141,30 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     reference = reference_runner(loaded, onnx_path)
     with timed("reference"):
         ref_out = _run_batched(reference, inputs)
-    if loaded.module is not None and config.target != "onnxruntime":  # for ORT the backend parity is this check
+    int8 = config.precision == "int8"
+    if loaded.module is not None and (config.target != "onnxruntime" or int8):  # else the backend parity is this
         with timed("onnx parity"):
             report.data["onnx_parity"] = _parity(onnx_path, ref_out, inputs, config, "exported ONNX")
+    source = onnx_path
+    if int8:
+        with timed(f"quantize ({config.calib_method})"):
+            report.data["calibration"] = _quantize(onnx_path, calibration, data, config)
+        report.data["calibration"]["calibration_data"] = calibration_source
+        source = out / "model.int8.qdq.onnx"
+        written.append(source)
 
     with timed(f"build {config.target}"):
         result = make_builder(config.target, device=config.device,
-                              max_batch=max(8, config.latency_batch)).build(onnx_path, out)
+                              max_batch=max(8, config.latency_batch)).build(source, out)
     report.data["build"] = result.to_dict()
     written += [f for f in result.files if f not in written]
 
     runner = open_runner(result.artifact, config.target, device=config.device)
     try:
-        if loaded.module is None and config.target == "onnxruntime":
+        if int8:
+            report.data["backend_parity"] = {"not_applicable": "an INT8 artifact is judged by the guard rails "
+                                                                "against the FP32 original"}
+        elif loaded.module is None and config.target == "onnxruntime":
             report.data["backend_parity"] = {"not_applicable": "the artifact is the input ONNX file itself"}
         else:
             with timed(f"{config.target} parity"):
@@ -175,6 +197,19 @@ def run_build(config: BuildConfig, stage: Stage = _quiet_stage) -> BuildReport:
     return report
 
 
+def _quantize(onnx_path: Path, calibration: np.ndarray, data, config: BuildConfig) -> dict:
+    """One QDQ ONNX beside ``onnx_path``; with labelled data, sensitive layers stay float until the rails hold."""
+    from medexport.calibration.quantize import QuantConfig, quantize_qdq, quantize_with_guard_rails
+    from medexport.evaluation import GuardRails
+
+    dest = onnx_path.with_name("model.int8.qdq.onnx")
+    quant = QuantConfig(method=config.calib_method)
+    if data is None:
+        return {"quantization": quantize_qdq(onnx_path, calibration, dest, quant).to_dict()}
+    rails = GuardRails(config.max_overall_drop, config.max_class_drop)
+    return quantize_with_guard_rails(onnx_path, calibration, dest, data, rails, quant).to_dict()
+
+
 def _labelled_data(loaded: LoadedModel, config: BuildConfig):
     """Labelled images for the guard rails: the user's --data, else the reference model's held-out set."""
     from medexport.evaluation.validation import reference_data, user_data
@@ -196,10 +231,13 @@ def run_export(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, An
     onnx_path = config.out_dir / "model.onnx"
     with stage("export"):
         info = _export(loaded, onnx_path, config)
-    with stage("parity"):
-        inputs, _ = _parity_inputs(loaded, config.parity_samples)
-        ref_out = _run_batched(reference_runner(loaded, onnx_path), inputs)
-        info["parity"] = _parity(onnx_path, ref_out, inputs, config, "exported ONNX")
+    if loaded.module is None:
+        info["parity"] = None  # an ONNX input has no torch model to compare with
+    else:
+        with stage("parity"):
+            inputs, _ = _parity_inputs(loaded, config.parity_samples)
+            ref_out = _run_batched(reference_runner(loaded, onnx_path), inputs)
+            info["parity"] = _parity(onnx_path, ref_out, inputs, config, "exported ONNX")
     info["path"] = str(onnx_path)
     return info
 
@@ -456,7 +494,7 @@ def _write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report:
         "outputs": data["export"].get("outputs"),
         "preprocessing": _preprocessing(loaded),
         "compression": data.get("compression"),
-        "calibration": None,
+        "calibration": _calibration_summary(data.get("calibration")),
         "target": config.target,
         "artifact": data["build"]["artifact"],
         "config": config.to_dict(),
@@ -476,6 +514,14 @@ def _preprocessing(loaded: LoadedModel) -> dict | None:
         return None
     return {"spacing_mm": list(ref.spacing) if ref.spacing else None, "intensity_range": [0.0, 1.0],
             "sliding_window_roi": list(ref.roi_size) if ref.roi_size else None, "model_card": ref.card}
+
+
+def _calibration_summary(recipe: dict | None) -> dict | None:
+    """The calibration recipe for the manifest: method, image count and hash, data manifest, float layers."""
+    if recipe is None:
+        return None
+    keep = ("quantization", "float_layers", "calibration_data")
+    return {k: recipe[k] for k in keep if k in recipe}
 
 
 def _metrics_summary(validation: dict | None) -> dict | None:

@@ -38,3 +38,18 @@ def test_calibration_from_a_folder_of_real_scans(tmp_path, shared_data):
     assert recipe["calibration_data"]["count"] == 16
     assert "brain1_image.nrrd" not in json.dumps(recipe)  # hashes and counts, never file names
     assert check_qdq(tmp_path / "q" / "model.int8.qdq.onnx") == []
+
+
+def test_build_int8_is_validated_against_the_fp32_original(tmp_path):
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig, run_build
+
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, precision="int8", latency=False)).to_dict()
+    assert report["validation"]["guard_rails"]["passed"]
+    ref = report["validation"]["reference"]["overall"]["dice"]["value"]
+    art = report["validation"]["artifact"]["overall"]["dice"]["value"]
+    assert ref > art > ref - 0.01  # int8 costs a little Dice, within the 1-point rail
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["artifact"] == "model.int8.qdq.onnx"
+    assert manifest["calibration"]["quantization"]["calibration_images"] == 32
+    assert check_qdq(tmp_path / "model.int8.qdq.onnx") == []

@@ -30,8 +30,15 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8: one QDQ ONNX calibrated on real images, built for the target.")
+@click.option("--calib", default=None, help="Calibration images for int8 (default: the reference model's bundled ones).")
+@click.option("--calib-samples", type=int, default=256, show_default=True)
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True)
 def command(method, budget, exclude_layer, data_path, labels_path, task, classes, target, device, out_dir, tolerance,
-            rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency, **model_kw) -> None:
+            rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency, precision, calib,
+            calib_samples, calib_method, **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.pipeline import BuildConfig, run_build
 
@@ -41,7 +48,8 @@ def command(method, budget, exclude_layer, data_path, labels_path, task, classes
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
                          compress=method, budget=budget, compress_exclude=tuple(exclude_layer),
                          data=data_path, labels=labels_path, task=task,
-                         classes=tuple(classes.split(",")) if classes else None)
+                         classes=tuple(classes.split(",")) if classes else None, precision=precision, calib=calib,
+                         calib_samples=calib_samples, calib_method=calib_method)
     if out_dir is None:
         config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
     out = console()

@@ -48,7 +48,7 @@ def test_build_int8_is_validated_against_the_fp32_original(tmp_path):
     assert report["validation"]["guard_rails"]["passed"]
     ref = report["validation"]["reference"]["overall"]["dice"]["value"]
     art = report["validation"]["artifact"]["overall"]["dice"]["value"]
-    assert ref > art > ref - 0.01  # int8 costs a little Dice, within the 1-point rail
+    assert abs(ref - art) < 0.01  # int8 moves Dice by a fraction of a point, within the 1-point rail
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["artifact"] == "model.int8.qdq.onnx"
     assert manifest["calibration"]["quantization"]["calibration_images"] == 32

@@ -43,7 +43,8 @@ class BuildConfig:
     latency_batch: int = 1
     latency_iterations: int = 30
     compress: str | None = None  # a registered compression pass ("svd", "spatial-svd", "tucker")
-    budget: str = "3x"  # MACs reduction factor for the compression pass
+    budget: str = "3x"  # MACs reduction factor for a low-rank pass
+    prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
     data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
     labels: str | None = None
@@ -75,7 +76,8 @@ class BuildConfig:
                 "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
                 "latency_batch": self.latency_batch,
                 "precision": self.precision,
-                "compression": {"method": self.compress, "budget": self.budget, "exclude": list(self.compress_exclude)}
+                "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
+                                "exclude": list(self.compress_exclude)}
                 if self.compress else None}
 
 
@@ -327,11 +329,16 @@ def run_compress(config: BuildConfig, stage: Stage = _quiet_stage) -> dict[str, 
 def _compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     """Replace ``loaded.module`` by its compressed copy; return the pass record."""
     from medexport.compression import LowRankConfig, get_pass, parse_budget
+    from medexport.compression.pruning import PruneConfig
 
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
-    pass_config = LowRankConfig(budget=parse_budget(config.budget), exclude=tuple(config.compress_exclude))
-    loaded.module, record = get_pass(config.compress).apply(loaded.module, (1, *loaded.input_shape[1:]), pass_config)
+    compression = get_pass(config.compress)
+    if compression.family == "pruning":
+        pass_config = PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude))
+    else:
+        pass_config = LowRankConfig(budget=parse_budget(config.budget), exclude=tuple(config.compress_exclude))
+    loaded.module, record = compression.apply(loaded.module, (1, *loaded.input_shape[1:]), pass_config)
     return record.to_dict()
 
 

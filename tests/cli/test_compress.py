@@ -26,3 +26,16 @@ def test_build_with_compression_validates_against_the_uncompressed_model(tmp_pat
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["artifact"] == "model.compressed.onnx"
     assert manifest["compression"]["method"] == "tucker" and manifest["compression"]["layers"]
+
+
+def test_cli_prunes_the_reference_model_within_the_guard_rails(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "prune-l1", "--ratio", "0.25",
+                           "--out", "p"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "p" / "compress.json").read_text())
+    assert record["compression"]["method"] == "prune-l1"
+    assert record["compression"]["macs_before"] / record["compression"]["macs_after"] > 1.3
+    assert record["validation"]["guard_rails"]["passed"]

@@ -8,7 +8,7 @@ from medexport.exporter import check_onnx, export_onnx
 from tests.compression.conftest import NETS
 
 QUARTER = LowRankConfig(rank_ratio=0.25)
-CASES = [(net, method) for net in NETS for method in list_passes() if not (net == "unet3d" and method == "spatial-svd")]
+CASES = [(net, method) for net in NETS for method in list_passes(family="lowrank") if not (net == "unet3d" and method == "spatial-svd")]
 
 
 @pytest.fixture(scope="module")

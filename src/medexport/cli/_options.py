@@ -38,8 +38,12 @@ def compression_options(required: bool) -> Callable:
     def decorate(func: Callable) -> Callable:
         options = [
             click.option("--compress" if not required else "--method", "method", required=required, default=None,
-                         type=click.Choice(list_passes()), help="Low-rank compression pass to apply before export."),
-            click.option("--budget", default="3x", show_default=True, help="MACs reduction target, e.g. 3x or 6x."),
+                         type=click.Choice(list_passes()),
+                         help="Compression pass: low-rank (svd, spatial-svd, tucker) or channel pruning (prune-*)."),
+            click.option("--budget", default="3x", show_default=True,
+                         help="Low-rank passes: MACs reduction target, e.g. 3x or 6x."),
+            click.option("--ratio", "prune_ratio", type=float, default=0.5, show_default=True,
+                         help="Pruning passes: share of channels removed from every prunable group."),
             click.option("--exclude-layer", multiple=True,
                          help="Layer name glob kept uncompressed (repeatable; the first conv and the head always are)."),
         ]

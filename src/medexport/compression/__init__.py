@@ -9,6 +9,7 @@ one registered pass per method). Example::
     print(record.ratio, [(l.name, l.ranks) for l in record.layers])
 """
 from medexport.compression import lowrank as _lowrank  # noqa: F401  (registers the passes)
+from medexport.compression import pruning as _pruning  # noqa: F401  (registers the prune-* passes)
 from medexport.compression._registry import get_pass, list_passes, register_pass
 from medexport.compression.base import CompressionPass, chain, model_macs
 from medexport.compression.config import LowRankConfig, parse_budget

@@ -38,6 +38,7 @@ def get_pass(name: str) -> "CompressionPass":
         raise InputError(f"unknown compression method {name!r}; known methods: {known}") from None
 
 
-def list_passes(pattern: str = "*") -> list[str]:
-    """Sorted names of registered passes matching the shell-style ``pattern``."""
-    return sorted(n for n in _PASSES if fnmatch.fnmatchcase(n, pattern))
+def list_passes(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Sorted names of registered passes matching the shell-style ``pattern`` (and ``family``, if given)."""
+    return sorted(n for n, cls in _PASSES.items()
+                  if fnmatch.fnmatchcase(n, pattern) and family in (None, cls.family))

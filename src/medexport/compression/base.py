@@ -24,6 +24,7 @@ class CompressionPass(abc.ABC):
     """One rewrite of a model into a smaller dense one; subclasses register with ``@register_pass``."""
 
     name: str = ""
+    family: str = ""  # "lowrank" | "pruning": which config the pass takes (LowRankConfig | PruneConfig)
 
     @abc.abstractmethod
     def apply(self, model: "nn.Module", input_shape: tuple[int, ...], config: Any) -> tuple["nn.Module", "PassRecord"]:

@@ -27,6 +27,7 @@ class LowRankPass(CompressionPass):
     """Factorize every allowed layer with ``decomposition`` at the ranks ``LowRankConfig`` asks for."""
 
     decomposition: type[Decomposition] = Decomposition
+    family = "lowrank"
 
     def apply(self, model: "nn.Module", input_shape: tuple[int, ...],
               config: LowRankConfig) -> tuple["nn.Module", PassRecord]:

@@ -1,0 +1,217 @@
+"""Structured pruning: dependency groups proven exact on real networks, narrower layers, ordinary ONNX.
+
+THE test of the groups: zero every channel the pass will remove (filters, biases and norm affine
+terms, so each such channel is exactly zero everywhere it flows), then prune. If a group missed a
+coupled layer (a residual operand, a skip at the wrong offset, a norm), the pruned network's output
+differs from the zeroed original's.
+"""
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medexport.compression import get_pass, list_passes
+from medexport.compression.pruning import PruneConfig, plan
+from medexport.compression.pruning import importance
+from medexport.errors import InputError
+from tests.compression.conftest import build_net
+
+EXTRA = {  # networks beyond tests/_nets.py: residual units in 3D, and attention gates
+    "unet3d-res2": ("monai.networks.nets:UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2,
+                                                "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 2},
+                    (1, 1, 16, 16, 16)),
+    "attentionunet": ("monai.networks.nets:AttentionUnet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+                                                           "channels": [8, 16, 32], "strides": [2, 2]},
+                      (1, 1, 32, 32)),
+}
+NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d",
+        "brain-tissue-unet2d", "brain-region-alexnet")
+HALF = PruneConfig(ratio=0.5)
+
+
+@pytest.fixture(scope="module")
+def net():
+    cache: dict = {}
+
+    def get(key: str):
+        if key not in cache:
+            if key in EXTRA:
+                torch.manual_seed(0)
+                factory, kwargs, shape = EXTRA[key]
+                module, _, attr = factory.partition(":")
+                cache[key] = getattr(importlib.import_module(module), attr)(**kwargs).eval(), shape
+            else:
+                cache[key] = build_net(key)
+        return cache[key]
+
+    return get
+
+
+def _input(shape, batch=1):
+    return torch.rand((batch, *shape[1:]), generator=torch.Generator().manual_seed(1))
+
+
+def _zero_removed(model, chosen) -> None:
+    """Make every channel ``chosen`` removes exactly zero: filter rows, biases, and norm affine terms."""
+    keep = chosen.keep()
+    for member in chosen.graph.members:
+        if member.name not in keep or member.role not in keep[member.name] or member.role == "in":
+            continue
+        module = model.get_submodule(member.name)
+        gone = sorted(set(range(len(member.labels))) - set(keep[member.name][member.role]))
+        transposed = getattr(module, "transposed", False) and member.role == "out"
+        with torch.no_grad():
+            if isinstance(module, nn.PReLU):
+                continue
+            if getattr(module, "weight", None) is not None:
+                module.weight[(slice(None), gone) if transposed else gone] = 0.0
+            if getattr(module, "bias", None) is not None:
+                module.bias[gone] = 0.0
+
+
+@pytest.mark.parametrize("key", NETS)
+def test_removing_zeroed_channels_leaves_the_output_unchanged(net, key):
+    model, shape = net(key)
+    chosen = plan(model, shape, HALF, importance.l1_norm)
+    assert chosen.removed, f"nothing to prune in {key}"
+    _zero_removed(model, chosen)  # the cached model is zeroed in place: later tests prune it as well
+    small, record = get_pass("prune-l1").apply(model, shape, HALF)
+    assert [(g.name, g.kept) for g in record.layers] == [(g.name, g.kept) for g in chosen.groups]
+    x = _input(shape, batch=2).double()
+    with torch.no_grad():
+        expected, actual = model.double()(x), small.double()(x)
+    model.float()
+    assert actual.shape == expected.shape
+    assert (actual - expected).abs().max().item() < 1e-5
+    assert record.macs_after < 0.7 * record.macs_before
+
+
+@pytest.fixture(scope="module")
+def exported(net, tmp_path_factory):
+    """(onnx path, input batch, torch output of the pruned model) per network, exported once."""
+    from medexport.exporter import export_onnx
+
+    cache: dict = {}
+
+    def get(key: str):
+        if key not in cache:
+            model, shape = net(key)
+            small, _ = get_pass("prune-l2").apply(model, shape, HALF)
+            x = _input(shape, batch=2)
+            with torch.no_grad():
+                expected = small(x).numpy()
+                assert expected.shape == model(x).shape
+            path = tmp_path_factory.mktemp(key) / "model.pruned.onnx"
+            export_onnx(small, shape, path)
+            cache[key] = path, x.numpy(), expected
+        return cache[key]
+
+    return get
+
+
+def _assert_close(actual, expected) -> None:
+    assert actual.shape == expected.shape
+    assert float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1.0) < 1e-4
+
+
+@pytest.mark.parametrize("key", ["unet2d", "unet3d-res2", "segresnet", "densenet121", "brain-tissue-unet2d"])
+def test_pruned_onnx_runs_on_onnxruntime(exported, key):
+    from medexport.runtimes.onnxruntime.runner import Runner
+
+    path, x, expected = exported(key)
+    with Runner(path) as runner:
+        _assert_close(runner.infer(x), expected)
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("key", ["unet3d-res2", "brain-tissue-unet2d"])
+def test_pruned_onnx_runs_on_openvino(exported, key):
+    from medexport.runtimes.openvino.runner import Runner
+
+    path, x, expected = exported(key)
+    with Runner(path) as runner:
+        _assert_close(runner.infer(x), expected)
+
+
+def test_kept_counts_are_rounded_and_the_head_is_protected(net):
+    model, shape = net("unet2d")
+    small, record = get_pass("prune-l2").apply(model, shape, HALF)
+    kept = {g.channels: g.kept for g in record.layers}
+    assert kept == {8: 4, 16: 8, 32: 16, 64: 32}
+    assert all(g.kept + g.removed == g.channels and g.macs_after < g.macs_before for g in record.layers)
+    assert "network output (head)" in record.skipped.values()
+    assert small(_input(shape)).shape[1] == 3  # the number of classes never changes
+    assert record.to_dict()["layers"][0]["kept"] > 0
+
+
+def test_groupnorm_loses_whole_norm_groups(net):
+    model, shape = net("segresnet")
+    small, _ = get_pass("prune-l2").apply(model, shape, HALF)
+    norms = [(m, s) for m, s in zip(model.modules(), small.modules()) if isinstance(m, nn.GroupNorm)]
+    assert norms and all(s.num_channels == m.num_channels // 2 and s.num_groups == m.num_groups // 2 for m, s in norms)
+
+
+class _Residual(nn.Module):
+    """conv -> two branches joined by add, a concatenated skip, and a head."""
+
+    def __init__(self, softmax: bool = False) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 1)
+        self.bn = nn.BatchNorm2d(16)
+        self.side = nn.Conv2d(16, 8, 1)
+        self.head = nn.Conv2d(24, 2, 1)
+        self.softmax = softmax
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.bn(self.a(x) + self.b(x))
+        if self.softmax:
+            y = torch.softmax(y, dim=1)
+        return self.head(torch.cat([y, self.side(x)], dim=1))
+
+
+def test_residual_operands_share_a_group_and_skips_keep_their_offsets():
+    small, record = get_pass("prune-l2").apply(_Residual(), (1, 1, 8, 8), PruneConfig(ratio=0.5, round_to=1))
+    groups = {g.name: g for g in record.layers}
+    assert {"a", "b", "bn"} <= set(groups["a"].members) and groups["a"].kept == 8
+    assert small.a.out_channels == small.b.out_channels == small.bn.num_features == 8
+    assert small.head.in_channels == 8 + small.side.out_channels == 12
+
+
+def test_an_op_it_does_not_understand_locks_its_channels():
+    small, record = get_pass("prune-l2").apply(_Residual(softmax=True), (1, 1, 8, 8), PruneConfig(round_to=1))
+    assert any("softmax" in reason for reason in record.skipped.values())
+    assert small.a.out_channels == 16 and small.side.out_channels == 4
+
+
+def test_bn_scale_keeps_the_channels_with_the_largest_gamma():
+    model = _Residual().eval()
+    with torch.no_grad():
+        model.bn.weight.copy_(torch.arange(16, dtype=torch.float32))
+    small, _ = get_pass("prune-bn").apply(model, (1, 1, 8, 8), PruneConfig(ratio=0.5, round_to=1))
+    assert small.bn.weight.tolist() == list(range(8, 16))
+
+
+def test_exclusions_leave_a_group_whole():
+    small, record = get_pass("prune-l1").apply(_Residual(), (1, 1, 8, 8), PruneConfig(round_to=1, exclude=("side",)))
+    assert small.side.out_channels == 8 and record.skipped["side"].startswith("excluded by name")
+
+
+def test_basicunet_is_refused_with_a_clear_error(net):
+    model, shape = build_net("basicunet")
+    with pytest.raises(InputError, match="torch.export"):
+        get_pass("prune-l2").apply(model, shape, HALF)
+
+
+def test_config_is_validated_and_the_passes_are_registered():
+    assert {"prune-l1", "prune-l2", "prune-bn"} <= set(list_passes("prune-*"))
+    for bad in ({"ratio": 1.0}, {"ratio": -0.1}, {"round_to": 0}):
+        with pytest.raises(InputError):
+            PruneConfig(**bad)
+    from medexport.compression import LowRankConfig
+
+    with pytest.raises(InputError, match="PruneConfig"):
+        get_pass("prune-l2").apply(_Residual(), (1, 1, 8, 8), LowRankConfig(rank_ratio=0.5))

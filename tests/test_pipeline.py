@@ -19,7 +19,8 @@ def test_build_monai_network(net, target, tmp_path):
     config = BuildConfig(model=ModelSpec(model=factory, model_kwargs=kwargs, input_shape=shape, name=net),
                          out_dir=tmp_path, target=target, latency=False, parity_samples=4)
     report = run_build(config).to_dict()
-    assert report["onnx_parity"]["max_abs_error"] < 1e-4
+    if target != "onnxruntime":  # for ONNX Runtime, the backend parity below is the ONNX parity
+        assert report["onnx_parity"]["max_abs_error"] < 1e-4
     backend = report["backend_parity"]
     assert backend["passed"]
     if target == "onnxruntime":

@@ -108,5 +108,5 @@ def test_parse_budget():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InputError, match="known methods: spatial-svd, svd, tucker"):
+    with pytest.raises(InputError, match="known methods: .*spatial-svd, svd, tucker"):
         get_pass("hsc")

@@ -1,0 +1,161 @@
+"""`medexport build`: load -> [compress] -> export -> [int8] -> backend build -> parity -> validation -> latency.
+
+Each stage writes its artifact atomically into the output folder; ``manifest.json`` is written last
+and only when every stage passed. A stage that fails a check (parity, guard rail) removes the
+artifact it produced and the error says why.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from medexport.errors import InputError
+from medexport.loading import LAYOUTS, LoadedModel, load_model
+from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, export,
+                                        external_data, labelled_data, original_runner, parity_inputs, profile_cost,
+                                        quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
+                                        run_batched, validate)
+from medexport.pipeline.config import BuildConfig
+from medexport.pipeline.manifest import write_manifest, write_reports
+from medexport.runtimes._registry import get_backend, make_builder, open_runner
+
+
+@dataclass
+class BuildReport:
+    """What a build did and measured; written as report.json and report.md."""
+
+    model: str
+    target: str
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "target": self.target, "stage_seconds": self.stages, **self.data}
+
+
+def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
+    """Run the whole chain for one target; raise a MedexportError (one line) on the first failure."""
+    # check the backend first: a missing TensorRT should fail before minutes of work
+    get_backend(config.target)
+    out = config.out_dir
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+
+    report = BuildReport(model="?", target=config.target)
+    timed = _timer(report, stage)
+    with timed("load"):
+        loaded = load_model(config.model)
+        data = labelled_data(loaded, config)
+        if config.precision == "int8":  # no real calibration data is an error before any work
+            calibration, calibration_source = calibration_images(loaded, config.calib, config.calib_samples)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
+    report.model = loaded.name
+    report.data["input"] = {"shape": list(loaded.input_shape), "layout": LAYOUTS[len(loaded.input_shape)],
+                            "dtype": "float32", "dynamic_batch": config.model.dynamic_batch}
+    report.data["provenance"] = loaded.provenance
+
+    original = loaded.module
+    if config.compress:
+        with timed(f"compress ({config.compress} {config.budget})"):
+            report.data["compression"] = compress(loaded, config)
+    if loaded.module is not None:
+        with timed("profile"):
+            report.data["profile"] = profile_cost(loaded)["totals"]
+
+    onnx_path = out / ("model.compressed.onnx" if config.compress else "model.onnx")
+    with timed("export"):
+        report.data["export"] = export(loaded, onnx_path, config)
+    written = [onnx_path, *external_data(onnx_path)]
+
+    with timed("inputs"):
+        inputs, input_source = parity_inputs(loaded, config.parity_samples)
+    report.data["parity_inputs"] = {"count": int(inputs.shape[0]), "source": input_source}
+    reference = reference_runner(loaded, onnx_path)
+    with timed("reference"):
+        ref_out = run_batched(reference, inputs)
+    int8 = config.precision == "int8"
+    if loaded.module is not None and (config.target != "onnxruntime" or int8):  # else the backend parity is this
+        with timed("onnx parity"):
+            report.data["onnx_parity"] = check_parity(onnx_path, ref_out, inputs, config, "exported ONNX")
+    source = onnx_path
+    if int8:
+        with timed(f"quantize ({config.calib_method})"):
+            report.data["calibration"] = quantize(onnx_path, calibration, data, config)
+        report.data["calibration"]["calibration_data"] = calibration_source
+        source = out / "model.int8.qdq.onnx"
+        written.append(source)
+
+    with timed(f"build {config.target}"):
+        result = make_builder(config.target, device=config.device,
+                              max_batch=max(8, config.latency_batch)).build(source, out)
+    report.data["build"] = result.to_dict()
+    written += [f for f in result.files if f not in written]
+
+    runner = open_runner(result.artifact, config.target, device=config.device)
+    try:
+        if int8:
+            report.data["backend_parity"] = {"not_applicable": "an INT8 artifact is judged by the guard rails "
+                                                                "against the FP32 original"}
+        elif loaded.module is None and config.target == "onnxruntime":
+            report.data["backend_parity"] = {"not_applicable": "the artifact is the input ONNX file itself"}
+        else:
+            with timed(f"{config.target} parity"):
+                parity = compare(ref_out, run_batched(runner, inputs), config)
+                report.data["backend_parity"] = parity.to_dict()
+                reject_on_failure(result.files, onnx_path,
+                                   lambda: parity.raise_if_failed(f"the {config.target} artifact"))
+        if data is None or not config.validate:
+            report.data["validation"] = {"skipped": "guard rails not run: no labelled data (pass --data, or use a "
+                                                    "reference model)" if config.validate else "--no-validate"}
+        else:
+            with timed("validate"):
+                report.data["validation"] = validate(original_runner(loaded, original, reference), runner, data,
+                                                      config)
+            rails = report.data["validation"]["guard_rails"]
+            if not rails["passed"]:
+                write_reports(out, report)
+                reject_on_failure(result.files, onnx_path, lambda: raise_guard_rail(rails))
+        if config.latency:
+            with timed("latency"):
+                report.data["latency"] = _latency(runner, reference, loaded, config)
+    finally:
+        runner.close()
+
+    from medexport.benchmarks import environment
+
+    report.data["environment"] = environment()
+    written += write_reports(out, report)
+    write_manifest(out, config, loaded, report, written)
+    return report
+
+
+def _timer(report: BuildReport, stage: Stage):
+    @contextlib.contextmanager
+    def timed(name: str):
+        start = time.perf_counter()
+        with stage(name):
+            yield
+        report.stages[name] = round(time.perf_counter() - start, 3)
+
+    return timed
+
+
+def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dict:
+    from medexport.benchmarks import busy_warning, measure_latency
+    from medexport.zoo.samples import real_inputs
+
+    warning = busy_warning()
+    batch = real_inputs((config.latency_batch, *loaded.input_shape[1:]), config.latency_batch)
+    kwargs = {"iterations": config.latency_iterations, "min_seconds": 1.0}
+    artifact = measure_latency(runner.infer, batch, **kwargs)
+    baseline = measure_latency(reference.infer, batch, **kwargs)
+    return {
+        config.target: artifact.to_dict(),
+        f"reference ({reference.backend})": baseline.to_dict(),
+        "speedup_vs_reference": round(baseline.median_ms / artifact.median_ms, 3),
+        "devices": runner.devices(),
+        "warning": warning,
+    }

@@ -1,0 +1,73 @@
+"""The build configuration: every option of `medexport build` and its sibling verbs, validated, serialisable."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medexport.errors import InputError
+from medexport.loading import ModelSpec
+from medexport.runtimes._registry import TARGETS
+
+
+FP32_TOLERANCE = 1e-4
+
+
+FP32_RTOL = 1e-4
+
+
+@dataclass
+class BuildConfig:
+    """Everything `medexport build` needs; serialised into the manifest."""
+
+    model: ModelSpec
+    out_dir: Path
+    target: str = "onnxruntime"
+    device: str | None = None  # backend device: ONNX Runtime provider ("cpu", "cuda") or OpenVINO device ("CPU")
+    tolerance: float = FP32_TOLERANCE
+    rtol: float = FP32_RTOL
+    simplify: bool = True
+    parity_samples: int = 8
+    validate: bool = True
+    max_overall_drop: float = 1.0
+    max_class_drop: float = 3.0
+    latency: bool = True
+    latency_batch: int = 1
+    latency_iterations: int = 30
+    compress: str | None = None  # a registered compression pass ("svd", "spatial-svd", "tucker")
+    budget: str = "3x"  # MACs reduction factor for a low-rank pass
+    prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
+    compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
+    data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
+    labels: str | None = None
+    task: str | None = None
+    classes: tuple[str, ...] | None = None
+    precision: str = "fp32"  # "fp32" | "int8" (one QDQ ONNX calibrated on real images)
+    calib: str | None = None  # calibration images (default: the reference model's bundled ones)
+    calib_samples: int = 256
+    calib_method: str = "minmax"
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.target not in TARGETS:
+            raise InputError(f"unknown target '{self.target}'; choose one of: {', '.join(TARGETS)}")
+        if self.tolerance <= 0 or self.rtol < 0:
+            raise InputError("--tolerance must be positive and --rtol not negative")
+        if self.parity_samples < 1 or self.latency_batch < 1:
+            raise InputError("the number of parity samples and --batch must be at least 1")
+        if self.precision not in ("fp32", "int8"):
+            raise InputError(f"--precision must be fp32 or int8, got '{self.precision}'")
+        if self.calib_samples < 1:
+            raise InputError("--calib-samples must be at least 1")
+        if not self.model.dynamic_batch and self.latency_batch != 1:
+            raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
+                "tolerance": self.tolerance, "rtol": self.rtol, "simplify": self.simplify, "parity_samples": self.parity_samples,
+                "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
+                "latency_batch": self.latency_batch,
+                "precision": self.precision,
+                "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
+                                "exclude": list(self.compress_exclude)}
+                if self.compress else None}

@@ -1,0 +1,73 @@
+"""report.json, report.md and manifest.json of a build.
+
+The manifest lists exactly the files the build wrote, with sha256: anything else in the folder is
+not vouched for. It is written last, so a folder with a manifest is a complete, verified build.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medexport._io import sha256, write_json, write_text
+from medexport.loading import LoadedModel
+from medexport.pipeline.config import BuildConfig
+
+if TYPE_CHECKING:
+    from medexport.pipeline.build import BuildReport
+
+
+def write_reports(out: Path, report: BuildReport) -> list[Path]:
+    from medexport.benchmarks.report import build_markdown
+
+    return [write_json(out / "report.json", report.to_dict()),
+            write_text(out / "report.md", build_markdown(report.to_dict()))]
+
+
+def write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: BuildReport,
+                    written: list[Path]) -> None:
+    """The manifest lists exactly the files this build wrote; anything else in the folder is not vouched for."""
+    files = sorted(set(written))
+    data = report.to_dict()
+    manifest = {
+        "medexport_manifest": 1,
+        "model": loaded.name,
+        "provenance": loaded.provenance,
+        "input": data["input"],
+        "outputs": data["export"].get("outputs"),
+        "preprocessing": _preprocessing(loaded),
+        "compression": data.get("compression"),
+        "calibration": _calibration_summary(data.get("calibration")),
+        "target": config.target,
+        "artifact": data["build"]["artifact"],
+        "config": config.to_dict(),
+        "parity": {"onnx": data.get("onnx_parity"), config.target: data.get("backend_parity")},
+        "metrics": _metrics_summary(data.get("validation")),
+        "latency": data.get("latency"),
+        "environment": data.get("environment"),
+        "files": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
+    }
+    write_json(out / "manifest.json", manifest)
+
+
+def _preprocessing(loaded: LoadedModel) -> dict | None:
+    """What the deployed model expects of its input; known for reference models, the user's to state otherwise."""
+    ref = loaded.reference
+    if ref is None:
+        return None
+    return {"spacing_mm": list(ref.spacing) if ref.spacing else None, "intensity_range": [0.0, 1.0],
+            "sliding_window_roi": list(ref.roi_size) if ref.roi_size else None, "model_card": ref.card}
+
+
+def _calibration_summary(recipe: dict | None) -> dict | None:
+    """The calibration recipe for the manifest: method, image count and hash, data manifest, float layers."""
+    if recipe is None:
+        return None
+    keep = ("quantization", "float_layers", "calibration_data")
+    return {k: recipe[k] for k in keep if k in recipe}
+
+
+def _metrics_summary(validation: dict | None) -> dict | None:
+    if not validation or "skipped" in validation:
+        return validation
+    return {"reference": validation["reference"]["overall"], "artifact": validation["artifact"]["overall"],
+            "guard_rails": {k: validation["guard_rails"][k] for k in ("passed", "rows")}}

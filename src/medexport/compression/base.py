@@ -12,7 +12,10 @@ so the result is an ordinary module that ``medexport.exporter.export_onnx`` expo
 from __future__ import annotations
 
 import abc
+import copy
 from typing import TYPE_CHECKING, Any
+
+from medexport.errors import InputError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -21,14 +24,26 @@ if TYPE_CHECKING:
 
 
 class CompressionPass(abc.ABC):
-    """One rewrite of a model into a smaller dense one; subclasses register with ``@register_pass``."""
+    """One rewrite of a model into a smaller dense one; subclasses register with ``@register_pass``.
+
+    Template method: ``apply`` checks the config type and hands ``apply_impl`` an eval-mode deep copy,
+    so the caller's model is never changed.
+    """
 
     name: str = ""
-    family: str = ""  # "lowrank" | "pruning": which config the pass takes (LowRankConfig | PruneConfig)
+    family: str = ""  # "lowrank" | "pruning": which config the pass takes
+    config_type: type = object  # LowRankConfig | PruneConfig
 
-    @abc.abstractmethod
     def apply(self, model: "nn.Module", input_shape: tuple[int, ...], config: Any) -> tuple["nn.Module", "PassRecord"]:
         """A compressed copy of ``model`` (shapes taken at ``input_shape``) and the record of what changed."""
+        if not isinstance(config, self.config_type):
+            raise InputError(f"the {self.name} pass takes a {self.config_type.__name__}, got {type(config).__name__}")
+        return self.apply_impl(copy.deepcopy(model).eval(), input_shape, config)
+
+    @abc.abstractmethod
+    def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
+                   config: Any) -> tuple["nn.Module", "PassRecord"]:
+        """Rewrite ``model`` (already a private copy) in place and return it with its record."""
 
 
 def chain(model: "nn.Module", input_shape: tuple[int, ...],

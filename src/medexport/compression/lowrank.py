@@ -6,7 +6,6 @@ A new method is a :class:`~medexport.compression.decompositions.Decomposition` p
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,6 @@ from medexport.compression.base import CompressionPass, model_macs
 from medexport.compression.config import LowRankConfig
 from medexport.compression.decompositions import SVD, Decomposition, SpatialSVD, Tucker2
 from medexport.compression.record import LayerRecord, PassRecord
-from medexport.errors import InputError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -28,12 +26,10 @@ class LowRankPass(CompressionPass):
 
     decomposition: type[Decomposition] = Decomposition
     family = "lowrank"
+    config_type = LowRankConfig
 
-    def apply(self, model: "nn.Module", input_shape: tuple[int, ...],
-              config: LowRankConfig) -> tuple["nn.Module", PassRecord]:
-        if not isinstance(config, LowRankConfig):
-            raise InputError(f"the {self.name} pass takes a LowRankConfig, got {type(config).__name__}")
-        model = copy.deepcopy(model).eval()
+    def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
+                   config: LowRankConfig) -> tuple["nn.Module", PassRecord]:
         layers = _layers.discover(model, input_shape)
         skipped = _layers.excluded(layers, config)
         decomps: dict[str, Decomposition] = {}

@@ -12,7 +12,6 @@ a validation step between (a rolled-back group goes into ``exclude``). Example::
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,7 +23,6 @@ from medexport.compression.pruning.config import PruneConfig
 from medexport.compression.pruning.dependency import DependencyGraph, analyze
 from medexport.compression.pruning.mutate import prune_layer
 from medexport.compression.record import PassRecord
-from medexport.errors import InputError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -97,14 +95,12 @@ class PrunePass(CompressionPass):
 
     importance: "Importance" = staticmethod(scores.l2_norm)
     family = "pruning"
+    config_type = PruneConfig
 
-    def apply(self, model: "nn.Module", input_shape: tuple[int, ...],
-              config: PruneConfig) -> tuple["nn.Module", PassRecord]:
+    def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
+                   config: PruneConfig) -> tuple["nn.Module", PassRecord]:
         from medexport.graph import capture, profile
 
-        if not isinstance(config, PruneConfig):
-            raise InputError(f"the {self.name} pass takes a PruneConfig, got {type(config).__name__}")
-        model = copy.deepcopy(model).eval()
         macs_before = model_macs(model, input_shape)
         chosen = plan(model, input_shape, config, type(self).importance, self.name)
         layer_macs = {c.name: c.macs for c in profile(capture(model, tuple(input_shape))).layers}

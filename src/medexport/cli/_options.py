@@ -39,9 +39,14 @@ def compression_options(required: bool) -> Callable:
         options = [
             click.option("--compress" if not required else "--method", "method", required=required, default=None,
                          type=click.Choice(list_passes()),
-                         help="Compression pass: low-rank (svd, spatial-svd, tucker) or channel pruning (prune-*)."),
+                         help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc) or channel pruning (prune-*)."),
             click.option("--budget", default="3x", show_default=True,
                          help="Low-rank passes: MACs reduction target, e.g. 3x or 6x."),
+            click.option("--latency", "compress_latency", type=float, default=None,
+                         help="Low-rank passes: target latency as a fraction of the original's, measured on "
+                              "--latency-backend (e.g. 0.5); replaces --budget."),
+            click.option("--latency-backend", "compress_backend", type=click.Choice(["openvino", "onnxruntime"]),
+                         default="openvino", show_default=True, help="Backend --latency is measured on."),
             click.option("--ratio", "prune_ratio", type=float, default=0.5, show_default=True,
                          help="Pruning passes: share of channels removed from every prunable group."),
             click.option("--exclude-layer", multiple=True,

@@ -36,7 +36,7 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True)
-def command(method, budget, prune_ratio, exclude_layer, data_path, labels_path, task, classes, target, device,
+def command(method, budget, compress_latency, compress_backend, prune_ratio, exclude_layer, data_path, labels_path, task, classes, target, device,
             out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             precision, calib, calib_samples, calib_method, **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
@@ -47,6 +47,7 @@ def command(method, budget, prune_ratio, exclude_layer, data_path, labels_path, 
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
                          compress=method, budget=budget, prune_ratio=prune_ratio,
+                         compress_latency=compress_latency, compress_backend=compress_backend,
                          compress_exclude=tuple(exclude_layer),
                          data=data_path, labels=labels_path, task=task,
                          classes=tuple(classes.split(",")) if classes else None, precision=precision, calib=calib,

@@ -5,24 +5,31 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import compression_options, console, model_options, model_spec, stage_printer
+from medexport.cli._options import (compression_options, console, data_options, model_options, model_spec,
+                                    stage_printer)
 
 
 @click.command("compress")
 @model_options
 @compression_options(required=True)
+@data_options
+@click.option("--calib", default=None,
+              help="Real images for hsc and --latency (default: the reference model's bundled calibration images).")
+@click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
-def command(method, budget, prune_ratio, exclude_layer, out_dir, max_overall_drop, max_class_drop,
-            **model_kw) -> None:
+def command(method, budget, compress_latency, compress_backend, prune_ratio, exclude_layer, data_path, labels_path,
+            task, classes, calib, calib_samples, out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
     """Factorize layers to meet --budget (low-rank) or remove --ratio of channels (prune-*); write
     OUT/model.compressed.onnx and compress.json (every layer or channel group changed)."""
     from medexport.pipeline import BuildConfig, run_compress
 
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), compress=method, budget=budget,
                          prune_ratio=prune_ratio, compress_exclude=tuple(exclude_layer), max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop)
+                         max_class_drop=max_class_drop, compress_latency=compress_latency,
+                         compress_backend=compress_backend, data=data_path, labels=labels_path, task=task,
+                         classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples)
     out = console()
     result = run_compress(config, stage_printer(out))
     record = result["compression"]

@@ -24,15 +24,26 @@ if TYPE_CHECKING:
     from medexport.compression.decompositions import Decomposition
 
 
-def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig",
-                 total_macs: int) -> dict[str, tuple[int, ...]]:
-    """Ranks per layer name under ``config``'s rule; layers left out are not factorized."""
+def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig", total_macs: int, *,
+                 model=None, input_shape: tuple[int, ...] | None = None) -> dict[str, tuple[int, ...]]:
+    """Ranks per layer name under ``config``'s rule; layers left out are not factorized.
+
+    The latency rule measures on the backend and needs ``model`` and ``input_shape``.
+    """
+    if config.latency is not None:
+        from medexport.compression.latency_allocator import allocate_latency
+
+        return allocate_latency(decomps, config, model, input_shape, total_macs)
     if config.budget is not None:
         return allocate_budget(decomps, total_macs, config.budget, config.round_to, config.tolerance)
     chosen: dict[str, tuple[int, ...]] = {}
     for name, d in decomps.items():
-        ranks = (d.ratio_ranks(config.rank_ratio, config.round_to) if config.rank_ratio is not None
-                 else d.rounded(d.energy_ranks(config.energy), config.round_to))
+        if config.rank_ratio is not None:
+            ranks = d.ratio_ranks(config.rank_ratio, config.round_to)
+        elif config.vbmf:
+            ranks = d.rounded(d.vbmf_ranks(), config.round_to)
+        else:
+            ranks = d.rounded(d.energy_ranks(config.energy), config.round_to)
         if not config.only_if_smaller or d.macs(ranks) < d.layer.macs:
             chosen[name] = ranks
     return chosen

@@ -33,6 +33,7 @@ class CompressionPass(abc.ABC):
     name: str = ""
     family: str = ""  # "lowrank" | "pruning": which config the pass takes
     config_type: type = object  # LowRankConfig | PruneConfig
+    needs_calibration: bool = False  # True: the config must carry real calibration images
 
     def apply(self, model: "nn.Module", input_shape: tuple[int, ...], config: Any) -> tuple["nn.Module", "PassRecord"]:
         """A compressed copy of ``model`` (shapes taken at ``input_shape``) and the record of what changed."""

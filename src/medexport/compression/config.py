@@ -1,16 +1,19 @@
 """How a low-rank pass picks ranks and which layers it may touch, as one validated dataclass.
 
 Exactly one rank rule is given: ``rank_ratio`` (keep this fraction of each layer's full rank),
-``energy`` (keep the smallest rank holding this fraction of the squared singular values), or
-``budget`` (divide the whole model's MACs by this factor; the allocator picks per-layer ranks).
-Example::
+``energy`` (keep the smallest rank holding this fraction of the squared singular values), ``vbmf``
+(the rank analytic EVBMF finds in each unfolding), ``budget`` (divide the whole model's MACs by this
+factor; the allocator picks per-layer ranks), or ``latency`` (bring the latency measured on
+``backend`` to this fraction of the original's). Example::
 
     LowRankConfig(budget=3.0)                       # total MACs / 3
     LowRankConfig(energy=0.9, exclude=("*.head*",))  # per-layer 90 % energy
+    LowRankConfig(latency=0.5, backend="openvino", calibration=images)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from medexport.errors import InputError
 
@@ -25,11 +28,19 @@ class LowRankConfig:
     multiples the hardware likes on layers whose full rank is at least ``4 * round_to``.
     ``only_if_smaller`` never factorizes a layer whose factorized MACs are not smaller (turn it off
     only to check the rewiring at full rank). ``tolerance`` is the allowed relative miss of a budget.
+    ``calibration`` holds real images (N, C, *spatial) for data-aware passes (hsc) and for the latency
+    allocator's sensitivities; it is not part of the recipe (``to_dict`` gives its count only).
+    ``payoff``: the latency allocator uses a factorization only if each MAC it saves saves at least this
+    share of the whole model's measured milliseconds per MAC.
     """
 
     rank_ratio: float | None = None
     energy: float | None = None
     budget: float | None = None
+    vbmf: bool = False
+    latency: float | None = None
+    backend: str = "openvino"
+    payoff: float = 0.8
     exclude: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = ()
     keep_first: bool = True
@@ -37,11 +48,19 @@ class LowRankConfig:
     round_to: int = 8
     only_if_smaller: bool = True
     tolerance: float = 0.05
+    calibration: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        rules = [r for r in (self.rank_ratio, self.energy, self.budget) if r is not None]
+        rules = [r for r in (self.rank_ratio, self.energy, self.budget, self.latency, self.vbmf or None)
+                 if r is not None]
         if len(rules) != 1:
-            raise InputError("give exactly one of rank_ratio, energy or budget")
+            raise InputError("give exactly one of rank_ratio, energy, vbmf, budget or latency")
+        if self.latency is not None and not 0.0 < self.latency < 1.0:
+            raise InputError(f"latency must be a fraction of the original latency in (0, 1), got {self.latency}")
+        if self.backend not in ("onnxruntime", "openvino"):
+            raise InputError(f"latency is measured on onnxruntime or openvino, not {self.backend!r}")
+        if not 0.0 <= self.payoff <= 1.0:
+            raise InputError(f"payoff must be in [0, 1], got {self.payoff}")
         if self.rank_ratio is not None and not 0.0 < self.rank_ratio <= 1.0:
             raise InputError(f"rank_ratio must be in (0, 1], got {self.rank_ratio}")
         if self.energy is not None and not 0.0 < self.energy <= 1.0:
@@ -57,7 +76,10 @@ class LowRankConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON-able form, for the manifest's compression recipe."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in ((f.name, getattr(self, f.name)) for f in fields(self))
+                 if k != "calibration"}
+        plain["calibration_images"] = None if self.calibration is None else len(self.calibration)
+        return plain
 
 
 def parse_budget(text: str | float) -> float:

@@ -124,6 +124,21 @@ class Decomposition(abc.ABC):
     def build(self, ranks: tuple[int, ...]) -> "nn.Module":
         """The dense layer chain carrying the factorized weight at ``ranks``."""
 
+    @abc.abstractmethod
+    def unfoldings(self) -> tuple["torch.Tensor", ...]:
+        """The matrix each rank cuts, one per rank mode (what VBMF reads)."""
+
+    def vbmf_ranks(self) -> tuple[int, ...]:
+        """EVBMF's rank of each unfolding (Kim et al. 2016 pick Tucker-2 ranks this way), capped at full rank."""
+        from medexport.compression.vbmf import evbmf_rank
+
+        return tuple(min(evbmf_rank(m), f) for m, f in zip(self.unfoldings(), self.full_ranks()))
+
+    def build_standalone(self, ranks: tuple[int, ...]) -> "nn.Module":
+        """:meth:`build` as a drop-in for the layer alone (a method whose chain expects its neighbours
+        rewired, like HSC's channel order, adds what they would do)."""
+        return self.build(ranks)
+
     def ratio_ranks(self, ratio: float, round_to: int) -> tuple[int, ...]:
         """Ranks keeping ``ratio`` of each full rank, rounded up onto the grid."""
         return tuple(round_rank(ratio * f, f, round_to) for f in self.full_ranks())
@@ -202,6 +217,9 @@ class SVD(Decomposition):
     def unsupported(layer: "LayerInfo") -> str | None:
         return _groups_reason(layer)
 
+    def unfoldings(self) -> tuple["torch.Tensor", ...]:
+        return (self.weight.reshape(self.weight.shape[0], -1),)
+
     def full_ranks(self) -> tuple[int, ...]:
         return (len(self.factors.squared),)
 
@@ -239,7 +257,11 @@ class SpatialSVD(Decomposition):
     def __init__(self, layer: "LayerInfo") -> None:
         super().__init__(layer)
         o, i, kh, kw = self.weight.shape
-        self.factors = _LowRankMatrix(self.weight.permute(1, 2, 0, 3).reshape(i * kh, o * kw))
+        self.factors = _LowRankMatrix(self.unfoldings()[0])
+
+    def unfoldings(self) -> tuple["torch.Tensor", ...]:
+        o, i, kh, kw = self.weight.shape
+        return (self.weight.permute(1, 2, 0, 3).reshape(i * kh, o * kw),)
 
     @staticmethod
     def unsupported(layer: "LayerInfo") -> str | None:
@@ -318,6 +340,10 @@ class Tucker2(Decomposition):
 
     def full_ranks(self) -> tuple[int, ...]:
         return (len(self.s2_out), len(self.s2_in))
+
+    def unfoldings(self) -> tuple["torch.Tensor", ...]:
+        o, i = self.weight.shape[:2]
+        return (self.weight.reshape(o, -1), self.weight.transpose(0, 1).reshape(i, -1))
 
     def ratio_ranks(self, ratio: float, round_to: int) -> tuple[int, ...]:
         """``ratio`` of the channel counts (TensorLy's "rank 0.25"), capped at the full ranks."""

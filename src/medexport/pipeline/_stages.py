@@ -160,7 +160,7 @@ def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int)
 
 def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     """Replace ``loaded.module`` by its compressed copy; return the pass record."""
-    from medexport.compression import LowRankConfig, get_pass, parse_budget
+    from medexport.compression import get_pass, parse_budget
     from medexport.compression.pruning import PruneConfig
 
     if loaded.module is None:
@@ -169,9 +169,26 @@ def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     if compression.family == "pruning":
         pass_config = PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude))
     else:
-        pass_config = LowRankConfig(budget=parse_budget(config.budget), exclude=tuple(config.compress_exclude))
+        rule = ({"latency": config.compress_latency, "backend": config.compress_backend}
+                if config.compress_latency is not None else {"budget": parse_budget(config.budget)})
+        pass_config = compression.config_type(**rule, exclude=tuple(config.compress_exclude),
+                                              calibration=_compression_images(loaded, config, compression))
     loaded.module, record = compression.apply(loaded.module, (1, *loaded.input_shape[1:]), pass_config)
     return record.to_dict()
+
+
+def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -> np.ndarray | None:
+    """Real images for a data-aware pass (required) or the latency allocator's sensitivities (else weight error)."""
+    from medexport.errors import DataError
+
+    if not compression.needs_calibration and config.compress_latency is None:
+        return None
+    try:
+        return calibration_images(loaded, config.calib, config.calib_samples)[0]
+    except DataError:
+        if compression.needs_calibration:
+            raise
+        return None
 
 
 def original_runner(loaded: LoadedModel, original, fallback):

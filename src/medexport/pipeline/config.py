@@ -36,6 +36,8 @@ class BuildConfig:
     latency_iterations: int = 30
     compress: str | None = None  # a registered compression pass ("svd", "spatial-svd", "tucker")
     budget: str = "3x"  # MACs reduction factor for a low-rank pass
+    compress_latency: float | None = None  # low-rank: latency target as a fraction of the original's (not budget)
+    compress_backend: str = "openvino"  # where compress_latency is measured
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
     data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
@@ -69,5 +71,6 @@ class BuildConfig:
                 "latency_batch": self.latency_batch,
                 "precision": self.precision,
                 "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
+                                "latency": self.compress_latency, "latency_backend": self.compress_backend,
                                 "exclude": list(self.compress_exclude)}
                 if self.compress else None}

@@ -1,0 +1,75 @@
+"""Channel co-activation on calibration images, and balanced channel clusters from it (HSC's analysis step).
+
+Each layer's input feature map is split into a grid of spatial regions (``regions`` per axis); a
+channel's descriptor is its mean activation in every region of every calibration image. Channels
+whose descriptors correlate fire together in the same places: k-means on the standardised
+descriptors (Euclidean distance there is a monotone function of correlation) groups them, and a
+capacity-bounded assignment makes the clusters equal in size, which a grouped convolution needs.
+Example::
+
+    desc = region_descriptors(model, layers, images, regions=2)   # {name: (C, N * 4)}
+    order = balanced_clusters(desc["features.2.0"], groups=4)       # channel indices, cluster by cluster
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medexport.compression._layers import LayerInfo
+
+
+def region_descriptors(model: "nn.Module", layers: list["LayerInfo"], images: np.ndarray, regions: int,
+                       batch: int = 4) -> dict[str, np.ndarray]:
+    """(channels, images x regions) mean input activation of every layer in ``layers``, from one pass over ``images``."""
+    import torch
+    import torch.nn.functional as F
+
+    parts: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
+
+    def hook(name: str):
+        def record(module, inputs, output):
+            x = inputs[0].detach().float()
+            pool = F.adaptive_avg_pool3d if x.dim() == 5 else F.adaptive_avg_pool2d
+            pooled = pool(x, regions)  # (B, C, regions, regions[, regions])
+            parts[name].append(pooled.flatten(2).permute(1, 0, 2).reshape(x.shape[1], -1).double().numpy())
+        return record
+
+    handles = [layer.module.register_forward_hook(hook(layer.name)) for layer in layers]
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                model(torch.from_numpy(np.ascontiguousarray(images[start:start + batch], dtype=np.float32)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items() if chunks}
+
+
+def balanced_clusters(descriptor: np.ndarray, groups: int, seed: int = 0) -> np.ndarray:
+    """A channel order listing ``groups`` equal clusters of co-activating channels one after another.
+
+    Channels with a constant descriptor (dead on the calibration set) correlate with nothing and fill
+    the clusters last.
+    """
+    from sklearn.cluster import KMeans
+
+    channels = descriptor.shape[0]
+    if groups <= 1:
+        return np.arange(channels)
+    centred = descriptor - descriptor.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 1e-12)
+    centres = KMeans(n_clusters=groups, n_init=4, random_state=seed).fit(unit).cluster_centers_
+    dist = ((unit[:, None, :] - centres[None, :, :]) ** 2).sum(-1)  # (channels, groups)
+    capacity, members = channels // groups, [[] for _ in range(groups)]
+    assigned = np.zeros(channels, dtype=bool)
+    for flat in np.argsort(dist, axis=None, kind="stable"):
+        channel, cluster = divmod(int(flat), groups)
+        if not assigned[channel] and len(members[cluster]) < capacity:
+            members[cluster].append(channel)
+            assigned[channel] = True
+    return np.array([c for cluster in members for c in sorted(cluster)], dtype=np.int64)

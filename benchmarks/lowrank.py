@@ -1,11 +1,20 @@
-"""Low-rank passes side by side on the zoo models: MACs, held-out metric and OpenVINO CPU latency.
+"""Low-rank passes side by side on the zoo models and MONAI U-Nets, post-training (no fine-tuning). Three tables:
 
-For each reference model and each method (svd, spatial-svd, tucker) at one MACs budget: compress
-(post-training, no fine-tuning), export to ONNX, run the held-out images through OpenVINO CPU with
-``medexport.evaluation.evaluate``, and time a batch of one. Prints a markdown table; ``--json``
-also writes the rows. Realized speedup is latency before / after; ideal is MACs before / after.
+1. **Classifiers** (the HSC paper's comparison): every zoo classification model, Global SVD vs Tucker-2 vs
+   HSC at each ``--budgets`` MACs factor: MACs ratio, accuracy and macro-F1 with bootstrap SEs, worst
+   per-class sensitivity drop, OpenVINO CPU latency; and whether HSC beats both baselines.
+2. **Segmentation**: every zoo segmentation model, ``--seg-methods`` (Tucker-2) at each budget: Dice per
+   class with bootstrap SEs and the drop against the original, latency.
+3. **Latency mode** on OpenVINO CPU: every zoo model plus MONAI U-Nets of the zoo's shape (random weights,
+   real images for sensitivity), ``--latency-methods`` at ``--latency`` of the original latency (looser
+   targets tried in turn when one is out of reach): realized speed-up (latency before / after) over the
+   ideal one (MACs before / after).
 
-    /work/venv/bin/python benchmarks/lowrank.py --budget 3 --models brain-tissue-unet2d
+Every latency in a table comes from one interleaved run of all that model's variants (median of
+round-robin calls, :meth:`LayerTimer.compare`), so machine load hits them alike. Models are read from
+the zoo registry, so retrained or re-architected zoo models are picked up as they are.
+
+    flock /tmp/bench.lock /work/venv/bin/python benchmarks/lowrank.py --json out/lowrank.json
 """
 from __future__ import annotations
 
@@ -14,124 +23,235 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-MODELS = ("brain-tissue-unet2d", "brain-region-alexnet", "brain-tissue-unet3d")
-METHODS = ("svd", "spatial-svd", "tucker")
+MONAI_UNETS = {  # the zoo U-Nets' architecture (num_res_units=0), random weights: latency only
+    "monai-unet2d-128": (2, (1, 1, 128, 128)),
+    "monai-unet3d-64": (3, (1, 1, 64, 64, 64)),
+}
 
 
-@dataclass
-class Row:
-    model: str
-    method: str
-    budget: float
-    macs_ratio: float | None = None
-    metric: str = ""
-    before: float | None = None
-    before_se: float | None = None
-    after: float | None = None
-    after_se: float | None = None
-    latency_before_ms: float | None = None
-    latency_after_ms: float | None = None
-    compress_s: float | None = None
-    note: str = ""
+def monai_unet(spatial_dims: int):
+    from monai.networks.nets import UNet
 
-    @property
-    def realized(self) -> float | None:
-        if self.latency_before_ms and self.latency_after_ms:
-            return self.latency_before_ms / self.latency_after_ms
-        return None
-
-    @property
-    def efficiency(self) -> float | None:
-        return self.realized / self.macs_ratio if self.realized and self.macs_ratio else None
+    return UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=3, channels=(16, 32, 64, 128),
+                strides=(2, 2, 2), num_res_units=0, norm="batch", act="relu").eval()
 
 
-def deployed(model, ref, workdir: Path, tag: str, threads: int | None):
-    """Export ``model``, compile it on OpenVINO CPU, score the held-out set and time one image."""
-    from medexport.benchmarks.latency import measure_latency
+def pass_config(method: str, calibration: np.ndarray | None, **rule):
+    from medexport.compression import get_pass
+
+    compression = get_pass(method)
+    return compression.config_type(**rule, calibration=calibration if compression.needs_calibration or
+                                   "latency" in rule else None)
+
+
+def compress(model, shape, method: str, calibration, **rule):
+    """(compressed model, record, seconds) or (None, error message, seconds)."""
+    from medexport.compression import get_pass
+    from medexport.errors import MedexportError
+
+    start = time.perf_counter()
+    try:
+        small, record = get_pass(method).apply(model, shape, pass_config(method, calibration, **rule))
+    except MedexportError as exc:
+        return None, str(exc), time.perf_counter() - start
+    return small, record, time.perf_counter() - start
+
+
+def evaluate_on_openvino(model, ref, tmp: Path, tag: str):
+    """The metric report of ``model`` exported and run on OpenVINO CPU over the held-out images."""
     from medexport.evaluation import evaluate
     from medexport.exporter import export_onnx
     from medexport.runtimes.openvino.runner import Runner
 
-    path = workdir / f"{ref.name}.{tag}.onnx"
+    path = tmp / f"{tag}.onnx"
     export_onnx(model, ref.input_shape, path)
     images, labels = ref.heldout()
-    with Runner(path, threads=threads) as runner:
+    with Runner(path) as runner:
         report, _ = evaluate(runner.infer, images, labels, task=ref.task, classes=ref.classes,
                              roi_size=ref.roi_size, spacing=ref.spacing)
-        sample = np.zeros(ref.input_shape, dtype=np.float32)
-        latency = measure_latency(runner.infer, sample, warmup=10, iterations=50, min_seconds=2.0)
-    estimate = report.overall[report.overall_metric]
-    return report.overall_metric, estimate, latency.median_ms
+    return report
 
 
-def bench_model(name: str, methods: tuple[str, ...], budget: float, threads: int | None) -> list[Row]:
-    from medexport.compression import LowRankConfig, get_pass
-    from medexport.errors import MedexportError
+def latencies(models: list, shape: tuple[int, ...]) -> list[float]:
+    from medexport.compression._latency import LayerTimer
+
+    return LayerTimer("openvino", rounds=30, min_seconds=2.0).compare(models, shape)
+
+
+def pm(e, scale: float = 100.0) -> str:
+    return f"{scale * e.value:.1f} ± {scale * e.se:.1f}"
+
+
+def worst_class_drop(before, after) -> tuple[str, float]:
+    metric = before.class_metric
+    drops = {c: 100 * (before.per_class[c][metric].value - after.per_class[c][metric].value)
+             for c in before.per_class if not np.isnan(before.per_class[c][metric].value)}
+    name = max(drops, key=drops.get)
+    return name, drops[name]
+
+
+def classifier_table(ref, budgets, methods, tmp: Path) -> str:
+    model, shape, calib = ref.build(), tuple(ref.input_shape), ref.calibration()
+    base = evaluate_on_openvino(model, ref, tmp, "original")
+    variants, rows = [model], [("original", "—", 1.0, base, None, None)]
+    for budget in budgets:
+        for method in methods:
+            small, record, secs = compress(model, shape, method, calib, budget=budget)
+            if small is None:
+                rows.append((method, f"{budget:g}x", None, None, None, record))
+                continue
+            rows.append((method, f"{budget:g}x", record.ratio, evaluate_on_openvino(small, ref, tmp, f"{method}{budget}"),
+                         len(variants), f"compressed in {secs:.1f} s"))
+            variants.append(small)
+    ms = latencies(variants, shape)
+    lines = [f"### {ref.name} (classification, {base.n} held-out images, OpenVINO CPU, batch 1)", "",
+             "| method | budget | MACs ratio | accuracy (%) | macro-F1 (%) | worst class drop (pts) | ms | realized "
+             "| realized/ideal | note |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for method, budget, ratio, report, idx, note in rows:
+        if report is None:
+            lines.append(f"| {method} | {budget} | — | — | — | — | — | — | — | {note} |")
+            continue
+        lat = ms[0 if idx is None else idx]
+        drop = "—" if idx is None else "{} {:+.1f}".format(*worst_class_drop(base, report))
+        realized = ms[0] / lat
+        lines.append(f"| {method} | {budget} | {ratio:.2f} | {pm(report.overall['accuracy'])} "
+                     f"| {pm(report.overall['macro_f1'])} | {drop} | {lat:.3f} | {realized:.2f} "
+                     f"| {realized / ratio:.2f} | {note or ''} |")
+    lines += ["", verdict(rows, budgets)]
+    return "\n".join(lines)
+
+
+def verdict(rows, budgets) -> str:
+    """Whether HSC beats both baselines on accuracy and macro-F1 at each budget (by more than one SE)."""
+    out = []
+    for budget in budgets:
+        found = {m: r for m, b, _, r, _, _ in rows if b == f"{budget:g}x" and r is not None}
+        if "hsc" not in found or not {"svd", "tucker"} <= set(found):
+            out.append(f"{budget:g}x: not all three methods ran")
+            continue
+        for metric in ("accuracy", "macro_f1"):
+            h = found["hsc"].overall[metric]
+            others = {m: found[m].overall[metric] for m in ("svd", "tucker")}
+            beats = all(h.value - o.value > np.hypot(h.se, o.se) for o in others.values())
+            out.append(f"{budget:g}x {metric}: HSC {100 * h.value:.1f} vs SVD {100 * others['svd'].value:.1f}, "
+                       f"Tucker {100 * others['tucker'].value:.1f} -> HSC "
+                       f"{'beats both (by more than 1 SE)' if beats else 'does not beat both by more than 1 SE'}")
+    return "  \n".join(out)
+
+
+def segmentation_table(ref, budgets, methods, tmp: Path) -> str:
+    model, shape, calib = ref.build(), tuple(ref.input_shape), ref.calibration()
+    base = evaluate_on_openvino(model, ref, tmp, "original")
+    variants, rows = [model], []
+    for budget in budgets:
+        for method in methods:
+            small, record, _ = compress(model, shape, method, calib, budget=budget)
+            if small is None:
+                rows.append((method, budget, None, None, None, record))
+                continue
+            rows.append((method, budget, record.ratio, evaluate_on_openvino(small, ref, tmp, f"{method}{budget}"),
+                         len(variants), ""))
+            variants.append(small)
+    ms = latencies(variants, shape)
+    classes = list(base.per_class)
+    lines = [f"### {ref.name} (segmentation, {base.n} held-out images, Dice % ± SE, OpenVINO CPU, batch 1)", "",
+             "| method | budget | MACs ratio | " + " | ".join(classes) + " | worst class drop (pts) | ms | realized "
+             "| realized/ideal | note |", "|---|---|---:|" + "---:|" * len(classes) + "---:|---:|---:|---:|---|"]
+    lines.append(f"| original | — | 1.00 | " + " | ".join(pm(base.per_class[c]["dice"]) for c in classes)
+                 + f" | — | {ms[0]:.2f} | 1.00 | — | |")
+    for method, budget, ratio, report, idx, note in rows:
+        if report is None:
+            lines.append(f"| {method} | {budget:g}x | — | " + " | ".join("—" for _ in classes) + f" | — | — | — | — | {note} |")
+            continue
+        realized = ms[0] / ms[idx]
+        lines.append(f"| {method} | {budget:g}x | {ratio:.2f} | "
+                     + " | ".join(pm(report.per_class[c]["dice"]) for c in classes)
+                     + " | {} {:+.1f}".format(*worst_class_drop(base, report))
+                     + f" | {ms[idx]:.2f} | {realized:.2f} | {realized / ratio:.2f} | |")
+    return "\n".join(lines)
+
+
+def latency_table(subjects, methods, targets) -> str:
+    """Realized / ideal speed-up of latency-mode compression, per network and method."""
+    lines = ["### Latency mode on OpenVINO CPU (batch 1): realized speed-up / ideal (MACs) speed-up", "",
+             "| network | input | method | latency target | target met | MACs ratio | ms before | ms after "
+             "| realized | realized/ideal | allocator s | note |",
+             "|---|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, model, shape, calib in subjects:
+        for method in methods:
+            note, small = "", None
+            for target in targets:
+                small, record, secs = compress(model, shape, method, calib, latency=target)
+                if small is not None:
+                    break
+                note = record.split(":")[-1].strip()[:90]
+            geometry = "x".join(map(str, shape[2:]))
+            if small is None:
+                lines.append(f"| {name} | {geometry} | {method} | {targets[-1]:g} | no | — | — | — | — | — | "
+                             f"{secs:.0f} | {note} |")
+                continue
+            before, after = latencies([model, small], shape)
+            realized = before / after
+            lines.append(f"| {name} | {geometry} | {method} | {target:g} | {'yes' if after <= before * target * 1.05 else 'no'} "
+                         f"| {record.ratio:.2f} | {before:.2f} | {after:.2f} | {realized:.2f} "
+                         f"| {realized / record.ratio:.2f} | {secs:.0f} | {len(record.layers)} layers |")
+    return "\n".join(lines)
+
+
+def latency_subjects(refs, monai: bool):
+    from medexport.zoo.samples import real_inputs
+
+    subjects = [(ref.name, ref.build(), tuple(ref.input_shape), ref.calibration()) for ref in refs]
+    if monai:
+        import torch
+
+        torch.manual_seed(0)
+        for name, (dims, shape) in MONAI_UNETS.items():
+            subjects.append((name, monai_unet(dims), shape, real_inputs((8, *shape[1:]), 8)))
+    return subjects
+
+
+def trained_zoo(names: list[str] | None):
     from medexport.zoo import get_model, list_models
 
-    if name not in list_models():
-        return [Row(name, m, budget, note="not registered") for m in methods]
-    ref = get_model(name)
-    try:
-        model = ref.build()
-        ref.heldout()
-    except MedexportError as exc:
-        return [Row(name, m, budget, note=str(exc)) for m in methods]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        metric, base, base_ms = deployed(model, ref, Path(tmp), "original", threads)
-        for method in methods:
-            row = Row(name, method, budget, metric=metric, before=base.value, before_se=base.se,
-                      latency_before_ms=base_ms)
-            start = time.perf_counter()
-            try:
-                small, record = get_pass(method).apply(model, ref.input_shape, LowRankConfig(budget=budget))
-            except MedexportError as exc:
-                row.note = str(exc)
-                rows.append(row)
-                continue
-            row.compress_s = time.perf_counter() - start
-            row.macs_ratio = record.ratio
-            _, est, row.latency_after_ms = deployed(small, ref, Path(tmp), method, threads)
-            row.after, row.after_se = est.value, est.se
-            rows.append(row)
-    return rows
-
-
-def markdown(rows: list[Row]) -> str:
-    def f(v, spec=".3f"):
-        return "—" if v is None else format(v, spec)
-
-    lines = ["| model | method | budget | MACs ratio | metric | before | after | OV ms before | OV ms after "
-             "| realized | realized/ideal | compress s | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        before = f"{f(r.before)} ± {f(r.before_se)}" if r.before is not None else "—"
-        after = f"{f(r.after)} ± {f(r.after_se)}" if r.after is not None else "—"
-        lines.append(f"| {r.model} | {r.method} | {r.budget:g}x | {f(r.macs_ratio, '.2f')} | {r.metric} | {before} "
-                     f"| {after} | {f(r.latency_before_ms, '.2f')} | {f(r.latency_after_ms, '.2f')} "
-                     f"| {f(r.realized, '.2f')} | {f(r.efficiency, '.2f')} | {f(r.compress_s, '.1f')} | {r.note} |")
-    return "\n".join(lines)
+    refs = [get_model(n) for n in (names or list_models())]
+    return [r for r in refs if r.weights_path().is_file() and r.data_path().is_file()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--budget", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--models", nargs="+", default=None, help="zoo models (default: every trained one)")
+    parser.add_argument("--budgets", nargs="+", type=float, default=[3.0, 6.0])
+    parser.add_argument("--methods", nargs="+", default=["svd", "tucker", "hsc"], help="classifier methods")
+    parser.add_argument("--seg-methods", nargs="+", default=["tucker"])
+    parser.add_argument("--latency-methods", nargs="+", default=["tucker"])
+    parser.add_argument("--latency", nargs="+", type=float, default=[0.5, 0.7, 0.85],
+                        help="latency targets, tried in turn until one is reachable")
+    parser.add_argument("--no-monai", action="store_true", help="skip the MONAI U-Nets in the latency table")
+    parser.add_argument("--tables", nargs="+", default=["classification", "segmentation", "latency"])
+    parser.add_argument("--json", type=Path, default=None, help="also write the markdown tables here as JSON")
     args = parser.parse_args(argv)
-    rows = [row for name in args.models for row in bench_model(name, tuple(args.methods), args.budget, args.threads)]
-    print(markdown(rows))
+    refs = trained_zoo(args.models)
+    tables = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ref in refs:
+            table = None
+            if ref.task == "classification" and "classification" in args.tables:
+                table = classifier_table(ref, args.budgets, args.methods, Path(tmp))
+            elif ref.task == "segmentation" and "segmentation" in args.tables:
+                table = segmentation_table(ref, args.budgets, args.seg_methods, Path(tmp))
+            if table:
+                tables.append(table)
+                print(table + "\n", flush=True)
+        if "latency" in args.tables:
+            tables.append(latency_table(latency_subjects(refs, not args.no_monai), args.latency_methods, args.latency))
+            print(tables[-1] + "\n", flush=True)
     if args.json:
-        args.json.write_text(json.dumps([{**asdict(r), "realized": r.realized, "realized_over_ideal": r.efficiency}
-                                         for r in rows], indent=2))
+        args.json.write_text(json.dumps({"tables": tables}, indent=2))
     return 0
 
 

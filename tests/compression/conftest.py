@@ -27,6 +27,17 @@ def build_net(key: str):
     return ref.build(), tuple(ref.input_shape)
 
 
+def lowrank_config(method: str, shape: tuple[int, ...], **kwargs):
+    """The config ``method``'s pass takes, with real calibration images when it needs them (hsc)."""
+    from medexport.compression import get_pass
+    from medexport.zoo.samples import real_inputs
+
+    compression = get_pass(method)
+    if compression.needs_calibration:
+        kwargs.setdefault("calibration", real_inputs((8, *shape[1:]), 8))
+    return compression.config_type(**kwargs)
+
+
 def _randomize_norms(model) -> None:
     """Untrained BatchNorms are identities; give them statistics so the outputs are not trivially small."""
     import torch

@@ -114,3 +114,25 @@ def test_macs_of_a_transposed_svd_count_input_positions():
     net, shape = _net("convT2d")
     (layer,) = discover(net, shape)
     assert layer.macs == math.prod(shape) * 4 * 9
+
+
+def test_evbmf_finds_the_planted_rank_under_noise():
+    from medexport.compression.vbmf import evbmf_rank
+
+    g = torch.Generator().manual_seed(0)
+    for rank, noise in [(8, 0.01), (8, 0.3), (20, 0.05)]:
+        signal = torch.randn(64, rank, generator=g) @ torch.randn(rank, 576, generator=g) / 8
+        noisy = signal + noise * torch.randn(64, 576, generator=g)
+        assert evbmf_rank(noisy) == evbmf_rank(noisy.T) == rank
+    assert evbmf_rank(torch.randn(64, 576, generator=g)) <= 2  # pure noise: (almost) nothing to keep
+
+
+def test_vbmf_rule_gives_tucker_ranks_below_full_on_a_trained_network():
+    from medexport.compression import LowRankConfig, get_pass
+    from medexport.zoo import get_model
+
+    ref = get_model("brain-tissue-unet2d")
+    small, record = get_pass("tucker").apply(ref.build(), ref.input_shape, LowRankConfig(vbmf=True))
+    assert record.layers and record.ratio > 1.2
+    assert all(1 <= r for layer in record.layers for r in layer.ranks)
+    assert record.config["vbmf"] is True

@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from medexport.compression import LowRankConfig, get_pass, list_passes
+from medexport.compression import get_pass, list_passes
 from medexport.exporter import check_onnx, export_onnx
-from tests.compression.conftest import NETS
+from tests.compression.conftest import NETS, lowrank_config
 
-QUARTER = LowRankConfig(rank_ratio=0.25)
 CASES = [(net, method) for net in NETS for method in list_passes(family="lowrank") if not (net == "unet3d" and method == "spatial-svd")]
 
 
@@ -19,7 +18,7 @@ def exported(nets, tmp_path_factory):
     def get(net: str, method: str):
         if (net, method) not in cache:
             model, shape = nets(net)
-            small, record = get_pass(method).apply(model, shape, QUARTER)
+            small, record = get_pass(method).apply(model, shape, lowrank_config(method, shape, rank_ratio=0.25))
             assert record.layers, f"{method} factorized nothing in {net}"
             batch = np.random.default_rng(0).random((2, *shape[1:]), dtype=np.float32)
             with torch.no_grad():
@@ -46,6 +45,7 @@ def test_onnx_passes_the_checker_and_runs_on_onnxruntime(exported, net, method):
     path, batch, expected, original_shape = exported(net, method)
     proto = check_onnx(path)
     assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}  # ordinary ops only
+    assert not {n.op_type for n in proto.graph.node} & {"Gather", "GatherElements"}  # no runtime channel permute
     with Runner(path) as runner:
         _assert_close(runner.infer(batch), expected, original_shape)
 

@@ -1,15 +1,14 @@
 """Every registered pass on real networks: exact rewiring at full rank, budgets met, exclusions kept."""
 import copy
-import dataclasses
 
 import pytest
 import torch
 
 from medexport.compression import LowRankConfig, chain, get_pass, list_passes, model_macs, parse_budget
 from medexport.errors import InputError
-from tests.compression.conftest import NETS
+from tests.compression.conftest import NETS, lowrank_config
 
-FULL = LowRankConfig(rank_ratio=1.0, only_if_smaller=False, keep_first=False, keep_head=False, round_to=1)
+FULL = dict(rank_ratio=1.0, only_if_smaller=False, keep_first=False, keep_head=False, round_to=1)
 
 
 def _run(model, shape, x=None):
@@ -22,7 +21,7 @@ def _run(model, shape, x=None):
 def test_full_rank_factorization_reproduces_the_output(nets, net, method):
     model, shape = nets(net)
     # ResNet's 512-channel layers at full spatial rank (1536 channels in between) would take a minute
-    config = dataclasses.replace(FULL, exclude=("layer3.*", "layer4.*")) if net == "resnet2d" else FULL
+    config = lowrank_config(method, shape, **FULL, exclude=("layer3.*", "layer4.*") if net == "resnet2d" else ())
     small, record = get_pass(method).apply(model, shape, config)
     if net == "unet3d" and method == "spatial-svd":
         assert not record.layers and all("Conv2d" in r for r in record.skipped.values())
@@ -37,13 +36,14 @@ def test_full_rank_factorization_reproduces_the_output(nets, net, method):
 BUDGETS = [("unet2d", "svd", 3), ("unet2d", "tucker", 3), ("unet2d", "tucker", 6), ("unet3d", "tucker", 3),
            ("dynunet", "spatial-svd", 3), ("dynunet", "spatial-svd", 6), ("dynunet", "svd", 3),
            ("dynunet", "tucker", 6), ("resnet2d", "svd", 6), ("brain-tissue-unet2d", "svd", 3),
-           ("brain-tissue-unet2d", "tucker", 3), ("brain-tissue-unet2d", "tucker", 6)]
+           ("brain-tissue-unet2d", "tucker", 3), ("brain-tissue-unet2d", "tucker", 6), ("dynunet", "hsc", 3),
+           ("resnet2d", "hsc", 3), ("resnet2d", "hsc", 6), ("unet3d", "hsc", 3)]
 
 
 @pytest.mark.parametrize("net,method,budget", BUDGETS)
 def test_budget_is_met_within_five_percent(nets, net, method, budget):
     model, shape = nets(net)
-    small, record = get_pass(method).apply(model, shape, LowRankConfig(budget=budget))
+    small, record = get_pass(method).apply(model, shape, lowrank_config(method, shape, budget=budget))
     assert abs(record.ratio / budget - 1) <= 0.05, record.ratio
     # the allocator's analytic per-layer MACs add up to the profiler's total of the new model
     saved = sum(layer.macs_before - layer.macs_after for layer in record.layers)
@@ -92,6 +92,8 @@ def test_passes_chain(nets):
 
 
 @pytest.mark.parametrize("kwargs,match", [({}, "exactly one"), ({"budget": 3, "energy": 0.9}, "exactly one"),
+                                          ({"budget": 3, "vbmf": True}, "exactly one"), ({"latency": 1.5}, "latency"),
+                                          ({"latency": 0.5, "backend": "tensorrt"}, "onnxruntime or openvino"),
                                           ({"budget": 1.0}, "above 1"), ({"rank_ratio": 0.0}, "rank_ratio"),
                                           ({"energy": 1.5}, "energy"), ({"budget": 3, "round_to": 0}, "round_to")])
 def test_config_is_validated(kwargs, match):
@@ -108,5 +110,5 @@ def test_parse_budget():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InputError, match="known methods: .*spatial-svd, svd, tucker"):
-        get_pass("hsc")
+    with pytest.raises(InputError, match="known methods: hsc, .*spatial-svd, svd, tucker"):
+        get_pass("cp-als")

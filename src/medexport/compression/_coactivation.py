@@ -55,7 +55,7 @@ def balanced_clusters(descriptor: np.ndarray, groups: int, seed: int = 0) -> np.
     Channels with a constant descriptor (dead on the calibration set) correlate with nothing and fill
     the clusters last.
     """
-    from sklearn.cluster import KMeans
+    from scipy.cluster.vq import kmeans2
 
     channels = descriptor.shape[0]
     if groups <= 1:
@@ -63,7 +63,7 @@ def balanced_clusters(descriptor: np.ndarray, groups: int, seed: int = 0) -> np.
     centred = descriptor - descriptor.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 1e-12)
-    centres = KMeans(n_clusters=groups, n_init=4, random_state=seed).fit(unit).cluster_centers_
+    centres, _ = kmeans2(unit, groups, minit="++", seed=seed)
     dist = ((unit[:, None, :] - centres[None, :, :]) ** 2).sum(-1)  # (channels, groups)
     capacity, members = channels // groups, [[] for _ in range(groups)]
     assigned = np.zeros(channels, dtype=bool)

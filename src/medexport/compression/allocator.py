@@ -53,8 +53,9 @@ def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget
                     tolerance: float) -> dict[str, tuple[int, ...]]:
     """Greedy ranks bringing ``total_macs`` down to ``total_macs / budget`` (within ``tolerance``).
 
-    Ranks stay on the ``round_to`` grid unless no grid move lands the last step inside the band;
-    then that one step may take any rank (on layers with at most ``_FINE_LIMIT`` rank choices).
+    Ranks stay on the ``round_to`` grid (sizes the hardware likes) unless no grid move lands the last step
+    inside the band, then that one step may take any rank, or the grid cannot reach the budget at all, then
+    every later step may (both on layers with at most ``_FINE_LIMIT`` rank choices).
     """
     target = total_macs / budget
     floor = total_macs / (budget * (1 + tolerance))
@@ -64,16 +65,19 @@ def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget
     cur_err = np.zeros(len(names))
     chosen: dict[int, tuple[int, ...]] = {}
     total = float(total_macs)
+    on_grid = True
     while total > target:
         ratio_move, band_move = _moves(coarse, cur_macs, cur_err, total, target, floor)
+        if ratio_move is None and on_grid and round_to > 1:  # the grid cannot get there: any rank may
+            coarse, on_grid = _fine(decomps, names, coarse), False
+            continue
         if ratio_move is None:
             raise InputError(f"a {budget:g}x MACs budget is out of reach: factorizing every allowed layer "
                              f"gives {total_macs / total:.2f}x (exclude fewer layers or ask for less)")
         pool, (li, oi) = coarse, ratio_move
         if total - (cur_macs[li] - coarse[li].macs[oi]) <= target:  # the last step
             if band_move is None and round_to > 1:
-                fine = [_choices(decomps[n], 1) if math.prod(decomps[n].full_ranks()) <= _FINE_LIMIT else coarse[i]
-                        for i, n in enumerate(names)]
+                fine = _fine(decomps, names, coarse)
                 _, band_move = _moves(fine, cur_macs, cur_err, total, target, floor)
                 pool = fine if band_move is not None else coarse
             if band_move is not None:
@@ -86,6 +90,12 @@ def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget
 
 
 _FINE_LIMIT = 20_000
+
+
+def _fine(decomps: dict[str, "Decomposition"], names: list[str], coarse: list["_Choices"]) -> list["_Choices"]:
+    """Every rank (not only the grid) on layers with at most ``_FINE_LIMIT`` rank choices."""
+    return [_choices(decomps[n], 1) if math.prod(decomps[n].full_ranks()) <= _FINE_LIMIT else coarse[i]
+            for i, n in enumerate(names)]
 
 
 @dataclass

@@ -98,6 +98,19 @@ class HSC(Decomposition):
         blocks = [w[:, g * size:(g + 1) * size].reshape(w.shape[0], -1) for g in range(self.groups)]
         return (max(blocks, key=lambda b: float(torch.linalg.matrix_norm(b))),)
 
+    def step(self, round_to: int) -> int:
+        """Rank step per cluster that keeps the grouped conv's total width (clusters x r) on the ``round_to`` grid."""
+        return max(1, round_to // self.groups)
+
+    def options(self, round_to: int) -> list:
+        return super().options(self.step(round_to))
+
+    def rounded(self, ranks: tuple[int, ...], round_to: int) -> tuple[int, ...]:
+        return super().rounded(ranks, self.step(round_to))
+
+    def ratio_ranks(self, ratio: float, round_to: int) -> tuple[int, ...]:
+        return super().ratio_ranks(ratio, self.step(round_to))
+
     def macs(self, ranks: tuple[int, ...]) -> int:
         (r,), layer = ranks, self.layer
         return layer.n_out * r * (layer.in_channels * math.prod(layer.kernel) + self.groups * layer.out_channels)

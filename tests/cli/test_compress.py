@@ -39,3 +39,26 @@ def test_cli_prunes_the_reference_model_within_the_guard_rails(tmp_path):
     assert record["compression"]["method"] == "prune-l1"
     assert record["compression"]["macs_before"] / record["compression"]["macs_after"] > 1.3
     assert record["validation"]["guard_rails"]["passed"]
+
+
+def test_hsc_compress_uses_the_bundled_calibration_images_and_reports_every_class_delta(tmp_path):
+    config = BuildConfig(model=ModelSpec(model="brain-region-alexnet"), out_dir=tmp_path, compress="hsc",
+                         budget="3x", max_overall_drop=100, max_class_drop=100)
+    result = run_compress(config)
+    record = result["compression"]
+    assert record["method"] == "hsc" and record["config"]["calibration_images"] == 48
+    assert record["macs_before"] / record["macs_after"] == pytest.approx(3, rel=0.05)
+    rows = result["validation"]["guard_rails"]["rows"]
+    classes = {r["name"] for r in rows if r["scope"] == "class"}
+    assert classes == {"frontal", "parietal", "temporal", "occipital", "deep_grey", "cerebellum"}
+    assert all(isinstance(r["delta_points"], float) for r in rows)
+
+
+def test_hsc_on_a_user_model_without_calibration_images_is_a_clear_error(tmp_path):
+    from medexport.errors import DataError
+
+    spec = ModelSpec(model="monai.networks.nets:UNet", input_shape=(1, 1, 64, 64),
+                     model_kwargs={"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [8, 16, 32],
+                                   "strides": [2, 2]})
+    with pytest.raises(DataError, match="--calib"):
+        run_compress(BuildConfig(model=spec, out_dir=tmp_path, compress="hsc", budget="2x"))

@@ -37,7 +37,7 @@ BUDGETS = [("unet2d", "svd", 3), ("unet2d", "tucker", 3), ("unet2d", "tucker", 6
            ("dynunet", "spatial-svd", 3), ("dynunet", "spatial-svd", 6), ("dynunet", "svd", 3),
            ("dynunet", "tucker", 6), ("resnet2d", "svd", 6), ("brain-tissue-unet2d", "svd", 3),
            ("brain-tissue-unet2d", "tucker", 3), ("brain-tissue-unet2d", "tucker", 6), ("dynunet", "hsc", 3),
-           ("resnet2d", "hsc", 3), ("resnet2d", "hsc", 6), ("unet3d", "hsc", 3)]
+           ("resnet2d", "hsc", 3), ("resnet2d", "hsc", 6), ("unet3d", "hsc", 2)]
 
 
 @pytest.mark.parametrize("net,method,budget", BUDGETS)

@@ -7,6 +7,8 @@ truncated SVD. Emitted as two dense layers (DESIGN decision 4):
 
     grouped conv kxk (groups = clusters, r outputs per cluster)  ->  1x1 conv (clusters * r -> out)
 
+(a transposed conv keeps its type and stride in the grouped layer).
+
 The grouped conv wants each cluster's channels contiguous; that order is folded into the producing
 conv and its BatchNorm (:mod:`._permute`), and the 1x1 conv restores the output order for free. A layer
 fed by a shared tensor keeps contiguous channel blocks as its clusters. A grouped conv has one width
@@ -79,8 +81,8 @@ class HSC(Decomposition):
         from torch import nn
 
         module = layer.module
-        if not isinstance(module, (nn.Conv2d, nn.Conv3d)):
-            return f"HSC clusters the channels of a Conv2d/Conv3d, not a {layer.kind}"
+        if not isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            return f"HSC clusters the channels of a 2D/3D convolution, not a {layer.kind}"
         if module.groups != 1:
             return f"grouped conv (groups={module.groups})"
         return None
@@ -113,7 +115,9 @@ class HSC(Decomposition):
 
     def macs(self, ranks: tuple[int, ...]) -> int:
         (r,), layer = ranks, self.layer
-        return layer.n_out * r * (layer.in_channels * math.prod(layer.kernel) + self.groups * layer.out_channels)
+        first_positions = layer.n_in if layer.transposed else layer.n_out
+        return r * (first_positions * layer.in_channels * math.prod(layer.kernel)
+                    + layer.n_out * self.groups * layer.out_channels)
 
     def error2(self, ranks: tuple[int, ...]) -> float:
         return max(0.0, 1.0 - float(self.kept[ranks[0] - 1]))
@@ -129,6 +133,10 @@ class HSC(Decomposition):
         size = layer.in_channels // self.groups
         first_w = torch.cat([b.right[:r] for b in self.blocks]).reshape(self.groups * r, size, *layer.kernel)
         last_w = torch.cat([b.left[:, :r] for b in self.blocks], dim=1)
+        if layer.transposed:  # a grouped ConvTranspose stores (in, out / groups, *k): hand _like its transpose
+            g, m = self.groups, size
+            first_w = first_w.reshape(g, r, m, *layer.kernel).transpose(1, 2).reshape(g * m, r, *layer.kernel)
+            first_w = first_w.transpose(0, 1)
         first = _like(module, layer.in_channels, self.groups * r, first_w, groups=self.groups)
         last = _pointwise(self.groups * r, layer.out_channels, len(layer.kernel), last_w, module.bias, module.weight)
         return nn.Sequential(first, last)

@@ -15,6 +15,7 @@ round-robin calls, :meth:`LayerTimer.compare`), so machine load hits them alike.
 the zoo registry, so retrained or re-architected zoo models are picked up as they are.
 
     flock /tmp/bench.lock /work/venv/bin/python benchmarks/lowrank.py --json out/lowrank.json
+    /work/venv/bin/python benchmarks/lowrank.py --tables hsc-sweep --models brain-region-alexnet
 """
 from __future__ import annotations
 
@@ -175,6 +176,35 @@ def segmentation_table(ref, budgets, methods, tmp: Path) -> str:
     return "\n".join(lines)
 
 
+def hsc_sweep_table(ref, budgets, regions=(1, 2, 4), clusters=(2, 4, 8)) -> str:
+    """HSC's knobs on a classifier: accuracy and macro-F1 (torch, held-out images) per regions x clusters."""
+    import torch
+
+    from medexport.evaluation import evaluate
+
+    model, shape, calib = ref.build(), tuple(ref.input_shape), ref.calibration()
+    images, labels = ref.heldout()
+
+    def predict(x):
+        with torch.no_grad():
+            return small(torch.from_numpy(x)).numpy()
+
+    lines = [f"### HSC regions x clusters on {ref.name} (post-training, torch)", "",
+             "| budget | regions per axis | clusters | MACs ratio | accuracy (%) | macro-F1 (%) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for budget in budgets:
+        for r in regions:
+            for c in clusters:
+                small, record, _ = compress(model, shape, "hsc", calib, budget=budget, regions=r, clusters=c)
+                if small is None:
+                    lines.append(f"| {budget:g}x | {r} | {c} | — | — | {record[:60]} |")
+                    continue
+                report, _ = evaluate(predict, images, labels, task=ref.task, classes=ref.classes)
+                lines.append(f"| {budget:g}x | {r} | {c} | {record.ratio:.2f} | {pm(report.overall['accuracy'])} "
+                             f"| {pm(report.overall['macro_f1'])} |")
+    return "\n".join(lines)
+
+
 def latency_table(subjects, methods, targets) -> str:
     """Realized / ideal speed-up of latency-mode compression, per network and method."""
     lines = ["### Latency mode on OpenVINO CPU (batch 1): realized speed-up / ideal (MACs) speed-up", "",
@@ -232,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", nargs="+", type=float, default=[0.5, 0.7, 0.85],
                         help="latency targets, tried in turn until one is reachable")
     parser.add_argument("--no-monai", action="store_true", help="skip the MONAI U-Nets in the latency table")
-    parser.add_argument("--tables", nargs="+", default=["classification", "segmentation", "latency"])
+    parser.add_argument("--tables", nargs="+", default=["classification", "segmentation", "latency"],
+                        help="any of classification, segmentation, latency, hsc-sweep")
     parser.add_argument("--json", type=Path, default=None, help="also write the markdown tables here as JSON")
     args = parser.parse_args(argv)
     refs = trained_zoo(args.models)
@@ -240,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for ref in refs:
             table = None
+            if ref.task == "classification" and "hsc-sweep" in args.tables:
+                tables.append(hsc_sweep_table(ref, args.budgets))
+                print(tables[-1] + "\n", flush=True)
             if ref.task == "classification" and "classification" in args.tables:
                 table = classifier_table(ref, args.budgets, args.methods, Path(tmp))
             elif ref.task == "segmentation" and "segmentation" in args.tables:

@@ -1,7 +1,7 @@
 """Fold a new input-channel order of a layer into the layer that produces its input: no runtime permute.
 
 A torch.fx trace finds, for a conv, the chain that feeds it: channel-wise modules (BatchNorm,
-activations, pooling, dropout) back to a producing conv, every node with this single user. Permuting
+activations including a single-slope PReLU, pooling, dropout) back to a producing conv, every node with this single user. Permuting
 the producer's output channels and the BatchNorm statistics on the chain then delivers the input in
 the new order, and the exported ONNX has no Gather or Transpose for it. A layer fed by a shared
 tensor (a U-Net skip, a residual add, a concat) has no such chain and keeps its channel order.
@@ -61,12 +61,16 @@ def producer_chains(model: "nn.Module", names: list[str]) -> dict[str, Chain | N
         node, norms, chain = by_target.get(name), [], None
         x = node.args[0] if node is not None and node.args else None
         while isinstance(x, torch.fx.Node) and len(x.users) == 1:
-            if x.op == "call_module" and calls[x.target] == 1:
+            if x.op == "call_module":
                 module = model.get_submodule(x.target)
+                stateful = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+                if stateful and calls[x.target] > 1:  # permuting a shared BatchNorm would change its other use
+                    break
                 if isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1:
                     chain = Chain(x.target, tuple(norms))
                     break
-                if not isinstance(module, channelwise):
+                shared_prelu = isinstance(module, nn.PReLU) and module.num_parameters == 1
+                if not (isinstance(module, channelwise) or shared_prelu):
                     break
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     norms.append(x.target)

@@ -41,7 +41,7 @@ class HSCConfig(LowRankConfig):
     """A :class:`LowRankConfig` plus HSC's knobs: ``regions`` per spatial axis and ``clusters`` per layer.
 
     Defaults (2 x 2 regions, 4 clusters) are the best accuracy at 3x and 6x MACs on the reference
-    classifier in ``benchmarks/lowrank.py --hsc-sweep``; ``calib_images`` caps the images read.
+    classifier in ``benchmarks/lowrank.py --tables hsc-sweep``; ``calib_images`` caps the images read.
     """
 
     regions: int = 2

@@ -77,10 +77,13 @@ def evaluate_on_openvino(model, ref, tmp: Path, tag: str):
     return report
 
 
+THREADS: int | None = None  # OpenVINO inference threads for every latency here (--threads)
+
+
 def latencies(models: list, shape: tuple[int, ...]) -> list[float]:
     from medexport.compression._latency import LayerTimer
 
-    return LayerTimer("openvino", rounds=30, min_seconds=2.0).compare(models, shape)
+    return LayerTimer("openvino", threads=THREADS, rounds=30, min_seconds=2.0).compare(models, shape)
 
 
 def pm(e, scale: float = 100.0) -> str:
@@ -109,7 +112,7 @@ def classifier_table(ref, budgets, methods, tmp: Path) -> str:
                          len(variants), f"compressed in {secs:.1f} s"))
             variants.append(small)
     ms = latencies(variants, shape)
-    lines = [f"### {ref.name} (classification, {base.n} held-out images, OpenVINO CPU, batch 1)", "",
+    lines = [f"### {ref.name} (classification, {base.n} held-out images, OpenVINO CPU, batch 1, {THREADS or 'default'} threads)", "",
              "| method | budget | MACs ratio | accuracy (%) | macro-F1 (%) | worst class drop (pts) | ms | realized "
              "| realized/ideal | note |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for method, budget, ratio, report, idx, note in rows:
@@ -159,7 +162,7 @@ def segmentation_table(ref, budgets, methods, tmp: Path) -> str:
             variants.append(small)
     ms = latencies(variants, shape)
     classes = list(base.per_class)
-    lines = [f"### {ref.name} (segmentation, {base.n} held-out images, Dice % ± SE, OpenVINO CPU, batch 1)", "",
+    lines = [f"### {ref.name} (segmentation, {base.n} held-out images, Dice % ± SE, OpenVINO CPU, batch 1, {THREADS or 'default'} threads)", "",
              "| method | budget | MACs ratio | " + " | ".join(classes) + " | worst class drop (pts) | ms | realized "
              "| realized/ideal | note |", "|---|---|---:|" + "---:|" * len(classes) + "---:|---:|---:|---:|---|"]
     lines.append(f"| original | — | 1.00 | " + " | ".join(pm(base.per_class[c]["dice"]) for c in classes)
@@ -207,7 +210,8 @@ def hsc_sweep_table(ref, budgets, regions=(1, 2, 4), clusters=(2, 4, 8)) -> str:
 
 def latency_table(subjects, methods, targets) -> str:
     """Realized / ideal speed-up of latency-mode compression, per network and method."""
-    lines = ["### Latency mode on OpenVINO CPU (batch 1): realized speed-up / ideal (MACs) speed-up", "",
+    lines = [f"### Latency mode on OpenVINO CPU (batch 1, {THREADS or 'default'} threads): realized speed-up / "
+             "ideal (MACs) speed-up", "",
              "| network | input | method | latency target | target met | MACs ratio | ms before | ms after "
              "| realized | realized/ideal | allocator s | note |",
              "|---|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -215,7 +219,7 @@ def latency_table(subjects, methods, targets) -> str:
         for method in methods:
             note, small = "", None
             for target in targets:
-                small, record, secs = compress(model, shape, method, calib, latency=target)
+                small, record, secs = compress(model, shape, method, calib, latency=target, threads=THREADS)
                 if small is not None:
                     break
                 note = record.split(":")[-1].strip()[:90]
@@ -265,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", nargs="+", default=["classification", "segmentation", "latency"],
                         help="any of classification, segmentation, latency, hsc-sweep")
     parser.add_argument("--json", type=Path, default=None, help="also write the markdown tables here as JSON")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OpenVINO inference threads for all latencies (0: OpenVINO's default)")
     args = parser.parse_args(argv)
+    global THREADS
+    THREADS = args.threads or None
     refs = trained_zoo(args.models)
     tables = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,8 +34,10 @@ class LayerTimer:
     interleaved, round-robin, so load from other processes slows them alike and their ratio holds.
     """
 
-    def __init__(self, backend: str, *, rounds: int = 15, calls: int = 3, min_seconds: float = 0.3) -> None:
-        self.backend, self.rounds, self.calls, self.min_seconds = backend, rounds, calls, min_seconds
+    def __init__(self, backend: str, *, threads: int | None = None, rounds: int = 15, calls: int = 3,
+                 min_seconds: float = 0.3) -> None:
+        self.backend, self.threads, self.rounds, self.calls = backend, threads, rounds, calls
+        self.min_seconds = min_seconds
         self.path = cache_path()
         try:
             self.cache: dict[str, float] = json.loads(self.path.read_text())
@@ -44,7 +46,8 @@ class LayerTimer:
         self.measured = 0
 
     def key(self, module: "nn.Module", input_shape: tuple[int, ...]) -> str:
-        return f"{self.backend}|{'x'.join(map(str, input_shape))}|{' '.join(repr(module).split())}"
+        return (f"{self.backend}|threads={self.threads or 'auto'}|{'x'.join(map(str, input_shape))}|"
+                f"{' '.join(repr(module).split())}")
 
     def times(self, modules: list["nn.Module"], input_shape: tuple[int, ...]) -> list[float]:
         """Marginal median ms of each module at ``input_shape``: the time of a bare ReLU at that shape (the
@@ -75,7 +78,7 @@ class LayerTimer:
             for i, module in enumerate(modules):
                 path = Path(tmp) / f"m{i}.onnx"
                 export_onnx(module, tuple(input_shape), path, dynamic_batch=False, simplify=False)
-                runners.append(stack.enter_context(open_runner(path, self.backend)))
+                runners.append(stack.enter_context(open_runner(path, self.backend, threads=self.threads)))
             for runner in runners:  # warm-up
                 for _ in range(3):
                     runner.infer(batch)

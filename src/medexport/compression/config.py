@@ -30,8 +30,9 @@ class LowRankConfig:
     only to check the rewiring at full rank). ``tolerance`` is the allowed relative miss of a budget.
     ``calibration`` holds real images (N, C, *spatial) for data-aware passes (hsc) and for the latency
     allocator's sensitivities; it is not part of the recipe (``to_dict`` gives its count only).
+    ``threads`` are the backend's inference threads while it measures (None: its default).
     ``payoff``: the latency allocator uses a factorization only if each MAC it saves saves at least this
-    share of the whole model's measured milliseconds per MAC.
+    share of the layer's own measured milliseconds per MAC.
     """
 
     rank_ratio: float | None = None
@@ -40,7 +41,8 @@ class LowRankConfig:
     vbmf: bool = False
     latency: float | None = None
     backend: str = "openvino"
-    payoff: float = 0.8
+    threads: int | None = None
+    payoff: float = 0.7
     exclude: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = ()
     keep_first: bool = True

@@ -4,8 +4,10 @@
    narrow layers), the sizes CPU kernels vectorise well.
 2. Cost: each layer and each candidate chain is timed alone on the target backend from a single-layer
    ONNX (:class:`~medexport.compression._latency.LayerTimer`, cached). A candidate pays off when it is
-   faster and saves at least ``payoff`` x the whole model's milliseconds per MAC for each MAC it saves:
-   then the model's realized speed-up keeps pace with its MACs (ideal) speed-up. The rest are dropped.
+   faster and each MAC it saves saves at least ``payoff`` x the layer's own milliseconds per MAC: the
+   layer's realized speed-up keeps pace with its MACs (ideal) one. The rest are dropped. (Requiring the
+   whole model's ms per MAC instead drops everything on small U-Nets, where the ops no rank changes
+   take half the time.)
 3. Damage: the relative change of the whole model's output on calibration images when that layer alone
    takes that candidate (one forward pass per candidate; AIMET's greedy ratio selection instead scores
    every layer x ratio on the validation metric). Without calibration images, the weight error.
@@ -50,23 +52,22 @@ def candidate_ranks(d: "Decomposition") -> list[tuple[int, ...]]:
 
 
 def allocate_latency(decomps: dict[str, "Decomposition"], config: "LowRankConfig", model: "nn.Module",
-                     input_shape: tuple[int, ...], total_macs: int) -> dict[str, tuple[int, ...]]:
+                     input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """Ranks per layer name bringing the measured latency on ``config.backend`` to ``config.latency`` x."""
     from medexport.compression._latency import LayerTimer
 
-    timer = LayerTimer(config.backend)
-    base_ms = timer.compare([model], input_shape)[0]
-    rate = config.payoff * base_ms / total_macs  # ms a MAC saved must save, at least
+    timer = LayerTimer(config.backend, threads=config.threads)
     table = {}  # name -> [(ranks, ms)], the layer as it is first
     for name, d in decomps.items():
         ranks = candidate_ranks(d)
         own, *times = timer.times([d.layer.module, *(d.build(r) for r in ranks)], d.layer.in_shape)
         rows = [((), own)] + [(r, ms) for r, ms in zip(ranks, times)
-                              if ms < 0.95 * own and own - ms >= rate * (d.layer.macs - d.macs(r))]
+                              if ms < 0.95 * own and own - ms >= config.payoff * own * (1 - d.macs(r) / d.layer.macs)]
         if len(rows) > 1:
             table[name] = rows
     timer.save()
     damage = _damage(model, decomps, table, config.calibration)
+    base_ms = timer.compare([model], input_shape)[0]
     wanted = base_ms * (1 - config.latency)
     chosen: dict[str, tuple[int, ...]] = {}
     measured = base_ms

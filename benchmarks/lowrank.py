@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["svd", "tucker", "hsc"], help="classifier methods")
     parser.add_argument("--seg-methods", nargs="+", default=["tucker"])
     parser.add_argument("--latency-methods", nargs="+", default=["tucker"])
-    parser.add_argument("--latency", nargs="+", type=float, default=[0.5, 0.7, 0.85],
+    parser.add_argument("--latency", nargs="+", type=float, default=[0.5, 0.7, 0.85, 0.95],
                         help="latency targets, tried in turn until one is reachable")
     parser.add_argument("--no-monai", action="store_true", help="skip the MONAI U-Nets in the latency table")
     parser.add_argument("--tables", nargs="+", default=["classification", "segmentation", "latency"],

@@ -7,7 +7,9 @@ from medexport.compression import get_pass, list_passes
 from medexport.exporter import check_onnx, export_onnx
 from tests.compression.conftest import NETS, lowrank_config
 
-CASES = [(net, method) for net in NETS for method in list_passes(family="lowrank") if not (net == "unet3d" and method == "spatial-svd")]
+EXPORT_NETS = (*NETS, "brain-region-alexnet", "brain-tissue-unet3d")  # every reference model too
+CASES = [(net, method) for net in EXPORT_NETS for method in list_passes(family="lowrank")
+         if not ("3d" in net and method == "spatial-svd")]  # spatial SVD is 2D only
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def region_descriptors(model: "nn.Module", layers: list["LayerInfo"], images: np.ndarray, regions: int,
                        batch: int = 4) -> dict[str, np.ndarray]:
-    """(channels, images x regions) mean input activation of every layer in ``layers``, from one pass over ``images``."""
+    """(channels, images x regions) mean input activation of each layer in ``layers``, in one pass over ``images``."""
     import torch
     import torch.nn.functional as F
 

@@ -1,7 +1,8 @@
 """Fold a new input-channel order of a layer into the layer that produces its input: no runtime permute.
 
 A torch.fx trace finds, for a conv, the chain that feeds it: channel-wise modules (BatchNorm,
-activations including a single-slope PReLU, pooling, dropout) back to a producing conv, every node with this single user. Permuting
+activations including a single-slope PReLU, pooling, dropout) back to a producing conv, every node
+with this single user. Permuting
 the producer's output channels and the BatchNorm statistics on the chain then delivers the input in
 the new order, and the exported ONNX has no Gather or Transpose for it. A layer fed by a shared
 tensor (a U-Net skip, a residual add, a concat) has no such chain and keeps its channel order.

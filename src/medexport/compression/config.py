@@ -78,8 +78,8 @@ class LowRankConfig:
 
     def to_dict(self) -> dict:
         """Plain JSON-able form, for the manifest's compression recipe."""
-        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in ((f.name, getattr(self, f.name)) for f in fields(self))
-                 if k != "calibration"}
+        items = ((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "calibration")
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in items}
         plain["calibration_images"] = None if self.calibration is None else len(self.calibration)
         return plain
 

@@ -26,7 +26,7 @@ EXTRA = {  # networks beyond tests/_nets.py: residual units in 3D, and attention
                                                            "channels": [8, 16, 32], "strides": [2, 2]},
                       (1, 1, 32, 32)),
 }
-NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d",
+NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d", "basicunet",
         "brain-tissue-unet2d", "brain-region-alexnet")
 HALF = PruneConfig(ratio=0.5)
 
@@ -198,12 +198,6 @@ def test_bn_scale_keeps_the_channels_with_the_largest_gamma():
 def test_exclusions_leave_a_group_whole():
     small, record = get_pass("prune-l1").apply(_Residual(), (1, 1, 8, 8), PruneConfig(round_to=1, exclude=("side",)))
     assert small.side.out_channels == 8 and record.skipped["side"].startswith("excluded by name")
-
-
-def test_basicunet_is_refused_with_a_clear_error(net):
-    model, shape = build_net("basicunet")
-    with pytest.raises(InputError, match="torch.export"):
-        get_pass("prune-l2").apply(model, shape, HALF)
 
 
 def test_config_is_validated_and_the_passes_are_registered():

@@ -116,7 +116,7 @@ def _assert_close(actual, expected) -> None:
     assert float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1.0) < 1e-4
 
 
-@pytest.mark.parametrize("key", ["unet2d", "unet3d-res2", "segresnet", "densenet121", "brain-tissue-unet2d"])
+@pytest.mark.parametrize("key", NETS)
 def test_pruned_onnx_runs_on_onnxruntime(exported, key):
     from medexport.runtimes.onnxruntime.runner import Runner
 
@@ -126,7 +126,7 @@ def test_pruned_onnx_runs_on_onnxruntime(exported, key):
 
 
 @pytest.mark.openvino
-@pytest.mark.parametrize("key", ["unet3d-res2", "brain-tissue-unet2d"])
+@pytest.mark.parametrize("key", NETS)
 def test_pruned_onnx_runs_on_openvino(exported, key):
     from medexport.runtimes.openvino.runner import Runner
 

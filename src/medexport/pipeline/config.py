@@ -38,6 +38,10 @@ class BuildConfig:
     budget: str = "3x"  # MACs reduction factor for a low-rank pass
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
+    prune_steps: int = 1  # pruning/merging: iterative steps
+    prune_scope: str = "layer"  # pruning/merging: "layer" (uniform) or "global" (capped global ranking)
+    prune_max_ratio: float = 0.75  # pruning/merging, global scope: cap per group
+    prune_rollback: bool = False  # pruning/merging: guard rails on every step, roll back and lock on a break
     data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
     labels: str | None = None
     task: str | None = None
@@ -69,5 +73,7 @@ class BuildConfig:
                 "latency_batch": self.latency_batch,
                 "precision": self.precision,
                 "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
-                                "exclude": list(self.compress_exclude)}
+                                "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,
+                                "prune_scope": self.prune_scope, "prune_max_ratio": self.prune_max_ratio,
+                                "prune_rollback": self.prune_rollback}
                 if self.compress else None}

@@ -33,9 +33,12 @@ if TYPE_CHECKING:
     from medexport.compression.record import PassRecord
 
 
-def allocate(graph: DependencyGraph, config: PruneConfig,
-             importance: "Importance") -> tuple[dict[str, int], dict[str, str]]:
-    """``({group name: channels to keep}, {group name: why it is not pruned})`` under ``config``."""
+def allocate(graph: DependencyGraph, config: PruneConfig, importance: "Importance",
+             layer_macs: dict[str, int] | None = None) -> tuple[dict[str, int], dict[str, str]]:
+    """``({group name: channels to keep}, {group name: why it is not pruned})`` under ``config``.
+
+    ``layer_macs`` (``{layer name: MACs}``) makes the global ranking cost-aware.
+    """
     from medexport.compression.pruning.prune import skip_reason
 
     skipped, prunable = {}, []
@@ -49,7 +52,7 @@ def allocate(graph: DependencyGraph, config: PruneConfig,
             prunable.append(group)
     if config.scope == "layer":
         return {g.name: config.kept_channels(g.channels) for g in prunable}, skipped
-    ratios = _global_ratios(graph, prunable, config, importance)
+    ratios = _global_ratios(graph, prunable, config, importance, layer_macs or {})
     targets = {}
     for group in prunable:
         kept = config.kept_channels(group.channels, ratios[group.name])
@@ -60,13 +63,17 @@ def allocate(graph: DependencyGraph, config: PruneConfig,
     return targets, skipped
 
 
-def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig,
-                   importance: "Importance") -> dict[str, float]:
+def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig, importance: "Importance",
+                   layer_macs: dict[str, int]) -> dict[str, float]:
     """Per-group removal ratios from one ranking of every prunable class, capped at ``max_ratio``."""
+    cost = [sum(layer_macs.get(n, 0) for n in dict.fromkeys(m.name for m in g.members)) / g.channels
+            for g in groups]
+    mean_cost = sum(cost) / len(cost) if cost else 0.0
     ranked = []
     for index, group in enumerate(groups):
         width = group.channels / len(group.classes)  # channels per class (a GroupNorm class spans several)
-        ranked += [(float(s), index, width) for s in scores.normalised(importance(group, graph))]
+        relative = cost[index] / mean_cost if mean_cost > 0 and cost[index] > 0 else 1.0
+        ranked += [(float(s) / relative, index, width) for s in scores.normalised(importance(group, graph))]
     ranked.sort()
     total = sum(g.channels for g in groups)
     removed = [0.0] * len(groups)
@@ -99,18 +106,22 @@ class _Guard:
         self.checks = 0
 
     def _report(self, model: "nn.Module"):
+        """Metrics on the held-out images; HD95 is left out (reported, never guarded) to keep steps fast."""
         import torch
 
-        from medexport.evaluation import evaluate
+        from medexport.evaluation import classification_report, predict_all, segmentation_report
 
         def predict(x):
             with torch.no_grad():
                 return model(torch.from_numpy(x)).numpy()
 
         data = self.data
-        report, _ = evaluate(predict, data.images, data.labels, task=data.task, classes=data.classes,
-                             roi_size=data.roi_size, spacing=data.spacing)
-        return report
+        logits = predict_all(predict, data.images, roi_size=data.roi_size)
+        if data.task == "classification":
+            return classification_report(data.labels, logits, data.classes, n_boot=100)
+        labels = data.labels[:, 0] if data.labels.ndim == logits.ndim else data.labels
+        return segmentation_report(labels, logits.argmax(axis=1), data.classes, spacing=data.spacing, hd95=False,
+                                   n_boot=100)
 
     def check(self, model: "nn.Module", artifact: str):
         self.checks += 1
@@ -125,7 +136,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
 
     before = profile(capture(model, input_shape))
     graph = analyze(capture(model, input_shape), model)
-    final, skipped = allocate(graph, config, prune.importance_for(config))
+    final, skipped = allocate(graph, config, prune.importance_for(config), {c.name: c.macs for c in before.layers})
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
     guard = _Guard(model, config) if config.heldout is not None else None

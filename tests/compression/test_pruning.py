@@ -209,3 +209,22 @@ def test_config_is_validated_and_the_passes_are_registered():
 
     with pytest.raises(InputError, match="PruneConfig"):
         get_pass("prune-l2").apply(_Residual(), (1, 1, 8, 8), LowRankConfig(rank_ratio=0.5))
+
+
+def test_basicunet_pads_its_skips_at_an_odd_size_and_still_prunes_exactly(net):
+    """At 60x60 the 2x max-pools leave odd maps, so BasicUNet's UpCat takes its shape-dependent pad branch:
+    the concrete-shape tracer records that branch, and pruning stays exact."""
+    from medexport.graph import capture
+
+    model, _ = net("basicunet")
+    shape = (1, 1, 60, 60)
+    captured = capture(model, shape)
+    assert captured.method == "fx"
+    pads = [n for n in captured.module.graph.nodes if getattr(n.target, "__name__", "") == "pad"]
+    assert any(list(n.args[1]) != [0, 0, 0, 0] for n in pads)  # at least one skip needed padding
+    chosen = plan(model, shape, HALF, importance.l1_norm)
+    _zero_removed(model, chosen)
+    small, _ = get_pass("prune-l1").apply(model, shape, HALF)
+    x = _input(shape, batch=2)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max().item() < 1e-4

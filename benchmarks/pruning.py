@@ -193,7 +193,7 @@ class SearchRow:
 
 
 def search_rows(models: list[str], ratio: float, rounds: int, threads: int | None, overall: float,
-                per_class: float, only: list[str] | None) -> list[str]:
+                per_class: float, only: list[str] | None, latency: bool = True) -> list[str]:
     from rich.progress import Progress
 
     from medexport.compression import get_pass
@@ -219,7 +219,7 @@ def search_rows(models: list[str], ratio: float, rounds: int, threads: int | Non
         metric = guard.reference.overall_metric
         with tempfile.TemporaryDirectory() as tmp, Progress(transient=True) as progress:
             task = progress.add_task(name, total=len(searches))
-            base = compile_ov(model, ref.input_shape, Path(tmp) / "original.onnx", threads)
+            base = compile_ov(model, ref.input_shape, Path(tmp) / "original.onnx", threads) if latency else None
             for label, method, scope, steps in searches:
                 config = PruneConfig(ratio=ratio, scope=scope, steps=steps, calibration=calibration, heldout=data,
                                      rails=rails)
@@ -227,8 +227,10 @@ def search_rows(models: list[str], ratio: float, rounds: int, threads: int | Non
                 small, record = get_pass(method).apply(model, ref.input_shape, config)
                 seconds = time.perf_counter() - start
                 after = guard._report(small).overall[metric].value
-                pruned = compile_ov(small, ref.input_shape, Path(tmp) / f"{method}-{scope}-{steps}.onnx", threads)
-                ms_before, ms_after = side_by_side([base, pruned], ref.input_shape, rounds, seconds=0.3)
+                ms_before = ms_after = float("nan")
+                if latency:
+                    pruned = compile_ov(small, ref.input_shape, Path(tmp) / f"{method}-{scope}-{steps}.onnx", threads)
+                    ms_before, ms_after = side_by_side([base, pruned], ref.input_shape, rounds, seconds=0.3)
                 removed = sum(g.removed for g in record.layers)
                 locked = sum("locked by guard rails" in (g.note or "") for g in record.layers) + \
                     sum(r.startswith("locked by guard rails") for r in record.skipped.values())
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
+    parser.add_argument("--no-latency", action="store_true", help="search part: skip the OpenVINO timing")
     parser.add_argument("--profile", action="store_true", help="speed-up part: OpenVINO per-node times")
     parser.add_argument("--max-overall-drop", type=float, default=1.0)
     parser.add_argument("--max-class-drop", type=float, default=3.0)
@@ -267,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(speedup_rows(args.rounds, args.threads, args.ratio, args.profile)) + "\n")
     if args.part in ("search", "both"):
         print("\n".join(search_rows(args.models or list_models(), args.ratio, args.rounds, args.threads,
-                                    args.max_overall_drop, args.max_class_drop, args.searches)))
+                                    args.max_overall_drop, args.max_class_drop, args.searches,
+                                    not args.no_latency)))
     return 0
 
 

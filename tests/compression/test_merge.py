@@ -1,6 +1,5 @@
 """Filter merging: duplicated channels are absorbed exactly, scaled copies through α, and the hybrid
 crossover filter is fitted to the max of its parents."""
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -3,8 +3,8 @@
 ``torch.fx.symbolic_trace`` cannot follow Python branches on tensor shapes, e.g. MONAI's BasicUNet
 ``UpCat``, which pads the upsampled map when it is one pixel short of the skip and tests
 ``torch.jit.isinstance(x_e, torch.Tensor)``. Here every node is also executed on the example input as
-it is recorded, so ``x.shape``/``x.size()``/``x.dim()`` and ``bool(...)`` answer with the example's
-concrete values and the branch taken for that input shape is recorded. The graph is therefore valid for
+it is recorded, so ``x.shape``/``x.size()``/``x.dim()`` answer with the example's concrete sizes and the
+branch taken for that input shape is recorded. Branches on tensor values still fail, as in fx. The graph is therefore valid for
 that input shape only, which is what compression analysis needs (it reads one input shape anyway);
 ``call_module`` targets keep the model's qualified layer names. Example::
 
@@ -46,14 +46,11 @@ class ConcreteProxy(fx.Proxy):
     def dim(self) -> int:
         return self.value.dim()
 
-    def __bool__(self) -> bool:
-        return bool(self.value)
-
     def __len__(self) -> int:
         return len(self.value)
 
-    def __index__(self) -> int:
-        return int(self.value)
+    # No __bool__: a branch on tensor *values* (not shapes) would be frozen at the example's values and
+    # could hide layers; fx's own error is raised instead and capture falls back to torch.export.
 
 
 def _concrete(value: Any) -> Any:

@@ -165,7 +165,7 @@ def segmentation_table(ref, budgets, methods, tmp: Path) -> str:
     lines = [f"### {ref.name} (segmentation, {base.n} held-out images, Dice % ± SE, OpenVINO CPU, batch 1, {THREADS or 'default'} threads)", "",
              "| method | budget | MACs ratio | " + " | ".join(classes) + " | worst class drop (pts) | ms | realized "
              "| realized/ideal | note |", "|---|---|---:|" + "---:|" * len(classes) + "---:|---:|---:|---:|---|"]
-    lines.append(f"| original | — | 1.00 | " + " | ".join(pm(base.per_class[c]["dice"]) for c in classes)
+    lines.append("| original | — | 1.00 | " + " | ".join(pm(base.per_class[c]["dice"]) for c in classes)
                  + f" | — | {ms[0]:.2f} | 1.00 | — | |")
     for method, budget, ratio, report, idx, note in rows:
         if report is None:

@@ -4,7 +4,6 @@ import json
 import pytest
 
 from medexport._io import sha256
-from medexport.errors import GuardRailError
 from medexport.loading import ModelSpec
 from medexport.pipeline import BuildConfig, run_build
 

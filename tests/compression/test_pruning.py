@@ -26,7 +26,7 @@ EXTRA = {  # networks beyond tests/_nets.py: residual units in 3D, and attention
                                                            "channels": [8, 16, 32], "strides": [2, 2]},
                       (1, 1, 32, 32)),
 }
-NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d",
+NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d", "basicunet",
         "brain-tissue-unet2d", "brain-region-alexnet")
 HALF = PruneConfig(ratio=0.5)
 
@@ -116,7 +116,7 @@ def _assert_close(actual, expected) -> None:
     assert float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1.0) < 1e-4
 
 
-@pytest.mark.parametrize("key", ["unet2d", "unet3d-res2", "segresnet", "densenet121", "brain-tissue-unet2d"])
+@pytest.mark.parametrize("key", NETS)
 def test_pruned_onnx_runs_on_onnxruntime(exported, key):
     from medexport.runtimes.onnxruntime.runner import Runner
 
@@ -126,7 +126,7 @@ def test_pruned_onnx_runs_on_onnxruntime(exported, key):
 
 
 @pytest.mark.openvino
-@pytest.mark.parametrize("key", ["unet3d-res2", "brain-tissue-unet2d"])
+@pytest.mark.parametrize("key", NETS)
 def test_pruned_onnx_runs_on_openvino(exported, key):
     from medexport.runtimes.openvino.runner import Runner
 
@@ -200,12 +200,6 @@ def test_exclusions_leave_a_group_whole():
     assert small.side.out_channels == 8 and record.skipped["side"].startswith("excluded by name")
 
 
-def test_basicunet_is_refused_with_a_clear_error(net):
-    model, shape = build_net("basicunet")
-    with pytest.raises(InputError, match="torch.export"):
-        get_pass("prune-l2").apply(model, shape, HALF)
-
-
 def test_config_is_validated_and_the_passes_are_registered():
     assert {"prune-l1", "prune-l2", "prune-bn"} <= set(list_passes("prune-*"))
     for bad in ({"ratio": 1.0}, {"ratio": -0.1}, {"round_to": 0}):
@@ -215,3 +209,22 @@ def test_config_is_validated_and_the_passes_are_registered():
 
     with pytest.raises(InputError, match="PruneConfig"):
         get_pass("prune-l2").apply(_Residual(), (1, 1, 8, 8), LowRankConfig(rank_ratio=0.5))
+
+
+def test_basicunet_pads_its_skips_at_an_odd_size_and_still_prunes_exactly(net):
+    """At 60x60 the 2x max-pools leave odd maps, so BasicUNet's UpCat takes its shape-dependent pad branch:
+    the concrete-shape tracer records that branch, and pruning stays exact."""
+    from medexport.graph import capture
+
+    model, _ = net("basicunet")
+    shape = (1, 1, 60, 60)
+    captured = capture(model, shape)
+    assert captured.method == "fx"
+    pads = [n for n in captured.module.graph.nodes if getattr(n.target, "__name__", "") == "pad"]
+    assert any(list(n.args[1]) != [0, 0, 0, 0] for n in pads)  # at least one skip needed padding
+    chosen = plan(model, shape, HALF, importance.l1_norm)
+    _zero_removed(model, chosen)
+    small, _ = get_pass("prune-l1").apply(model, shape, HALF)
+    x = _input(shape, batch=2)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max().item() < 1e-4

@@ -73,4 +73,21 @@ def test_conv_macs_match_torch_flop_counter(name):
         model(torch.zeros(*shape))
     assert profile(graph).macs * 2 == counter.get_total_flops()
     if name == "basicunet":
-        assert graph.method == "export"  # torch.fx cannot trace BasicUNet's control flow; export can
+        assert graph.method == "fx"  # plain fx fails on UpCat's shape-dependent branch; the concrete-shape tracer follows it
+
+
+def test_a_branch_on_tensor_values_is_not_frozen_into_an_fx_graph():
+    """Shape branches are followed at the example's shape; a value branch is never recorded as one path
+    (fx refuses it, and so does torch.export here: a clear error rather than a graph missing a layer)."""
+    from medexport.errors import ModelLoadError
+
+    class ValueBranch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(1, 4, 1)
+
+        def forward(self, x):
+            return self.a(x) if x.shape[-1] > 8 and x.mean() > 0 else self.b(x)
+
+    with pytest.raises(ModelLoadError, match="cannot trace"):
+        capture(ValueBranch(), (1, 1, 16, 16))

@@ -39,7 +39,8 @@ def compression_options(required: bool) -> Callable:
         options = [
             click.option("--compress" if not required else "--method", "method", required=required, default=None,
                          type=click.Choice(list_passes()),
-                         help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc) or channel pruning (prune-*)."),
+                         help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*) "
+                              "or filter merging (merge: hybrid crossover, merge-medoid)."),
             click.option("--budget", default="3x", show_default=True,
                          help="Low-rank passes: MACs reduction target, e.g. 3x or 6x."),
             click.option("--latency", "compress_latency", type=float, default=None,
@@ -49,6 +50,18 @@ def compression_options(required: bool) -> Callable:
                          default="openvino", show_default=True, help="Backend --latency is measured on."),
             click.option("--ratio", "prune_ratio", type=float, default=0.5, show_default=True,
                          help="Pruning passes: share of channels removed from every prunable group."),
+            click.option("--iterative", "prune_steps", type=int, default=1, is_flag=False, flag_value=4,
+                         help="Pruning/merging: reach --ratio in this many steps, re-scoring after each "
+                              "(--iterative alone: 4 steps)."),
+            click.option("--scope", "prune_scope", type=click.Choice(["layer", "global"]), default="layer",
+                         show_default=True,
+                         help="Pruning/merging: same ratio in every group, or per-group ratios from one global "
+                              "ranking capped by --max-ratio."),
+            click.option("--max-ratio", "prune_max_ratio", type=float, default=0.75, show_default=True,
+                         help="Pruning/merging with --scope global: most a single group may lose."),
+            click.option("--rollback", "prune_rollback", is_flag=True,
+                         help="Pruning/merging: validate every step on the labelled images; a step that breaks "
+                              "the guard rails is undone and its group locked."),
             click.option("--exclude-layer", multiple=True,
                          help="Layer name glob kept uncompressed (repeatable; the first conv and the head always are)."),
         ]

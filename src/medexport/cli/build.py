@@ -36,7 +36,8 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True)
-def command(method, budget, compress_latency, compress_backend, prune_ratio, exclude_layer, data_path, labels_path, task, classes, target, device,
+def command(method, budget, compress_latency, compress_backend, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
+            prune_rollback, exclude_layer, data_path, labels_path, task, classes, target, device,
             out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             precision, calib, calib_samples, calib_method, **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
@@ -46,7 +47,8 @@ def command(method, budget, compress_latency, compress_backend, prune_ratio, exc
     config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
-                         compress=method, budget=budget, prune_ratio=prune_ratio,
+                         compress=method, budget=budget, prune_ratio=prune_ratio, prune_steps=prune_steps,
+                         prune_scope=prune_scope, prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback,
                          compress_latency=compress_latency, compress_backend=compress_backend,
                          compress_exclude=tuple(exclude_layer),
                          data=data_path, labels=labels_path, task=task,

@@ -19,14 +19,17 @@ from medexport.cli._options import (compression_options, console, data_options, 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
-def command(method, budget, compress_latency, compress_backend, prune_ratio, exclude_layer, data_path, labels_path,
-            task, classes, calib, calib_samples, out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
+def command(method, budget, compress_latency, compress_backend, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
+            prune_rollback, exclude_layer, data_path, labels_path, task, classes, calib, calib_samples, out_dir,
+            max_overall_drop, max_class_drop, **model_kw) -> None:
     """Factorize layers to meet --budget (low-rank) or remove --ratio of channels (prune-*); write
     OUT/model.compressed.onnx and compress.json (every layer or channel group changed)."""
     from medexport.pipeline import BuildConfig, run_compress
 
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), compress=method, budget=budget,
-                         prune_ratio=prune_ratio, compress_exclude=tuple(exclude_layer), max_overall_drop=max_overall_drop,
+                         prune_ratio=prune_ratio, prune_steps=prune_steps, prune_scope=prune_scope,
+                         prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback,
+                         compress_exclude=tuple(exclude_layer), max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, compress_latency=compress_latency,
                          compress_backend=compress_backend, data=data_path, labels=labels_path, task=task,
                          classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples)

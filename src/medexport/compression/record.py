@@ -27,6 +27,7 @@ class PassRecord:
     macs_after: int
     layers: list[LayerRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    log: list[dict] = field(default_factory=list)  # guard-railed searches: every validated step and its verdict
 
     @property
     def ratio(self) -> float:
@@ -36,4 +37,4 @@ class PassRecord:
     def to_dict(self) -> dict:
         return {"method": self.method, "config": self.config, "macs_before": self.macs_before,
                 "macs_after": self.macs_after, "ratio": round(self.ratio, 4),
-                "layers": [asdict(layer) for layer in self.layers], "skipped": dict(self.skipped)}
+                "layers": [asdict(layer) for layer in self.layers], "skipped": dict(self.skipped), "log": list(self.log)}

@@ -2,8 +2,9 @@
 
 Why torch.fx first: ``symbolic_trace`` keeps ``nn.Conv*``/``nn.Linear`` as ``call_module`` nodes, so
 compression passes can rewrite layers in place and the result is still an ordinary ``nn.Module`` that
-exports to ONNX. It fails on Python control flow that depends on inputs (MONAI's BasicUNet, for one);
-then we fall back to ``torch.export``, whose ATen-level graph always traces but is harder to rewrite.
+exports to ONNX. It fails on Python control flow that depends on input shapes (MONAI's BasicUNet, for one);
+then we trace again with a tracer that runs the example beside the proxies (``_concrete``: the graph
+is valid for that input shape), and only if that fails fall back to ``torch.export``, whose ATen-level graph always traces but is harder to rewrite.
 Both graphs carry output shapes on every node, which the profiler reads.
 """
 from __future__ import annotations
@@ -68,7 +69,17 @@ def capture(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> CapturedG
             with torch.no_grad():
                 ShapeProp(gm).propagate(example)
         return CapturedGraph(gm, "fx", tuple(input_shape))
-    except Exception:  # noqa: BLE001 - any fx failure means "try torch.export"
+    except Exception:  # noqa: BLE001 - any fx failure means "try fx on concrete shapes"
+        pass
+    try:  # shape-dependent Python branches (BasicUNet's UpCat): record the branch this input shape takes
+        from medexport.graph._concrete import concrete_trace
+
+        with contextlib.redirect_stderr(io.StringIO()):
+            gm = concrete_trace(model, example)
+            with torch.no_grad():
+                ShapeProp(gm).propagate(example)
+        return CapturedGraph(gm, "fx", tuple(input_shape))
+    except Exception:  # noqa: BLE001 - then torch.export
         pass
     try:
         with torch.no_grad():

@@ -161,13 +161,12 @@ def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int)
 def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     """Replace ``loaded.module`` by its compressed copy; return the pass record."""
     from medexport.compression import get_pass, parse_budget
-    from medexport.compression.pruning import PruneConfig
 
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
     compression = get_pass(config.compress)
     if compression.family == "pruning":
-        pass_config = PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude))
+        pass_config = prune_config(loaded, config, compression.needs_calibration)
     else:
         rule = ({"latency": config.compress_latency, "backend": config.compress_backend}
                 if config.compress_latency is not None else {"budget": parse_budget(config.budget)})
@@ -189,6 +188,23 @@ def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -
         if compression.needs_calibration:
             raise
         return None
+
+
+def prune_config(loaded: LoadedModel, config: BuildConfig, needs_calibration: bool):
+    """The PruneConfig of a pruning/merging pass, with calibration images and guard-rail data when it needs them."""
+    from medexport.compression.pruning import PruneConfig
+    from medexport.evaluation import GuardRails
+
+    calibration = calibration_images(loaded, config.calib, config.calib_samples)[0] if needs_calibration else None
+    heldout = None
+    if config.prune_rollback:
+        heldout = labelled_data(loaded, config)
+        if heldout is None:
+            raise InputError("--rollback validates every step on labelled images: pass --data (and --labels), "
+                             "or use a reference model")
+    return PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude), scope=config.prune_scope,
+                       max_ratio=config.prune_max_ratio, steps=config.prune_steps, calibration=calibration,
+                       heldout=heldout, rails=GuardRails(config.max_overall_drop, config.max_class_drop))
 
 
 def original_runner(loaded: LoadedModel, original, fallback):

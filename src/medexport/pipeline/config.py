@@ -40,6 +40,10 @@ class BuildConfig:
     compress_backend: str = "openvino"  # where compress_latency is measured
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
+    prune_steps: int = 1  # pruning/merging: iterative steps
+    prune_scope: str = "layer"  # pruning/merging: "layer" (uniform) or "global" (capped global ranking)
+    prune_max_ratio: float = 0.75  # pruning/merging, global scope: cap per group
+    prune_rollback: bool = False  # pruning/merging: guard rails on every step, roll back and lock on a break
     data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
     labels: str | None = None
     task: str | None = None
@@ -72,5 +76,7 @@ class BuildConfig:
                 "precision": self.precision,
                 "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
                                 "latency": self.compress_latency, "latency_backend": self.compress_backend,
-                                "exclude": list(self.compress_exclude)}
+                                "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,
+                                "prune_scope": self.prune_scope, "prune_max_ratio": self.prune_max_ratio,
+                                "prune_rollback": self.prune_rollback}
                 if self.compress else None}

@@ -2,10 +2,13 @@
 
     PruneConfig(ratio=0.5)                                  # half the channels of every prunable group
     PruneConfig(ratio=0.3, round_to=16, exclude=("encoder.0*",))
+    PruneConfig(ratio=0.5, scope="global", max_ratio=0.75, steps=4,          # capped non-uniform, iterative,
+                calibration=images, heldout=data, rails=GuardRails(1.0, 3.0))  # guard-railed with rollback
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from medexport.errors import InputError
 
@@ -14,16 +17,26 @@ from medexport.errors import InputError
 class PruneConfig:
     """Uniform ratio, rounding and exclusions for one pruning pass.
 
-    ``ratio`` of the channels of every prunable group is removed. Kept counts are rounded to
-    multiples of ``round_to`` in groups of at least ``round_min_channels`` channels (smaller ones keep
-    ``round(channels * (1 - ratio))``, at least one). ``exclude`` are shell globs on qualified module
-    names: a group touching a matching layer is left whole.
+    ``ratio`` of the channels of every prunable group is removed (``scope="layer"``), or of all prunable
+    channels together, lowest globally normalised scores first, no group losing more than ``max_ratio``
+    (``scope="global"``). Kept counts are rounded to multiples of ``round_to`` in groups of at least
+    ``round_min_channels`` channels (smaller ones keep ``round(channels * (1 - ratio))``, at least one).
+    ``exclude`` are shell globs on qualified module names: a group touching a matching layer is left whole.
+    With ``heldout`` (and ``rails``), every step is validated and a step that breaks a guard rail is rolled
+    back and its group locked. ``calibration``, ``heldout`` and ``rails`` are data, not recipe: they are
+    left out of :meth:`to_dict`.
     """
 
     ratio: float = 0.5
     round_to: int = 8
     round_min_channels: int = 16
     exclude: tuple[str, ...] = ()
+    scope: str = "layer"  # "layer": every group loses ``ratio``; "global": per-group ratios from one global ranking
+    max_ratio: float = 0.75  # global scope: no group loses more than this share (the pathology paper's cap)
+    steps: int = 1  # iterative: reach ``ratio`` in this many steps, re-scoring (and re-checking) after each
+    calibration: Any = field(default=None, repr=False, compare=False)  # images for activation scores / merging
+    heldout: Any = field(default=None, repr=False, compare=False)  # LabelledData: validate each step (rollback)
+    rails: Any = field(default=None, repr=False, compare=False)  # GuardRails used with ``heldout``
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -32,15 +45,29 @@ class PruneConfig:
             raise InputError(f"round_to must be >= 1, got {self.round_to}")
         if self.round_min_channels < 1:
             raise InputError(f"round_min_channels must be >= 1, got {self.round_min_channels}")
+        if self.scope not in ("layer", "global"):
+            raise InputError(f"scope must be 'layer' or 'global', got {self.scope!r}")
+        if not 0.0 < self.max_ratio < 1.0:
+            raise InputError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+        if self.steps < 1:
+            raise InputError(f"steps must be >= 1, got {self.steps}")
+        if self.heldout is not None and self.rails is None:
+            from medexport.evaluation import GuardRails
+
+            object.__setattr__(self, "rails", GuardRails())
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
-    def kept_channels(self, channels: int) -> int:
-        """Channels a group of ``channels`` keeps: rounded to ``round_to`` when large enough, never zero."""
-        target = channels * (1.0 - self.ratio)
+    def kept_channels(self, channels: int, ratio: float | None = None) -> int:
+        """Channels a group of ``channels`` keeps at ``ratio`` (default: the config's), rounded, never zero."""
+        target = channels * (1.0 - (self.ratio if ratio is None else ratio))
         if channels >= self.round_min_channels and self.round_to > 1:
             return min(channels, max(self.round_to, int(target / self.round_to + 0.5) * self.round_to))
         return min(channels, max(1, int(target + 0.5)))
 
     def to_dict(self) -> dict:
         """Plain JSON-able form, for the manifest's compression recipe."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
+        out["exclude"] = list(self.exclude)
+        if self.rails is not None:
+            out["guard_rails"] = self.rails.to_dict()
+        return out

@@ -70,6 +70,7 @@ class DependencyGraph:
     members: list[Member] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     parent: list[int] = field(default_factory=list)
+    root: "torch.nn.Module | None" = None  # the analysed model (members' modules are its layers)
 
     def find(self, label: int) -> int:
         """The class (root label) of ``label``."""
@@ -83,12 +84,14 @@ class DependencyGraph:
         return [i for i, label in enumerate(labels) if self.find(label) not in removed]
 
 
-def analyze(captured: "CapturedGraph") -> DependencyGraph:
-    """Label every channel of ``captured`` (a torch.fx capture), then group the classes."""
+def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) -> DependencyGraph:
+    """Label every channel of ``captured`` (a torch.fx capture of ``root``), then group the classes."""
     if captured.method != "fx":
         raise InputError("structured pruning needs a torch.fx trace; this model only traces with torch.export, "
                          "which pruning does not support yet")
-    return _Analysis(captured).run()
+    graph = _Analysis(captured).run()
+    graph.root = root if root is not None else captured.module
+    return graph
 
 
 class _Analysis:

@@ -1,9 +1,12 @@
 """Importance: one score per class of a group, higher means keep; the lowest-scored classes are removed.
 
 Scores sum over the group's members, so a residual stream is judged by all the convs writing into
-it, and a GroupNorm class by all of its channels. Example::
+it, and a GroupNorm class by all of its channels. :func:`activation` scores from forward passes on
+calibration images instead of weights (the ILR idea of the filter-merging paper); :func:`normalised`
+makes scores of different groups comparable for a global ranking. Example::
 
     scores = l2_norm(group, graph)   # tensor of len(group.classes)
+    scores = activation(calibration_images)(group, graph)
 """
 from __future__ import annotations
 
@@ -33,6 +36,69 @@ def bn_scale(group: "Group", graph: "DependencyGraph") -> "torch.Tensor":
     if not norms:
         return l2_norm(group, graph)
     return _accumulate(group, graph, norms, lambda m: m.module.weight.detach().abs())
+
+
+def activation(images, batch_size: int = 8) -> Importance:
+    """Score each class by what the layers reading it actually receive on ``images`` (forward passes only).
+
+    Every consumer of a channel (a conv, transposed conv or Linear with it among its inputs) records, per
+    input channel, the mean absolute activation and the activation's standard deviation over the
+    calibration images; a class scores the sum over its consumers of mean|a| + std(a) (a channel that is
+    small *and* constant carries least). Unlike Taylor saliency no gradients are needed. The statistics
+    are gathered once per analysed graph, with one pass over ``images`` through ``graph.root``.
+    """
+    cache: dict[int, dict[int, "torch.Tensor"]] = {}
+
+    def score(group: "Group", graph: "DependencyGraph") -> "torch.Tensor":
+        if id(graph) not in cache:
+            cache.clear()
+            cache[id(graph)] = _consumer_statistics(graph, images, batch_size)
+        stats = cache[id(graph)]
+        consumers = [m for m in group.members if m.role == "in" and id(m.module) in stats]
+        if not consumers:
+            return l2_norm(group, graph)
+        return _accumulate(group, graph, consumers, lambda m: stats[id(m.module)])
+
+    return score
+
+
+def normalised(scores: "torch.Tensor") -> "torch.Tensor":
+    """Scores divided by their group's mean, so that groups of different scale rank on one list."""
+    mean = float(scores.mean()) if len(scores) else 0.0
+    return scores / mean if mean > 0 else scores
+
+
+def _consumer_statistics(graph: "DependencyGraph", images, batch_size: int) -> dict[int, "torch.Tensor"]:
+    """``{id(module): mean|a| + std(a) per input channel}`` for every consumer in ``graph``."""
+    import numpy as np
+    import torch
+
+    sums: dict[int, list] = {}
+
+    def hook(module, inputs):
+        x = inputs[0].detach().double()
+        dims = [0] + list(range(2, x.dim()))
+        n = x.numel() // x.shape[1]
+        acc = sums.setdefault(id(module), [0, 0.0, 0.0, 0.0])
+        acc[0] += n
+        acc[1] = acc[1] + x.abs().sum(dims)
+        acc[2] = acc[2] + x.sum(dims)
+        acc[3] = acc[3] + x.pow(2).sum(dims)
+
+    modules = {id(m.module): m.module for m in graph.members if m.role == "in"}
+    handles = [m.register_forward_pre_hook(hook) for m in modules.values()]
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                graph.root(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], np.float32)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for key, (n, abs_sum, total, squares) in sums.items():
+        mean = total / n
+        out[key] = abs_sum / n + (squares / n - mean * mean).clamp(min=0).sqrt()
+    return out
 
 
 def _filter_scores(group: "Group", graph: "DependencyGraph", reduce: Callable) -> "torch.Tensor":

@@ -1,0 +1,204 @@
+"""Schedules: how many channels each group keeps, in how many steps, and rollback on guard rails.
+
+* :func:`allocate` turns a config into per-group channel targets: ``scope="layer"`` gives every
+  prunable group the same ratio; ``scope="global"`` ranks all prunable classes on one list (scores
+  normalised by their group's mean) and removes the lowest until ``ratio`` of all prunable channels is
+  gone, no group losing more than ``max_ratio`` (the capped non-uniform sparsity of the pathology
+  paper). Targets are rounded to multiples of ``round_to``.
+* :func:`run_schedule` reaches those targets in ``steps`` equal steps, re-analysing and re-scoring the
+  smaller model before each (iterative pruning). With held-out data, each step is validated against the
+  ORIGINAL model; a step that breaks a guard rail is undone and retried group by group, and a group
+  whose own step breaks it is rolled back and locked while the search goes on elsewhere (the
+  filter-merging paper's scheme). Example::
+
+    small, record = run_schedule(get_pass("prune-l2"), model, (1, 1, 128, 128),
+                                 PruneConfig(ratio=0.5, steps=4, heldout=data, rails=GuardRails(1, 3)))
+    record.skipped   # {"model.0.residual": "locked by guard rails at step 2/4: class 'grey_matter' dice ..."}
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any
+
+from medexport.compression.pruning import importance as scores
+from medexport.compression.pruning.config import PruneConfig
+from medexport.compression.pruning.dependency import DependencyGraph, analyze
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medexport.compression.pruning.importance import Importance
+    from medexport.compression.pruning.prune import PrunePass
+    from medexport.compression.record import PassRecord
+
+
+def allocate(graph: DependencyGraph, config: PruneConfig, importance: "Importance",
+             layer_macs: dict[str, int] | None = None) -> tuple[dict[str, int], dict[str, str]]:
+    """``({group name: channels to keep}, {group name: why it is not pruned})`` under ``config``.
+
+    ``layer_macs`` (``{layer name: MACs}``) makes the global ranking cost-aware.
+    """
+    from medexport.compression.pruning.prune import skip_reason
+
+    skipped, prunable = {}, []
+    for group in graph.groups:
+        reason = skip_reason(group, config)
+        if reason is None and config.kept_channels(group.channels) >= group.channels and config.scope == "layer":
+            reason = "too few channels to prune at this ratio"
+        if reason:
+            skipped[group.name] = reason
+        else:
+            prunable.append(group)
+    if config.scope == "layer":
+        return {g.name: config.kept_channels(g.channels) for g in prunable}, skipped
+    ratios = _global_ratios(graph, prunable, config, importance, layer_macs or {})
+    targets = {}
+    for group in prunable:
+        kept = config.kept_channels(group.channels, ratios[group.name])
+        if kept < group.channels:
+            targets[group.name] = kept
+        else:
+            skipped[group.name] = "kept whole by the global ranking"
+    return targets, skipped
+
+
+def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig, importance: "Importance",
+                   layer_macs: dict[str, int]) -> dict[str, float]:
+    """Per-group removal ratios from one ranking of every prunable class, capped at ``max_ratio``."""
+    cost = [sum(layer_macs.get(n, 0) for n in dict.fromkeys(m.name for m in g.members)) / g.channels
+            for g in groups]
+    mean_cost = sum(cost) / len(cost) if cost else 0.0
+    ranked = []
+    for index, group in enumerate(groups):
+        width = group.channels / len(group.classes)  # channels per class (a GroupNorm class spans several)
+        relative = cost[index] / mean_cost if mean_cost > 0 and cost[index] > 0 else 1.0
+        ranked += [(float(s) / relative, index, width) for s in scores.normalised(importance(group, graph))]
+    ranked.sort()
+    total = sum(g.channels for g in groups)
+    removed = [0.0] * len(groups)
+    budget = config.ratio * total
+    for _, index, width in ranked:
+        if budget <= 0:
+            break
+        if removed[index] + width <= config.max_ratio * groups[index].channels:
+            removed[index] += width
+            budget -= width
+    return {g.name: removed[i] / g.channels for i, g in enumerate(groups)}
+
+
+def step_target(channels: int, final: int, step: int, steps: int, round_to: int) -> int:
+    """Channels a group of ``channels`` (originally) keeps after ``step`` of ``steps`` toward ``final``."""
+    if step >= steps:
+        return final
+    target = channels - (channels - final) * step / steps
+    if round_to > 1 and final % round_to == 0:
+        target = math.ceil(target / round_to) * round_to
+    return max(final, min(channels, int(math.ceil(target))))
+
+
+class _Guard:
+    """Validates a candidate against the original model's metrics on held-out images."""
+
+    def __init__(self, original: "nn.Module", config: PruneConfig) -> None:
+        self.data, self.rails = config.heldout, config.rails
+        self.reference = self._report(original)
+        self.checks = 0
+
+    def _report(self, model: "nn.Module"):
+        """Metrics on the held-out images; HD95 is left out (reported, never guarded) to keep steps fast."""
+        import torch
+
+        from medexport.evaluation import classification_report, predict_all, segmentation_report
+
+        def predict(x):
+            with torch.no_grad():
+                return model(torch.from_numpy(x)).numpy()
+
+        data = self.data
+        logits = predict_all(predict, data.images, roi_size=data.roi_size)
+        if data.task == "classification":
+            return classification_report(data.labels, logits, data.classes, n_boot=100)
+        labels = data.labels[:, 0] if data.labels.ndim == logits.ndim else data.labels
+        return segmentation_report(labels, logits.argmax(axis=1), data.classes, spacing=data.spacing, hd95=False,
+                                   n_boot=100)
+
+    def check(self, model: "nn.Module", artifact: str):
+        self.checks += 1
+        return self.rails.check(self.reference, self._report(model), artifact=artifact)
+
+
+def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int, ...],
+                 config: PruneConfig) -> tuple["nn.Module", "PassRecord"]:
+    """Prune ``model`` (a private copy) toward the allocated targets, step by step, with rollback."""
+    from medexport.compression.record import PassRecord
+    from medexport.graph import capture, profile
+
+    before = profile(capture(model, input_shape))
+    graph = analyze(capture(model, input_shape), model)
+    final, skipped = allocate(graph, config, prune.importance_for(config), {c.name: c.macs for c in before.layers})
+    original = {g.name: g.channels for g in graph.groups}
+    members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
+    guard = _Guard(model, config) if config.heldout is not None else None
+    locked: dict[str, str] = {}
+    done_steps: dict[str, int] = {}
+    log: list[dict[str, Any]] = []
+    for step in range(1, config.steps + 1):
+        targets = {n: step_target(original[n], k, step, config.steps, config.round_to)
+                   for n, k in final.items() if n not in locked}
+        model, passed = _try(prune, model, input_shape, config, targets, guard, f"step {step}", log)
+        if not passed:  # find the groups that break the rails; the others go ahead
+            for name, target in targets.items():
+                model, ok = _try(prune, model, input_shape, config, {name: target}, guard,
+                                 f"step {step} {name}", log)
+                if ok:
+                    done_steps[name] = step
+                else:
+                    locked[name] = f"locked by guard rails at step {step}/{config.steps}: {log[-1]['message']}"
+        else:
+            done_steps.update(dict.fromkeys(targets, step))
+    after = profile(capture(model, input_shape))
+    records = _group_records(prune.name, model, input_shape, original, members, before, after, done_steps, locked)
+    skipped.update({n: r for n, r in locked.items() if not any(g.name == n for g in records)})
+    record = PassRecord(prune.name, config.to_dict(), before.macs, after.macs, records, skipped)
+    record.log = log
+    if guard is not None:
+        record.log.append({"step": "validations", "count": guard.checks})
+    return model, record
+
+
+def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfig, targets: dict[str, int],
+         guard: _Guard | None, label: str, log: list) -> tuple["nn.Module", bool]:
+    """Apply one step to a copy; keep it if the guard rails hold (or there are none), else keep ``model``."""
+    if not targets:
+        return model, True
+    candidate = copy.deepcopy(model)
+    prune.step(candidate, input_shape, config, targets)
+    if guard is None:
+        return candidate, True
+    result = guard.check(candidate, label)
+    log.append({"step": label, "passed": result.passed, "message": result.message()})
+    return (candidate, True) if result.passed else (model, False)
+
+
+def _group_records(method: str, model: "nn.Module", input_shape, original: dict[str, int],
+                   members: dict[str, tuple[str, ...]], before, after, done_steps: dict[str, int],
+                   locked: dict[str, str]) -> list:
+    """One GroupRecord per group that lost channels: original vs final width and its layers' MACs."""
+    from medexport.compression.pruning.prune import GroupRecord
+    from medexport.graph import capture
+
+    now = {g.name: g.channels for g in analyze(capture(model, input_shape), model).groups}
+    macs_before = {c.name: c.macs for c in before.layers}
+    macs_after = {c.name: c.macs for c in after.layers}
+    records = []
+    for name, channels in original.items():
+        kept = now.get(name, channels)
+        if kept >= channels:
+            continue
+        layers = members[name]
+        note = f"{done_steps.get(name, 0)} step(s)" + (f"; {locked[name]}" if name in locked else "")
+        records.append(GroupRecord(name, method, layers, channels, kept, channels - kept,
+                                   sum(macs_before.get(n, 0) for n in layers),
+                                   sum(macs_after.get(n, 0) for n in layers), note))
+    return records

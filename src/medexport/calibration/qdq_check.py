@@ -17,6 +17,9 @@ Rules (TensorRT's explicit-quantization contract):
   or per-channel on axis 0: ONNX stores them (C_in, C_out/group, k...), and TensorRT's deconvolution
   kernels only take per-input-channel scales (NVIDIA/TensorRT#2380, #1694), although axis 1 would be
   the output channels. Gemm/MatMul weights are per-tensor or per-channel on the output axis.
+- no Q/DQ pair between a Conv/ConvTranspose/Gemm/MatMul and the activation that reads it: the
+  pair would stop TensorRT and OpenVINO from fusing the layer with its ReLU (onnxruntime's default
+  placement does this; OpenVINO then ran our 2D reference U-Net no faster than FP32).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import numpy as np
 from medexport.calibration._graph import LINEAR_OPS, OnnxGraph, attr
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+_ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh")
 
 
 def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = ()) -> list[str]:
@@ -42,6 +46,8 @@ def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = ()) -> list
             problems += _check_qdq_node(graph, node)
         elif node.op_type in LINEAR_OPS and node.name not in allowed_float:
             problems += _check_linear(graph, node)
+        elif node.op_type in _ACTIVATIONS:
+            problems += _check_fusion(graph, node)
     return problems
 
 
@@ -100,6 +106,17 @@ def _check_linear(graph: OnnxGraph, node) -> list[str]:
         elif index == 1:
             out += _check_weight_axis(graph, node, producer)
     return out
+
+
+def _check_fusion(graph: OnnxGraph, node) -> list[str]:
+    """An activation must read its layer directly, not through Q -> DQ."""
+    dq = graph.producer.get(node.input[0])
+    q = graph.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    layer = graph.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+    if layer is None or layer.op_type not in LINEAR_OPS:
+        return []
+    return [f"{_label(node)}: reads {_label(layer)} through Q/DQ; the pair blocks the layer + activation fusion "
+            "(quantize the activation's output instead)"]
 
 
 def _check_weight_axis(graph: OnnxGraph, node, dq) -> list[str]:

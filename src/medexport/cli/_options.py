@@ -109,3 +109,13 @@ def console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def int8_engine_options(fn):
+    """``--int8-engine`` and ``--accuracy-control`` (NNCF's OpenVINO-only INT8 path beside our QDQ ONNX)."""
+    fn = click.option("--accuracy-control", is_flag=True,
+                      help="With --int8-engine nncf: nncf.quantize_with_accuracy_control on the labelled data, "
+                           "allowing at most --max-overall-drop points.")(fn)
+    return click.option("--int8-engine", type=click.Choice(["qdq", "nncf"]), default="qdq", show_default=True,
+                        help="qdq: our QDQ ONNX for every backend; nncf: NNCF post-training quantization into an "
+                             "OpenVINO IR (OpenVINO only).")(fn)

@@ -21,12 +21,12 @@ BRAIN_TISSUE_UNET3D = register_model(ReferenceModel(
     name="brain-tissue-unet3d",
     task="segmentation",
     classes=TISSUE,
-    input_shape=(1, 1, 64, 64, 64),
+    input_shape=(1, 1, 48, 48, 48),
     factory="medexport.zoo.architectures:brain_tissue_unet3d",
     weights="brain-tissue-unet3d.pt",
     card="brain-tissue-unet3d.md",
     spacing=(2.0, 2.0, 2.0),
-    roi_size=(64, 64, 64),
+    roi_size=(48, 48, 48),
 ))
 
 BRAIN_REGION_ALEXNET = register_model(ReferenceModel(

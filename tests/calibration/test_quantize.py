@@ -151,3 +151,21 @@ def test_a_broken_rail_with_no_float_budget_fails_without_writing(fp32, images, 
         quantize_with_guard_rails(fp32, images, tmp_path / "q.onnx", small_heldout, GuardRails(1.0, 3.0), config,
                                   max_float_layers=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ort_u8s8_layout_is_checked_as_onnxruntime_only(fp32, images, ref, tmp_path):
+    result = quantize_qdq(fp32, images, tmp_path / "u8.onnx", QuantConfig(layout="ort-u8s8"))
+    assert check_qdq(result.path) == []                    # its own profile, read from the metadata
+    as_trt = check_qdq(result.path, profile="tensorrt")     # ... but TensorRT would reject it
+    assert as_trt and all("TensorRT needs int8" in p or "asymmetric" in p for p in as_trt)
+    assert _argmax_agreement(fp32, result.path, ref.heldout()[0][:8]) > 0.98
+    with pytest.raises(InputError, match="unknown QDQ layout"):
+        QuantConfig(layout="u8")
+
+
+def test_u8s8_is_refused_for_targets_other_than_onnxruntime():
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig
+
+    with pytest.raises(InputError, match="with --target onnxruntime only"):
+        BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8", int8_layout="ort-u8s8")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # ops whose weights TensorRT, ONNX Runtime and OpenVINO run in int8 when Q/DQ feed them
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FLOAT_NODES_KEY = "medexport.float_nodes"   # metadata: nodes kept in float on purpose (JSON list)
+LAYOUT_KEY = "medexport.qdq_layout"   # metadata: "tensorrt" (every backend) or "ort-u8s8" (ONNX Runtime only)
 
 
 @dataclass
@@ -73,6 +74,11 @@ class OnnxGraph:
             if prop.key == FLOAT_NODES_KEY:
                 return list(json.loads(prop.value))
         return []
+
+
+    def layout(self) -> str:
+        """The QDQ layout ``quantize_qdq`` recorded; files from elsewhere are held to the TensorRT rules."""
+        return next((p.value for p in self.model.metadata_props if p.key == LAYOUT_KEY), "tensorrt")
 
 
 def attr(node, name: str, default):

@@ -34,19 +34,25 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh")
 
 
-def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = ()) -> list[str]:
-    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine."""
+def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = (), profile: str | None = None) -> list[str]:
+    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine.
+
+    ``profile`` (default: the layout the model's metadata records, else ``tensorrt``): ``ort-u8s8``
+    is onnxruntime's own layout, NOT TensorRT-compatible: uint8 asymmetric activations and Q/DQ
+    between a conv and its ReLU are allowed there; every other rule still holds.
+    """
     graph = OnnxGraph.load(onnx_path)
+    u8s8 = (profile or graph.layout()) == "ort-u8s8"
     allowed_float = set(float_nodes) | set(graph.float_nodes())
     if not any(node.op_type in _QDQ for node in graph.nodes):
         return ["the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model"]
     problems: list[str] = []
     for node in graph.nodes:
         if node.op_type in _QDQ:
-            problems += _check_qdq_node(graph, node)
+            problems += _check_qdq_node(graph, node, activations_u8=u8s8)
         elif node.op_type in LINEAR_OPS and node.name not in allowed_float:
             problems += _check_linear(graph, node)
-        elif node.op_type in _ACTIVATIONS:
+        elif node.op_type in _ACTIVATIONS and not u8s8:
             problems += _check_fusion(graph, node)
     return problems
 
@@ -55,7 +61,8 @@ def _label(node) -> str:
     return f"{node.op_type} '{node.name or node.output[0]}'"
 
 
-def _check_qdq_node(graph: OnnxGraph, node) -> list[str]:
+def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False) -> list[str]:
+    """Scale and zero-point rules; ``activations_u8`` accepts asymmetric uint8 on activations (not weights)."""
     out: list[str] = []
     scale = graph.const(node.input[1])
     if scale is None:
@@ -70,6 +77,8 @@ def _check_qdq_node(graph: OnnxGraph, node) -> list[str]:
         dtype = _implicit_dtype(graph, node)
         if dtype != np.int8:
             out.append(f"{_label(node)}: no zero point, so the type is {np.dtype(dtype).name}; TensorRT needs int8")
+    elif activations_u8 and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
+        pass   # an activation in onnxruntime's U8S8 layout
     else:
         if zero.dtype == np.int32 and node.op_type == "DequantizeLinear":
             out.append(f"{_label(node)}: int32 DequantizeLinear (a quantized bias); TensorRT rejects it, keep biases float")

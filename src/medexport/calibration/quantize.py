@@ -26,7 +26,7 @@ import numpy as np
 from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
 from medexport.calibration._float_layers import float_inputs, with_glue
-from medexport.calibration._graph import FLOAT_NODES_KEY, OnnxGraph, quantized_nodes
+from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, OnnxGraph, quantized_nodes
 from medexport.errors import ExportError, InputError, ModelLoadError
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -37,6 +37,7 @@ QDQ_FILENAME = "model.int8.qdq.onnx"
 # quantized so a U-Net's skip concatenation runs in int8; pooling, resize and activations stay
 # unquantized and the next quantized op's input Q/DQ covers them.
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat")
+LAYOUTS = ("tensorrt", "ort-u8s8")
 
 
 @dataclass
@@ -44,15 +45,21 @@ class QuantConfig:
     """How to calibrate and which nodes stay in float; serialised into the manifest.
 
     ``percentile`` is the activation percentile kept by the ``percentile`` method (ignored otherwise).
-    ``nodes_to_exclude`` are ONNX node names kept in float (mixed precision).
+    ``nodes_to_exclude`` are ONNX node names kept in float (mixed precision). ``layout``:
+    ``tensorrt`` (default) is the one file for every backend; ``ort-u8s8`` is onnxruntime's own
+    layout (asymmetric uint8 activations, Q/DQ around every op), its fast x86 path, for ONNX Runtime
+    only: TensorRT rejects it and OpenVINO gains less from it.
     """
 
     method: str = "minmax"
     percentile: float = 99.999
     batch_size: int = 8
     nodes_to_exclude: tuple[str, ...] = ()
+    layout: str = "tensorrt"
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise InputError(f"unknown QDQ layout '{self.layout}'; choose one of: {', '.join(LAYOUTS)}")
         if self.method not in METHODS:
             raise InputError(f"unknown calibration method '{self.method}'; choose one of: {', '.join(METHODS)}")
         if not 50.0 < self.percentile <= 100.0:
@@ -108,35 +115,37 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
     batch = input_shape[0] if input_shape[0] is not None else config.batch_size
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
+    trt = config.layout == "tensorrt"
     options: dict[str, Any] = {
-        "ActivationSymmetric": True,
+        "ActivationSymmetric": trt,
         "WeightSymmetric": True,
         "QuantizeBias": False,   # TensorRT rejects int32 bias DQ; ORT re-quantizes float biases itself
         "QDQDisableWeightAdjustForInt32Bias": True,   # no int32 bias, so no reason to widen weight scales
         "TensorQuantOverrides": _conv_transpose_per_tensor(graph, excluded),
-        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
     }
+    if trt:
+        options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
     if config.method == "percentile":
         options["CalibPercentile"] = config.percentile
     with atomic_path(dest) as tmp, _quiet_ort_logging():
         try:
             quantize_static(
                 str(onnx_path), str(tmp), batch_reader(images, input_name, batch),
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                per_channel=True, nodes_to_exclude=list(excluded),
-                op_types_to_quantize=list(QUANTIZED_OPS),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=list(excluded),
+                op_types_to_quantize=list(QUANTIZED_OPS) if trt else None,
                 calibrate_method=methods[config.method], extra_options=options,
                 calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             )
         except (ValueError, RuntimeError) as exc:
             raise ExportError(f"onnxruntime quantization of {onnx_path.name} failed: "
                               f"{str(exc).splitlines()[0][:200]}") from exc
-        quantized = _finish_float_nodes(tmp, excluded)
+        quantized = _finish_float_nodes(tmp, excluded, config.layout)
         from medexport.calibration.qdq_check import check_qdq
 
         problems = check_qdq(tmp)
         if problems:
-            raise ExportError(f"the QDQ model breaks {len(problems)} TensorRT rule(s): {problems[0]}")
+            raise ExportError(f"the QDQ model breaks {len(problems)} {config.layout} rule(s): {problems[0]}")
     return QuantResult(path=dest, method=config.method, calibration_images=len(images),
                        calibration_sha256=images_sha256(images), excluded_nodes=list(config.nodes_to_exclude),
                        quantized_nodes=quantized, config=config.to_dict(),
@@ -165,18 +174,19 @@ def _conv_transpose_per_tensor(graph: OnnxGraph, excluded: tuple[str, ...]) -> d
             if node.op_type == "ConvTranspose" and node.name not in excluded and graph.const(node.input[1]) is not None}
 
 
-def _finish_float_nodes(path: Path, excluded: tuple[str, ...]) -> int:
-    """Make the float-kept nodes read float tensors, record them in the model metadata (so the checker
-    knows), and count the quantized nodes."""
+def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str) -> int:
+    """Make the float-kept nodes read float tensors, record them and the layout in the model metadata
+    (so the checker knows), and count the quantized nodes."""
     import onnx
 
     model = onnx.load(str(path))
     float_inputs(model, excluded)
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key != FLOAT_NODES_KEY]
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in (FLOAT_NODES_KEY, LAYOUT_KEY)]
     del model.metadata_props[:]
     for key, value in kept:
         model.metadata_props.add(key=key, value=value)
     model.metadata_props.add(key=FLOAT_NODES_KEY, value=json.dumps(list(excluded)))
+    model.metadata_props.add(key=LAYOUT_KEY, value=layout)
     onnx.save(model, str(path))
     return len(quantized_nodes(OnnxGraph(model), excluded))
 

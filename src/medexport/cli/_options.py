@@ -112,7 +112,12 @@ def console():
 
 
 def int8_engine_options(fn):
-    """``--int8-engine`` and ``--accuracy-control`` (NNCF's OpenVINO-only INT8 path beside our QDQ ONNX)."""
+    """``--int8-engine``, ``--accuracy-control`` (NNCF's OpenVINO-only INT8 path beside our QDQ ONNX) and
+    ``--int8-layout`` (onnxruntime's own U8S8 layout for ONNX Runtime targets)."""
+    fn = click.option("--int8-layout", type=click.Choice(["tensorrt", "ort-u8s8"]), default="tensorrt",
+                      show_default=True,
+                      help="qdq engine: tensorrt = one QDQ ONNX for every backend; ort-u8s8 = onnxruntime's own "
+                           "uint8-activation layout, faster on ONNX Runtime CPU, ONNX Runtime only.")(fn)
     fn = click.option("--accuracy-control", is_flag=True,
                       help="With --int8-engine nncf: nncf.quantize_with_accuracy_control on the labelled data, "
                            "allowing at most --max-overall-drop points.")(fn)

@@ -41,7 +41,8 @@ from medexport.runtimes._registry import TARGETS
               show_default=True)
 def command(method, budget, prune_ratio, exclude_layer, data_path, labels_path, task, classes, target, device,
             out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
-            precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, **model_kw) -> None:
+            precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
+            **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.pipeline import BuildConfig, run_build
 
@@ -54,7 +55,7 @@ def command(method, budget, prune_ratio, exclude_layer, data_path, labels_path, 
                          data=data_path, labels=labels_path, task=task,
                          classes=tuple(classes.split(",")) if classes else None, precision=precision, calib=calib,
                          calib_samples=calib_samples, calib_method=calib_method, int8_engine=int8_engine,
-                         accuracy_control=accuracy_control)
+                         accuracy_control=accuracy_control, int8_layout=int8_layout)
     if out_dir is None:
         config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
     out = console()

@@ -22,7 +22,7 @@ from medexport.cli._options import console, int8_engine_options, model_options, 
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
 @int8_engine_options
 def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, int8_engine,
-            accuracy_control, **model_kw) -> None:
+            accuracy_control, int8_layout, **model_kw) -> None:
     """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready)."""
     from medexport.calibration.quantize import QuantConfig
     from medexport.errors import InputError
@@ -32,9 +32,11 @@ def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, ma
         raise InputError("--calib-samples must be at least 1")
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, precision="int8", int8_engine=int8_engine,
-                         accuracy_control=accuracy_control, target="openvino" if int8_engine == "nncf" else "onnxruntime")
+                         accuracy_control=accuracy_control, int8_layout=int8_layout,
+                         target="openvino" if int8_engine == "nncf" else "onnxruntime")
     out = console()
-    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude)), calib, calib_samples,
+    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude), layout=int8_layout),
+                          calib, calib_samples,
                           stage_printer(out))
     quant = recipe["quantization"]
     done = (f"{quant['quantized_nodes']} nodes in int8" if "quantized_nodes" in quant

@@ -50,6 +50,7 @@ class BuildConfig:
     calib_method: str = "minmax"
     int8_engine: str = "qdq"  # "qdq" (our QDQ ONNX, every backend) | "nncf" (NNCF PTQ, OpenVINO only)
     accuracy_control: bool = False  # nncf engine: nncf.quantize_with_accuracy_control on the labelled data
+    int8_layout: str = "tensorrt"  # qdq engine: "tensorrt" (every backend) | "ort-u8s8" (ONNX Runtime only)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -66,6 +67,9 @@ class BuildConfig:
         if self.int8_engine == "nncf" and self.target != "openvino":
             raise InputError("--int8-engine nncf makes an OpenVINO IR; use it with --target openvino "
                              "(the default qdq engine serves every backend)")
+        if self.int8_layout == "ort-u8s8" and self.target != "onnxruntime":
+            raise InputError("--int8-layout ort-u8s8 is onnxruntime's own layout (uint8 activations), which TensorRT "
+                             "rejects; use it with --target onnxruntime only")
         if self.accuracy_control and self.int8_engine != "nncf":
             raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
                              "sensitive layers in float until the guard rails hold)")
@@ -81,6 +85,7 @@ class BuildConfig:
                 "latency_batch": self.latency_batch,
                 "precision": self.precision,
                 "int8_engine": self.int8_engine if self.precision == "int8" else None,
+                "int8_layout": self.int8_layout if self.precision == "int8" else None,
                 "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
                                 "exclude": list(self.compress_exclude)}
                 if self.compress else None}

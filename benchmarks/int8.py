@@ -3,7 +3,7 @@ INT8 (ours, and onnxruntime's own U8S8 layout), compressed + INT8 against the FP
 calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
-                              [--prune prune-l2:0.25,0.5] [--calib256]
+                              [--prune prune-l2:0.1,0.25,0.5] [--calib256]
 
 For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's
 bundled calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default="brain-tissue-unet2d,brain-tissue-unet3d,brain-region-alexnet")
     parser.add_argument("--method", default="minmax")
-    parser.add_argument("--prune", default="prune-l2:0.25,0.5",
+    parser.add_argument("--prune", default="prune-l2:0.1,0.25,0.5",
                         help="pass:ratio,ratio... compressed + INT8 rows (empty: none)")
     parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
     args = parser.parse_args()

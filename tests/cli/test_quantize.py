@@ -74,3 +74,18 @@ def test_accuracy_control_without_the_nncf_engine_is_refused(tmp_path):
     proc = medexport(tmp_path, "quantize", "--accuracy-control", "--out", "q")
     assert proc.returncode == 1
     assert "--accuracy-control is NNCF's; add --int8-engine nncf" in proc.stderr
+
+
+@pytest.mark.openvino
+@pytest.mark.slow
+def test_build_with_the_nncf_engine_keeps_the_guard_rails(tmp_path):
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig, run_build
+
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", precision="int8",
+                                   int8_engine="nncf", latency=False)).to_dict()
+    assert report["build"]["artifact"] == "model.int8.nncf.xml"
+    assert report["calibration"]["quantization"]["engine"] == "nncf"
+    assert report["validation"]["guard_rails"]["passed"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {"model.int8.nncf.xml", "model.int8.nncf.bin"} <= set(manifest["files"])

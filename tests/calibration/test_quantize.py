@@ -169,3 +169,19 @@ def test_u8s8_is_refused_for_targets_other_than_onnxruntime():
 
     with pytest.raises(InputError, match="with --target onnxruntime only"):
         BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8", int8_layout="ort-u8s8")
+
+
+def test_each_skip_concat_has_one_scale(fp32, images, tmp_path):
+    model = onnx.load(str(quantize_qdq(fp32, images, tmp_path / "q.onnx").path))
+    inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer if not i.dims}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    concats = [n for n in model.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 3
+    for concat in concats:
+        scales = {inits[producer[i].input[1]] for i in concat.input}                       # input DQs
+        scales |= {inits[q.input[1]] for q in readers[concat.output[0]] if q.op_type == "QuantizeLinear"}
+        assert len(scales) == 1, (concat.name, scales)

@@ -25,6 +25,7 @@ import numpy as np
 
 from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
+from medexport.calibration._concat_scales import unify_concat_scales
 from medexport.calibration._float_layers import float_inputs, with_glue
 from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, OnnxGraph, quantized_nodes
 from medexport.errors import ExportError, InputError, ModelLoadError
@@ -175,12 +176,14 @@ def _conv_transpose_per_tensor(graph: OnnxGraph, excluded: tuple[str, ...]) -> d
 
 
 def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str) -> int:
-    """Make the float-kept nodes read float tensors, record them and the layout in the model metadata
-    (so the checker knows), and count the quantized nodes."""
+    """Make the float-kept nodes read float tensors, give each Concat one scale (symmetric layout), record
+    the float nodes and the layout in the model metadata (so the checker knows), count the quantized nodes."""
     import onnx
 
     model = onnx.load(str(path))
     float_inputs(model, excluded)
+    if layout == "tensorrt":
+        unify_concat_scales(model)
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in (FLOAT_NODES_KEY, LAYOUT_KEY)]
     del model.metadata_props[:]
     for key, value in kept:

@@ -1,5 +1,5 @@
 """INT8 side by side in one run: OpenVINO FP32 / FP16 / our QDQ ONNX / NNCF PTQ, ONNX Runtime FP32 / FP16 /
-INT8 (ours, and onnxruntime's own U8S8 layout), compressed + INT8 against the FP32 original, and the
+INT8 (ours, and onnxruntime's own U8S8 layout), our OpenVINO layout, compressed + INT8 against the FP32 original, and the
 calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
@@ -12,7 +12,9 @@ all alike); the table shows the median of the per-round medians, the speed-up ov
 FP32 (and, for compressed rows, over the original's OpenVINO FP32), and the guard-rail verdict (1 point
 overall, 3 points per class) with the worst per-class Dice/sensitivity delta against ORT FP32 of the
 original on the held-out images. "ort-u8s8" is onnxruntime's own layout (asymmetric uint8 activations,
-Q/DQ around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``).
+Q/DQ around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``);
+"openvino" is the TensorRT placement with uint8 (zero point 0) ReLU outputs, as NNCF makes them
+(``--int8-layout openvino``, OpenVINO only).
 """
 from __future__ import annotations
 
@@ -71,12 +73,15 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str) -> str:
     runners = {
         "OpenVINO FP32": OvRunner(fp32),
         "OpenVINO FP16 (IR + f16 hint)": OvRunner(_ov_fp16(fp32, tmp), precision="fp16"),
-        "OpenVINO on our QDQ ONNX": OvRunner(quant.path, precision="int8"),
+        "OpenVINO on our QDQ ONNX (TensorRT layout)": OvRunner(quant.path, precision="int8"),
+        "OpenVINO on our QDQ ONNX --int8-layout openvino": OvRunner(
+            _layout(fp32, calibration, tmp / "model.ov.qdq.onnx", "openvino", method), precision="int8"),
         "OpenVINO NNCF default PTQ": OvRunner(nncf_xml, precision="int8"),
         "ORT FP32": OrtRunner(fp32),
         "ORT FP16": OrtRunner(to_fp16(fp32, tmp / "model.fp16.onnx")),
         "ORT INT8 (our QDQ ONNX, S8S8)": OrtRunner(quant.path),
-        "ORT INT8 --int8-layout ort-u8s8 (ORT only)": OrtRunner(_ort_u8s8(fp32, calibration, tmp / "model.u8s8.onnx")),
+        "ORT INT8 --int8-layout ort-u8s8 (ORT only)": OrtRunner(
+            _layout(fp32, calibration, tmp / "model.u8s8.onnx", "ort-u8s8", method)),
     }
     for spec in filter(None, prune.split(";")):
         method_name, ratios = spec.split(":")
@@ -129,11 +134,12 @@ def _ov_fp16(fp32: Path, tmp: Path) -> Path:
     return Builder(precision="fp16").build(fp32, tmp).artifact
 
 
-def _ort_u8s8(fp32: Path, calibration, dest: Path) -> Path:
-    """Our ``ort-u8s8`` layout: onnxruntime's own placement with uint8 asymmetric activations."""
+def _layout(fp32: Path, calibration, dest: Path, layout: str, method: str) -> Path:
+    """Our QDQ ONNX in a one-backend layout: ``ort-u8s8`` (onnxruntime's own placement, uint8 asymmetric
+    activations) or ``openvino`` (the TensorRT placement with uint8 zero-point-0 ReLU outputs, as NNCF's)."""
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
 
-    return quantize_qdq(fp32, calibration, dest, QuantConfig(layout="ort-u8s8")).path
+    return quantize_qdq(fp32, calibration, dest, QuantConfig(method=method, layout=layout)).path
 
 
 def _nncf_ptq(fp32: Path, calibration, dest: Path) -> Path:

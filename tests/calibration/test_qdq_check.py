@@ -4,7 +4,7 @@ import onnx
 import pytest
 
 from medexport.calibration.qdq_check import check_qdq
-from medexport.calibration.quantize import QUANTIZED_OPS, quantize_qdq
+from medexport.calibration.quantize import QUANTIZED_OPS, QuantConfig, quantize_qdq
 from medexport.zoo import get_model
 
 
@@ -106,3 +106,30 @@ def test_non_positive_scales_are_caught(fp32, images, tmp_path):
     init.CopyFrom(onnx.numpy_helper.from_array(-np.abs(onnx.numpy_helper.to_array(init)), init.name))
     onnx.save(model, str(tmp_path / "neg.onnx"))
     assert any("finite and positive" in p for p in check_qdq(tmp_path / "neg.onnx"))
+
+
+def test_openvino_layout_passes_its_own_profile_only(fp32, images, tmp_path):
+    path = quantize_qdq(fp32, images, tmp_path / "ov.onnx", QuantConfig(layout="openvino")).path
+    assert check_qdq(path) == []                                   # the profile comes from the metadata
+    model = onnx.load(str(path))
+    zero_type = {i.name: onnx.numpy_helper.to_array(i).dtype for i in model.graph.initializer}
+    activations = {q.input[0]: zero_type[q.input[2]] for q in model.graph.node if q.op_type == "QuantizeLinear"
+                   and q.input[0] not in zero_type}
+    assert activations.pop("input") == np.int8                     # the image may be negative: signed
+    assert len(activations) == 9 and set(activations.values()) == {np.dtype(np.uint8)}   # 6 ReLU outputs, 3 Concats
+    unsigned_nodes = sum(zero_type[n.input[2]] == np.uint8 for n in model.graph.node if n.op_type.endswith("Linear"))
+    as_trt = check_qdq(path, profile="tensorrt")
+    assert len(as_trt) == unsigned_nodes and all("type uint8; TensorRT needs int8" in p for p in as_trt)
+
+
+def test_uint8_on_a_signed_tensor_and_axis0_deconvs_are_caught_in_the_openvino_profile(fp32, images, tmp_path):
+    from onnxruntime.quantization import QuantType
+
+    path = _ort_quantize(fp32, images, tmp_path / "asym.onnx", activation_type=QuantType.QUInt8,
+                         extra_options={"ActivationSymmetric": False})
+    problems = check_qdq(path, profile="openvino")
+    # the input image is in [0, 1] here, but nothing in the graph proves it: uint8 would clip a negative input
+    negative = [p for p in problems if "which can be negative" in p]
+    assert len(negative) == 2 and all("'input" in p for p in negative)                   # its Q and DQ
+    assert sum("OpenVINO runs a deconvolution in int8 only" in p for p in problems) == 3    # axis-0 ConvTranspose
+    assert len(problems) == 5                                       # the ReLU outputs are fine as uint8

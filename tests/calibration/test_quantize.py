@@ -185,3 +185,14 @@ def test_each_skip_concat_has_one_scale(fp32, images, tmp_path):
         scales = {inits[producer[i].input[1]] for i in concat.input}                       # input DQs
         scales |= {inits[q.input[1]] for q in readers[concat.output[0]] if q.op_type == "QuantizeLinear"}
         assert len(scales) == 1, (concat.name, scales)
+
+
+def test_openvino_layout_is_openvino_only_and_its_default():
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig
+
+    for target in ("onnxruntime", "tensorrt"):
+        with pytest.raises(InputError, match="with --target openvino only"):
+            BuildConfig(model=ModelSpec(), out_dir="x", target=target, precision="int8", int8_layout="openvino")
+        assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, precision="int8").int8_layout == "tensorrt"
+    assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8").int8_layout == "openvino"

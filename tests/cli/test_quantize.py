@@ -89,3 +89,21 @@ def test_build_with_the_nncf_engine_keeps_the_guard_rails(tmp_path):
     assert report["validation"]["guard_rails"]["passed"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert {"model.int8.nncf.xml", "model.int8.nncf.bin"} <= set(manifest["files"])
+
+
+@pytest.mark.openvino
+def test_build_for_openvino_uses_the_openvino_layout_and_says_so(tmp_path):
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig, run_build
+
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", precision="int8",
+                                   latency=False)).to_dict()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["int8_layout"] == "openvino"   # the OpenVINO target's default
+    assert report["calibration"]["quantization"]["config"]["layout"] == "openvino"
+    assert report["validation"]["guard_rails"]["passed"]
+    rows = {r["name"]: r for r in report["validation"]["guard_rails"]["rows"]}
+    assert abs(rows["white_matter"]["delta_points"]) < 3.0
+    qdq = tmp_path / "model.int8.qdq.onnx"
+    assert check_qdq(qdq) == [] and check_qdq(qdq, profile="tensorrt")   # OpenVINO's file, not TensorRT's
+    assert "OpenVINO layout (uint8 zero-point-0 ReLU outputs" in (tmp_path / "report.md").read_text()

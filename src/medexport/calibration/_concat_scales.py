@@ -20,17 +20,11 @@ if TYPE_CHECKING:
     import onnx
 
 
-def unify_concat_scales(model: "onnx.ModelProto") -> int:
-    """Give each Concat's quantized inputs and output one (the largest) scale; returns how many groups changed."""
-    from onnx import numpy_helper
-
+def concat_groups(model: "onnx.ModelProto") -> list[list[str]]:
+    """The float tensors behind each chain of Concat Q/DQ inputs (and its quantized output), one list per group."""
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    inits = {init.name: init for init in graph.initializer}
+    readers = _readers(model)
 
     def source(tensor: str) -> str | None:
         """The float tensor behind a DQ(Q(x)) input, or None if the input is not quantized."""
@@ -56,8 +50,17 @@ def unify_concat_scales(model: "onnx.ModelProto") -> int:
     groups: dict[str, list[str]] = {}
     for tensor in parent:
         groups.setdefault(find(tensor), []).append(tensor)
+    return list(groups.values())
+
+
+def unify_concat_scales(model: "onnx.ModelProto") -> int:
+    """Give each Concat's quantized inputs and output one (the largest) scale; returns how many groups changed."""
+    from onnx import numpy_helper
+
+    readers = _readers(model)
+    inits = {init.name: init for init in model.graph.initializer}
     changed = 0
-    for tensors in groups.values():
+    for tensors in concat_groups(model):
         scale_names = {q.input[1] for t in tensors for q in readers.get(t, []) if q.op_type == "QuantizeLinear"}
         scale_names |= {dq.input[1] for t in tensors for q in readers.get(t, []) if q.op_type == "QuantizeLinear"
                         for dq in readers.get(q.output[0], []) if dq.op_type == "DequantizeLinear"}
@@ -69,3 +72,11 @@ def unify_concat_scales(model: "onnx.ModelProto") -> int:
             inits[name].CopyFrom(numpy_helper.from_array(np.asarray(top, dtype=value.dtype).reshape(value.shape), name))
         changed += 1
     return changed
+
+
+def _readers(model: "onnx.ModelProto") -> dict[str, list]:
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers

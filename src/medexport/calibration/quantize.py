@@ -28,6 +28,7 @@ from medexport.calibration._calib_data import batch_reader, checked_images, imag
 from medexport.calibration._concat_scales import unify_concat_scales
 from medexport.calibration._float_layers import float_inputs, with_glue
 from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, OnnxGraph, quantized_nodes
+from medexport.calibration._unsigned import unsigned_activations
 from medexport.errors import ExportError, InputError, ModelLoadError
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -38,7 +39,7 @@ QDQ_FILENAME = "model.int8.qdq.onnx"
 # quantized so a U-Net's skip concatenation runs in int8; pooling, resize and activations stay
 # unquantized and the next quantized op's input Q/DQ covers them.
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat")
-LAYOUTS = ("tensorrt", "ort-u8s8")
+LAYOUTS = ("tensorrt", "ort-u8s8", "openvino")
 
 
 @dataclass
@@ -49,7 +50,9 @@ class QuantConfig:
     ``nodes_to_exclude`` are ONNX node names kept in float (mixed precision). ``layout``:
     ``tensorrt`` (default) is the one file for every backend; ``ort-u8s8`` is onnxruntime's own
     layout (asymmetric uint8 activations, Q/DQ around every op), its fast x86 path, for ONNX Runtime
-    only: TensorRT rejects it and OpenVINO gains less from it.
+    only: TensorRT rejects it and OpenVINO gains less from it. ``openvino`` is the TensorRT placement
+    with the Q/DQ of non-negative activations (ReLU outputs, and the skip Concats of them) made uint8
+    with zero point 0, as NNCF's FakeQuantize nodes are: OpenVINO only (TensorRT rejects uint8).
     """
 
     method: str = "minmax"
@@ -116,7 +119,7 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
     batch = input_shape[0] if input_shape[0] is not None else config.batch_size
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    trt = config.layout == "tensorrt"
+    trt = config.layout != "ort-u8s8"   # tensorrt and openvino: symmetric int8 on layer inputs, then _finish
     options: dict[str, Any] = {
         "ActivationSymmetric": trt,
         "WeightSymmetric": True,
@@ -176,14 +179,17 @@ def _conv_transpose_per_tensor(graph: OnnxGraph, excluded: tuple[str, ...]) -> d
 
 
 def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str) -> int:
-    """Make the float-kept nodes read float tensors, give each Concat one scale (symmetric layout), record
+    """Make the float-kept nodes read float tensors, give each Concat one scale (symmetric layouts), make
+    non-negative activations uint8 (openvino layout), record
     the float nodes and the layout in the model metadata (so the checker knows), count the quantized nodes."""
     import onnx
 
     model = onnx.load(str(path))
     float_inputs(model, excluded)
-    if layout == "tensorrt":
+    if layout != "ort-u8s8":
         unify_concat_scales(model)
+    if layout == "openvino":
+        unsigned_activations(model)
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in (FLOAT_NODES_KEY, LAYOUT_KEY)]
     del model.metadata_props[:]
     for key, value in kept:

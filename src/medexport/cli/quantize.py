@@ -30,12 +30,13 @@ def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, ma
 
     if calib_samples < 1:
         raise InputError("--calib-samples must be at least 1")
+    openvino_only = int8_engine == "nncf" or int8_layout == "openvino"   # default: the portable TensorRT layout
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, precision="int8", int8_engine=int8_engine,
                          accuracy_control=accuracy_control, int8_layout=int8_layout,
-                         target="openvino" if int8_engine == "nncf" else "onnxruntime")
+                         target="openvino" if openvino_only else "onnxruntime")
     out = console()
-    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude), layout=int8_layout),
+    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude), layout=config.int8_layout),
                           calib, calib_samples,
                           stage_printer(out))
     quant = recipe["quantization"]

@@ -16,6 +16,9 @@ FP32_TOLERANCE = 1e-4
 FP32_RTOL = 1e-4
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_ENGINES = ("qdq", "nncf")
+# the QDQ layout a target gets unless --int8-layout says otherwise: the portable TensorRT one, except on
+# OpenVINO, where uint8 ReLU outputs (as NNCF makes them) measured faster (benchmarks/int8.py)
+DEFAULT_LAYOUTS = {"openvino": "openvino"}
 
 
 @dataclass
@@ -50,7 +53,9 @@ class BuildConfig:
     calib_method: str = "minmax"
     int8_engine: str = "qdq"  # "qdq" (our QDQ ONNX, every backend) | "nncf" (NNCF PTQ, OpenVINO only)
     accuracy_control: bool = False  # nncf engine: nncf.quantize_with_accuracy_control on the labelled data
-    int8_layout: str = "tensorrt"  # qdq engine: "tensorrt" (every backend) | "ort-u8s8" (ONNX Runtime only)
+    # qdq engine: "tensorrt" (every backend) | "ort-u8s8" (ONNX Runtime only) | "openvino" (OpenVINO only);
+    # None: the target's default (DEFAULT_LAYOUTS)
+    int8_layout: str | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -67,9 +72,13 @@ class BuildConfig:
         if self.int8_engine == "nncf" and self.target != "openvino":
             raise InputError("--int8-engine nncf makes an OpenVINO IR; use it with --target openvino "
                              "(the default qdq engine serves every backend)")
+        self.int8_layout = self.int8_layout or DEFAULT_LAYOUTS.get(self.target, "tensorrt")
         if self.int8_layout == "ort-u8s8" and self.target != "onnxruntime":
             raise InputError("--int8-layout ort-u8s8 is onnxruntime's own layout (uint8 activations), which TensorRT "
                              "rejects; use it with --target onnxruntime only")
+        if self.int8_layout == "openvino" and self.target != "openvino":
+            raise InputError("--int8-layout openvino has uint8 activations, which TensorRT rejects; use it with "
+                             "--target openvino only (the default tensorrt layout serves every backend)")
         if self.accuracy_control and self.int8_engine != "nncf":
             raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
                              "sensitive layers in float until the guard rails hold)")

@@ -1,13 +1,20 @@
-"""INT8 side by side in one run: OpenVINO FP32 / our QDQ ONNX / NNCF PTQ, and ONNX Runtime FP32 / INT8.
+"""INT8 side by side in one run: OpenVINO FP32 / FP16 / our QDQ ONNX / NNCF PTQ, ONNX Runtime FP32 / FP16 /
+INT8 (ours, and onnxruntime's own U8S8 layout), our OpenVINO layout, compressed + INT8 against the FP32 original, and the
+calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
+                              [--prune prune-l2:0.1,0.25,0.5] [--calib256]
 
-For each zoo reference model (those registered with weights): export FP32 ONNX, quantize it with
-``quantize_qdq`` on the model's bundled calibration images, and quantize the OpenVINO model with
-``nncf.quantize`` (default PTQ) on the same images. The five variants are timed at batch 1 in
-alternation for ``--rounds`` rounds (machine noise hits all alike); the table shows the median of the
-per-round medians, the speed-up over the same runtime's FP32, and the guard-rail verdict (worst
-per-class Dice/sensitivity delta) of each variant against ORT FP32 on the held-out images.
+For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's
+bundled calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the
+same images. All variants are timed at batch 1 in alternation for ``--rounds`` rounds (machine noise hits
+all alike); the table shows the median of the per-round medians, the speed-up over the same runtime's
+FP32 (and, for compressed rows, over the original's OpenVINO FP32), and the guard-rail verdict (1 point
+overall, 3 points per class) with the worst per-class Dice/sensitivity delta against ORT FP32 of the
+original on the held-out images. "ort-u8s8" is onnxruntime's own layout (asymmetric uint8 activations,
+Q/DQ around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``);
+"openvino" is the TensorRT placement with uint8 (zero point 0) ReLU outputs, as NNCF makes them
+(``--int8-layout openvino``, OpenVINO only).
 """
 from __future__ import annotations
 
@@ -18,12 +25,17 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default="brain-tissue-unet2d,brain-tissue-unet3d,brain-region-alexnet")
     parser.add_argument("--method", default="minmax")
+    parser.add_argument("--prune", default="prune-l2:0.1,0.25,0.5",
+                        help="pass:ratio,ratio... compressed + INT8 rows (empty: none)")
+    parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
     args = parser.parse_args()
     from medexport.zoo import get_model
 
@@ -33,15 +45,19 @@ def main() -> None:
             print(f"\n{name}: not trained yet (no weights/data in the zoo), skipped", file=sys.stderr)
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            print(_bench_model(ref, Path(tmp), args.rounds, args.method))
+            print(_bench_model(ref, Path(tmp), args.rounds, args.method, args.prune), flush=True)
+    if args.calib256:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(_calibration_time(Path(tmp), args.method))
 
 
-def _bench_model(ref, tmp: Path, rounds: int, method: str) -> str:
+def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str) -> str:
     from medexport.benchmarks import measure_latency
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
     from medexport.evaluation.validation import reference_data, validate_against
     from medexport.exporter import export_onnx
+    from medexport.exporter.fp16 import to_fp16
     from medexport.runtimes.onnxruntime import Runner as OrtRunner
     from medexport.runtimes.openvino import Runner as OvRunner
     from medexport.zoo.samples import real_inputs
@@ -56,11 +72,21 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str) -> str:
     nncf_s = time.perf_counter() - t0
     runners = {
         "OpenVINO FP32": OvRunner(fp32),
-        "OpenVINO on our QDQ ONNX": OvRunner(quant.path),
-        "OpenVINO NNCF default PTQ": OvRunner(nncf_xml),
+        "OpenVINO FP16 (IR + f16 hint)": OvRunner(_ov_fp16(fp32, tmp), precision="fp16"),
+        "OpenVINO on our QDQ ONNX (TensorRT layout)": OvRunner(quant.path, precision="int8"),
+        "OpenVINO on our QDQ ONNX --int8-layout openvino": OvRunner(
+            _layout(fp32, calibration, tmp / "model.ov.qdq.onnx", "openvino", method), precision="int8"),
+        "OpenVINO NNCF default PTQ": OvRunner(nncf_xml, precision="int8"),
         "ORT FP32": OrtRunner(fp32),
-        "ORT INT8 (our QDQ ONNX)": OrtRunner(quant.path),
+        "ORT FP16": OrtRunner(to_fp16(fp32, tmp / "model.fp16.onnx")),
+        "ORT INT8 (our QDQ ONNX, S8S8)": OrtRunner(quant.path),
+        "ORT INT8 --int8-layout ort-u8s8 (ORT only)": OrtRunner(
+            _layout(fp32, calibration, tmp / "model.u8s8.onnx", "ort-u8s8", method)),
     }
+    for spec in filter(None, prune.split(";")):
+        method_name, ratios = spec.split(":")
+        for ratio in ratios.split(","):
+            runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method))
     batch = real_inputs(tuple(ref.input_shape), 1)   # a real image at the model input size (3D: a crop)
     times: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(rounds):
@@ -69,30 +95,89 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str) -> str:
     data, rails = reference_data(ref), GuardRails(1.0, 3.0)
     lines = [f"\n### {ref.name} {tuple(ref.input_shape)}: {rounds} rounds, calibration {len(calibration)} images "
              f"({method}, ours {calib_s:.1f} s, NNCF {nncf_s:.1f} s), {quant.quantized_nodes} int8 nodes", "",
-             "| variant | median ms | speed-up vs same-runtime FP32 | guard rails vs ORT FP32 | worst class Δ (points) |",
-             "|---|---:|---:|:---:|---:|"]
+             "| variant | median ms | speed-up vs same-runtime FP32 | vs original OpenVINO FP32 | guard rails vs ORT FP32 "
+             "| worst class Δ (points) |",
+             "|---|---:|---:|---:|:---:|---:|"]
     medians = {k: statistics.median(v) for k, v in times.items()}
     for label, runner in runners.items():
-        base = medians["OpenVINO FP32" if label.startswith("OpenVINO") else "ORT FP32"]
+        same = "ORT FP32" if label.startswith("ORT") else "OpenVINO FP32"
+        if label.startswith("pruned"):
+            same = label.split(" / ")[0] + " / OpenVINO FP32"
         verdict = validate_against(runners["ORT FP32"], runner, data, rails, artifact=label)["guard_rails"]
         worst = min((r["delta_points"] for r in verdict["rows"] if r["scope"] == "class"), default=float("nan"))
-        lines.append(f"| {label} | {medians[label]:.2f} | {base / medians[label]:.2f}x | "
+        lines.append(f"| {label} | {medians[label]:.2f} | {medians[same] / medians[label]:.2f}x | "
+                     f"{medians['OpenVINO FP32'] / medians[label]:.2f}x | "
                      f"{'held' if verdict['passed'] else 'BROKEN'} | {worst:+.2f} |")
     for runner in runners.values():
         runner.close()
     return "\n".join(lines)
 
 
+def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, method: str) -> dict:
+    """The pruned model on OpenVINO in FP32 and on our QDQ ONNX (no fine-tuning after pruning)."""
+    from medexport.calibration.quantize import QuantConfig, quantize_qdq
+    from medexport.compression import get_pass
+    from medexport.compression.pruning import PruneConfig
+    from medexport.exporter import export_onnx
+    from medexport.runtimes.openvino import Runner as OvRunner
+
+    pruned, _ = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), PruneConfig(ratio=ratio))
+    path = export_onnx(pruned, ref.input_shape, tmp / f"pruned{ratio}.onnx").path
+    qdq = quantize_qdq(path, calibration, tmp / f"pruned{ratio}.int8.qdq.onnx", QuantConfig(method=method)).path
+    label = f"pruned {method_name} {ratio:g}"
+    return {f"{label} / OpenVINO FP32": OvRunner(path), f"{label} / OpenVINO on our QDQ ONNX": OvRunner(qdq, precision="int8")}
+
+
+def _ov_fp16(fp32: Path, tmp: Path) -> Path:
+    from medexport.runtimes.openvino import Builder
+
+    return Builder(precision="fp16").build(fp32, tmp).artifact
+
+
+def _layout(fp32: Path, calibration, dest: Path, layout: str, method: str) -> Path:
+    """Our QDQ ONNX in a one-backend layout: ``ort-u8s8`` (onnxruntime's own placement, uint8 asymmetric
+    activations) or ``openvino`` (the TensorRT placement with uint8 zero-point-0 ReLU outputs, as NNCF's)."""
+    from medexport.calibration.quantize import QuantConfig, quantize_qdq
+
+    return quantize_qdq(fp32, calibration, dest, QuantConfig(method=method, layout=layout)).path
+
+
 def _nncf_ptq(fp32: Path, calibration, dest: Path) -> Path:
     """NNCF's default post-training quantization of the OpenVINO model, on the same calibration images."""
-    import nncf
-    import openvino as ov
+    from medexport.calibration.nncf_ptq import quantize_nncf
 
-    model = ov.Core().read_model(str(fp32))
-    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
-    ov.save_model(quantized, str(dest), compress_to_fp16=False)
-    return dest
+    return quantize_nncf(fp32, calibration, dest).path
+
+
+def _calibration_time(tmp: Path, method: str) -> str:
+    """Seconds to calibrate brain-tissue-unet2d on 256 real MNI152 slices (the training script's source)."""
+    from medexport.calibration.quantize import QuantConfig, quantize_qdq, quantize_with_guard_rails
+    from medexport.evaluation.guardrails import GuardRails
+    from medexport.evaluation.validation import reference_data
+    from medexport.exporter import export_onnx
+    from medexport.zoo import get_model
+
+    sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
+    import _common as C  # noqa: E402 - training-time helpers (need nilearn)
+    import train_brain_tissue_unet2d as T  # noqa: E402
+
+    ref = get_model("brain-tissue-unet2d")
+    z0, z1 = C.HELDOUT_Z_MM
+    slices, _ = T.slices(0.5, lambda z: z < z0 - C.GAP_MM or z > z1 + C.GAP_MM)   # training side only
+    pick = slices[T.np.linspace(0, len(slices) - 1, 256).round().astype(int)]
+    images = C.from_uint8(pick)
+    fp32 = export_onnx(ref.build(), ref.input_shape, tmp / "model.onnx").path
+    t0 = time.perf_counter()
+    quant = quantize_qdq(fp32, images, tmp / "q.onnx", QuantConfig(method=method))
+    plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = quantize_with_guard_rails(fp32, images, tmp / "g.onnx", reference_data(ref), GuardRails(1.0, 3.0),
+                                       QuantConfig(method=method))
+    railed = time.perf_counter() - t0
+    return (f"\n### calibration of brain-tissue-unet2d on {quant.calibration_images} real MNI152 slices ({method})\n\n"
+            f"| step | seconds |\n|---|---:|\n| quantize_qdq (calibrate + write + check) | {plain:.1f} |\n"
+            f"| with guard rails on the 27 held-out slices ({'held' if result.validation['guard_rails']['passed'] else 'BROKEN'}, "
+            f"{len(result.float_layers)} float layers) | {railed:.1f} |")
 
 
 if __name__ == "__main__":

@@ -32,3 +32,18 @@ def test_build_monai_network(net, target, tmp_path):
     assert manifest["input"]["shape"] == [int(d) for d in shape.split("x")]
     assert manifest["outputs"][0]["shape"][0] == "batch"
     assert report["profile"]["macs"] > 0
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", pytest.param("openvino", marks=[pytest.mark.openvino,
+                                                                                     pytest.mark.slow])])
+def test_fp16_build_is_held_to_the_guard_rails(target, tmp_path):
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target=target, precision="fp16",
+                                   latency=False)).to_dict()
+    assert report["validation"]["guard_rails"]["passed"]
+    rows = report["validation"]["guard_rails"]["rows"]
+    assert all(abs(r["delta_points"]) < 0.5 for r in rows)   # FP16 barely moves a Dice
+    assert "FP16 artifact is judged by the guard rails" in report["backend_parity"]["not_applicable"]
+    if target == "onnxruntime":
+        assert report["build"]["artifact"] == "model.fp16.onnx"
+    elif "16" not in report["build"].get("inference_precision", ""):
+        assert "has no FP16 arithmetic" in report["build"]["note"]   # said, not hidden

@@ -86,10 +86,13 @@ HELDOUT_Z_MM = (-10.0, 30.0)
 GAP_MM = 6.0
 
 
-def save_weights(ref: ReferenceModel, model) -> None:
+def save_weights(ref: ReferenceModel, model, half: bool = False) -> None:
+    """``half``: store floating tensors as float16 (half the file; ``load_state_dict`` casts them back)."""
     import torch
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     with atomic_path(ref.weights_path()) as tmp:
         torch.save(state, tmp)
     _readable(ref.weights_path())

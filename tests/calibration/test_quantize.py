@@ -45,13 +45,13 @@ def test_each_method_emits_a_rule_abiding_qdq_model_that_segments_like_fp32(fp32
     result = quantize_qdq(fp32, images, tmp_path / "model.int8.qdq.onnx", QuantConfig(method=method))
     assert check_qdq(result.path) == []
     assert result.method == method and result.calibration_images == 16
-    assert result.quantized_nodes >= 14            # 11 Conv + 3 ConvTranspose at least, plus Add/Concat
+    assert result.quantized_nodes == 10            # 4 Conv + 3 ConvTranspose + 3 skip Concats
     x = ref.heldout()[0][:8]
     assert _argmax_agreement(fp32, result.path, x) > 0.98
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_weights_are_int8_per_channel_and_biases_float(fp32, images, tmp_path):
+def test_weights_are_int8_per_channel_and_biases_float_deconvs_per_tensor(fp32, images, tmp_path):
     path = quantize_qdq(fp32, images, tmp_path / "q.onnx").path
     model = onnx.load(str(path))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -59,9 +59,12 @@ def test_weights_are_int8_per_channel_and_biases_float(fp32, images, tmp_path):
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     for node in convs:
         dq = producer[node.input[1]]
-        axis = next(a.i for a in dq.attribute if a.name == "axis")
-        assert inits[dq.input[0]].dtype == np.int8 and axis == 0
-        assert inits[dq.input[1]].shape == (inits[dq.input[0]].shape[0],)
+        assert inits[dq.input[0]].dtype == np.int8
+        if node.op_type == "Conv":
+            assert next(a.i for a in dq.attribute if a.name == "axis") == 0
+            assert inits[dq.input[1]].shape == (inits[dq.input[0]].shape[0],)
+        else:   # the one ConvTranspose layout TensorRT and OpenVINO both run in int8
+            assert inits[dq.input[1]].size == 1
         assert node.input[2] in inits and inits[node.input[2]].dtype == np.float32   # bias stays float
     assert all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
                for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
@@ -78,12 +81,21 @@ def test_excluded_nodes_stay_float_and_are_recorded(fp32, images, tmp_path):
     head = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in ("Conv", "ConvTranspose")][-1]
     all_q = quantize_qdq(fp32, images, tmp_path / "all.onnx")
     result = quantize_qdq(fp32, images, tmp_path / "mixed.onnx", QuantConfig(nodes_to_exclude=(head,)))
-    assert result.excluded_nodes == [head] and result.quantized_nodes < all_q.quantized_nodes
+    assert result.excluded_nodes == [head] and result.quantized_nodes == all_q.quantized_nodes - 2
     model = onnx.load(str(result.path))
-    node = next(n for n in model.graph.node if n.name == head)
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    assert producers.get(node.input[1]) != "DequantizeLinear"     # float weight
-    assert json.loads({p.key: p.value for p in model.metadata_props}[FLOAT_NODES_KEY]) == [head]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    # walk back from the head to the layers that feed it: no Q/DQ anywhere on the way, weights included
+    glue, todo = [], [next(n for n in model.graph.node if n.name == head)]
+    while todo:
+        node = todo.pop()
+        for name in node.input:
+            src = producer.get(name)
+            assert src is None or src.op_type not in ("QuantizeLinear", "DequantizeLinear"), (node.name, name)
+            if src is not None and src.op_type not in ("Conv", "ConvTranspose"):
+                glue.append(src.name)
+                todo.append(src)
+    assert result.glue_float_nodes == [n for n in glue if n.endswith("Concat")] and len(result.glue_float_nodes) == 1
+    assert json.loads({p.key: p.value for p in model.metadata_props}[FLOAT_NODES_KEY]) == [head, *result.glue_float_nodes]
     assert check_qdq(result.path) == []                           # excluded on purpose, recorded
 
 
@@ -139,3 +151,48 @@ def test_a_broken_rail_with_no_float_budget_fails_without_writing(fp32, images, 
         quantize_with_guard_rails(fp32, images, tmp_path / "q.onnx", small_heldout, GuardRails(1.0, 3.0), config,
                                   max_float_layers=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ort_u8s8_layout_is_checked_as_onnxruntime_only(fp32, images, ref, tmp_path):
+    result = quantize_qdq(fp32, images, tmp_path / "u8.onnx", QuantConfig(layout="ort-u8s8"))
+    assert check_qdq(result.path) == []                    # its own profile, read from the metadata
+    as_trt = check_qdq(result.path, profile="tensorrt")     # ... but TensorRT would reject it
+    assert as_trt and all("TensorRT needs int8" in p or "asymmetric" in p for p in as_trt)
+    assert _argmax_agreement(fp32, result.path, ref.heldout()[0][:8]) > 0.98
+    with pytest.raises(InputError, match="unknown QDQ layout"):
+        QuantConfig(layout="u8")
+
+
+def test_u8s8_is_refused_for_targets_other_than_onnxruntime():
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig
+
+    with pytest.raises(InputError, match="with --target onnxruntime only"):
+        BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8", int8_layout="ort-u8s8")
+
+
+def test_each_skip_concat_has_one_scale(fp32, images, tmp_path):
+    model = onnx.load(str(quantize_qdq(fp32, images, tmp_path / "q.onnx").path))
+    inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer if not i.dims}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    concats = [n for n in model.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 3
+    for concat in concats:
+        scales = {inits[producer[i].input[1]] for i in concat.input}                       # input DQs
+        scales |= {inits[q.input[1]] for q in readers[concat.output[0]] if q.op_type == "QuantizeLinear"}
+        assert len(scales) == 1, (concat.name, scales)
+
+
+def test_openvino_layout_is_openvino_only_and_its_default():
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig
+
+    for target in ("onnxruntime", "tensorrt"):
+        with pytest.raises(InputError, match="with --target openvino only"):
+            BuildConfig(model=ModelSpec(), out_dir="x", target=target, precision="int8", int8_layout="openvino")
+        assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, precision="int8").int8_layout == "tensorrt"
+    assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8").int8_layout == "openvino"

@@ -50,7 +50,7 @@ def test_validate_fails_on_a_damaged_model_and_names_the_class(tmp_path):
 
     ref = get_model("brain-tissue-unet2d")
     state = torch.load(ref.weights_path(), weights_only=True)
-    state["model.2.0.conv.weight"][:, 2].zero_()  # ConvTranspose (in, out, k, k): output channel 2 = white matter
+    state["model.2.conv.weight"][:, 2].zero_()  # the head ConvTranspose (in, out, k, k): output channel 2 = white matter
     torch.save(state, tmp_path / "damaged.pt")
 
     def medexport(*args):

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from medexport.calibration.qdq_check import check_qdq
 
 TINY = ["--model", "monai.networks.nets:UNet", "--input-shape", "1x1x64x64", "--model-kwargs",
@@ -53,3 +55,55 @@ def test_build_int8_is_validated_against_the_fp32_original(tmp_path):
     assert manifest["artifact"] == "model.int8.qdq.onnx"
     assert manifest["calibration"]["quantization"]["calibration_images"] == 32
     assert check_qdq(tmp_path / "model.int8.qdq.onnx") == []
+
+
+@pytest.mark.openvino
+def test_nncf_engine_writes_an_openvino_ir_checked_by_the_guard_rails(tmp_path):
+    proc = medexport(tmp_path, "quantize", "--int8-engine", "nncf", "--out", "q")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "q" / "model.int8.nncf.xml").is_file() and (tmp_path / "q" / "model.int8.nncf.bin").is_file()
+    assert not (tmp_path / "q" / "model.int8.qdq.onnx").exists()
+    recipe = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert recipe["quantization"]["engine"] == "nncf" and not recipe["quantization"]["accuracy_control"]
+    assert recipe["guard_rails"]["passed"]
+    rows = {r["name"]: r for r in recipe["guard_rails"]["rows"]}
+    assert abs(rows["white_matter"]["delta_points"]) < 3.0
+
+
+def test_accuracy_control_without_the_nncf_engine_is_refused(tmp_path):
+    proc = medexport(tmp_path, "quantize", "--accuracy-control", "--out", "q")
+    assert proc.returncode == 1
+    assert "--accuracy-control is NNCF's; add --int8-engine nncf" in proc.stderr
+
+
+@pytest.mark.openvino
+@pytest.mark.slow
+def test_build_with_the_nncf_engine_keeps_the_guard_rails(tmp_path):
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig, run_build
+
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", precision="int8",
+                                   int8_engine="nncf", latency=False)).to_dict()
+    assert report["build"]["artifact"] == "model.int8.nncf.xml"
+    assert report["calibration"]["quantization"]["engine"] == "nncf"
+    assert report["validation"]["guard_rails"]["passed"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {"model.int8.nncf.xml", "model.int8.nncf.bin"} <= set(manifest["files"])
+
+
+@pytest.mark.openvino
+def test_build_for_openvino_uses_the_openvino_layout_and_says_so(tmp_path):
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig, run_build
+
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", precision="int8",
+                                   latency=False)).to_dict()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["int8_layout"] == "openvino"   # the OpenVINO target's default
+    assert report["calibration"]["quantization"]["config"]["layout"] == "openvino"
+    assert report["validation"]["guard_rails"]["passed"]
+    rows = {r["name"]: r for r in report["validation"]["guard_rails"]["rows"]}
+    assert abs(rows["white_matter"]["delta_points"]) < 3.0
+    qdq = tmp_path / "model.int8.qdq.onnx"
+    assert check_qdq(qdq) == [] and check_qdq(qdq, profile="tensorrt")   # OpenVINO's file, not TensorRT's
+    assert "OpenVINO layout (uint8 zero-point-0 ReLU outputs" in (tmp_path / "report.md").read_text()

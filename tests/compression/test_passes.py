@@ -26,7 +26,7 @@ def test_full_rank_factorization_reproduces_the_output(nets, net, method):
     if net == "unet3d" and method == "spatial-svd":
         assert not record.layers and all("Conv2d" in r for r in record.skipped.values())
         return
-    assert len(record.layers) >= 5
+    assert len(record.layers) >= 4   # brain-tissue-unet2d has 4 Conv2d (and 3 ConvTranspose2d spatial SVD skips)
     ref, out = _run(model, shape), _run(small, shape)
     assert out.shape == ref.shape
     assert (out - ref).abs().max().item() < 1e-4

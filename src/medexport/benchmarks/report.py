@@ -14,6 +14,7 @@ def build_markdown(report: dict[str, Any]) -> str:
     if prof:
         lines += [f"Cost: {prof['macs'] / 1e9:.3f} GMACs, {prof['params'] / 1e6:.3f} M params, "
                   f"peak activations {prof['peak_activation_bytes'] / 2**20:.1f} MiB", ""]
+    lines += _int8_lines(report.get("calibration"))
     lines += ["## Parity (FP32)", "", "| comparison | max abs error | max rel error | atol | rtol | ok |",
               "|---|---:|---:|---:|---:|:---:|"]
     for name, key in (("torch vs ONNX (ONNX Runtime)", "onnx_parity"), (f"reference vs {report['target']}", "backend_parity")):
@@ -49,3 +50,26 @@ def build_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report.get("stage_seconds", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+# what each QDQ layout is for: the build report says which one the artifact uses
+_LAYOUT_NOTES = {
+    "tensorrt": "TensorRT layout (signed int8, symmetric): the portable QDQ ONNX for every backend",
+    "openvino": "OpenVINO layout (uint8 zero-point-0 ReLU outputs, as NNCF's): OpenVINO only, TensorRT rejects it",
+    "ort-u8s8": "onnxruntime's U8S8 layout (asymmetric uint8 activations): ONNX Runtime only",
+}
+
+
+def _int8_lines(calibration: dict[str, Any] | None) -> list[str]:
+    """Which INT8 artifact the build made and how: engine, QDQ layout, int8 and float layers."""
+    quant = (calibration or {}).get("quantization")
+    if not quant:
+        return []
+    if "engine" in quant:
+        return ["## INT8", "", f"`{quant['path']}`: NNCF post-training quantization (OpenVINO IR), "
+                f"{quant['calibration_images']} calibration images.", ""]
+    layout = quant.get("config", {}).get("layout", "tensorrt")
+    floats = calibration.get("float_layers") or []
+    return ["## INT8", "", f"`{quant['path']}`: {_LAYOUT_NOTES.get(layout, layout)}; {quant['method']} calibration "
+            f"on {quant['calibration_images']} images, {quant['quantized_nodes']} int8 nodes, "
+            f"{len(floats)} layer(s) kept in float.", ""]

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 # ops whose weights TensorRT, ONNX Runtime and OpenVINO run in int8 when Q/DQ feed them
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FLOAT_NODES_KEY = "medexport.float_nodes"   # metadata: nodes kept in float on purpose (JSON list)
+LAYOUT_KEY = "medexport.qdq_layout"   # metadata: "tensorrt" (every backend), "ort-u8s8" / "openvino" (one backend)
+# ops whose output is >= 0 whatever their input
+_NON_NEGATIVE_OPS = ("Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Sqrt")
+# ops whose output is >= 0 when their first input is (order-preserving, or copy/select values)
+_SIGN_KEEPING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample",
+                     "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Split",
+                     "QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass
@@ -73,6 +80,35 @@ class OnnxGraph:
             if prop.key == FLOAT_NODES_KEY:
                 return list(json.loads(prop.value))
         return []
+
+    def layout(self) -> str:
+        """The QDQ layout ``quantize_qdq`` recorded; files from elsewhere are held to the TensorRT rules."""
+        return next((p.value for p in self.model.metadata_props if p.key == LAYOUT_KEY), "tensorrt")
+
+    def non_negative(self) -> set[str]:
+        """Tensors that are >= 0 by construction: ReLU-like outputs and what pooling, resizing, reshaping,
+        Concat of such tensors, and Q/DQ with zero point 0 pass on (nodes are in topological order).
+
+        A structural proof, not a calibration statistic: a uint8 activation with zero point 0 on any
+        other tensor would clip real negative values to 0 on images the calibration set did not show.
+        """
+        out: set[str] = set()
+        for node in self.nodes:
+            if node.op_type in _NON_NEGATIVE_OPS:
+                positive = True
+            elif node.op_type == "Clip":
+                low = self.const(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "min", None)
+                positive = low is not None and float(np.min(low)) >= 0
+            elif node.op_type in _SIGN_KEEPING_OPS:
+                zero = self.const(node.input[2]) if node.op_type.endswith("Linear") and len(node.input) > 2 else None
+                positive = node.input[0] in out and (zero is None or not np.any(zero))
+            elif node.op_type == "Concat":
+                positive = all(name in out for name in node.input)
+            else:
+                positive = False
+            if positive:
+                out.update(node.output)
+        return out
 
 
 def attr(node, name: str, default):

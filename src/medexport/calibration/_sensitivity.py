@@ -89,9 +89,11 @@ def _fall_back(trial: "_Trial", result: MixedPrecisionResult, max_float_layers: 
                              "and no layer may stay in float (max_float_layers=0)")
     for node in candidates:
         _, validation = trial.run((node.name,))
+        gain = _margin(validation) - baseline
         result.sensitivity.append({"node": node.name, "op_type": node.op_type,
-                                   "margin_points": round(_margin(validation), 3),
-                                   "gain_points": round(_margin(validation) - baseline, 3)})
+                                   "margin_points": round(_margin(validation), 3), "gain_points": round(gain, 3),
+                                   "why": f"keeping it alone in float moves the worst guard-rail margin by "
+                                          f"{gain:+.2f} points (to {_margin(validation):+.2f})"})
     result.sensitivity.sort(key=lambda s: -s["gain_points"])
     for k in range(1, limit + 1):
         chosen = tuple(s["node"] for s in result.sensitivity[:k])

@@ -17,6 +17,15 @@ Rules (TensorRT's explicit-quantization contract):
   or per-channel on axis 0: ONNX stores them (C_in, C_out/group, k...), and TensorRT's deconvolution
   kernels only take per-input-channel scales (NVIDIA/TensorRT#2380, #1694), although axis 1 would be
   the output channels. Gemm/MatMul weights are per-tensor or per-channel on the output axis.
+- no Q/DQ pair between a Conv/ConvTranspose/Gemm/MatMul and the activation that reads it: the
+  pair would stop TensorRT and OpenVINO from fusing the layer with its ReLU (onnxruntime's default
+  placement does this; OpenVINO then ran our 2D reference U-Net no faster than FP32).
+
+Profiles for the one-backend layouts (chosen by ``profile`` or the model's metadata): ``ort-u8s8``
+(onnxruntime's own) allows asymmetric uint8 activations and Q/DQ between a conv and its ReLU;
+``openvino`` allows uint8 activations with zero point 0 only on tensors that are >= 0 by
+construction (a ReLU output, a Concat of them), and ConvTranspose weights per-tensor or on axis 1
+(OpenVINO runs an axis-0 deconvolution in f32); every other rule holds in both.
 """
 from __future__ import annotations
 
@@ -28,20 +37,31 @@ import numpy as np
 from medexport.calibration._graph import LINEAR_OPS, OnnxGraph, attr
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+_ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh")
 
 
-def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = ()) -> list[str]:
-    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine."""
+def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = (), profile: str | None = None) -> list[str]:
+    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine.
+
+    ``profile`` (default: the layout the model's metadata records, else ``tensorrt``): ``ort-u8s8``
+    is onnxruntime's own layout, NOT TensorRT-compatible: uint8 asymmetric activations and Q/DQ
+    between a conv and its ReLU are allowed there; every other rule still holds.
+    """
     graph = OnnxGraph.load(onnx_path)
+    profile = profile or graph.layout()
+    u8s8 = profile == "ort-u8s8"
+    unsigned = graph.non_negative() if profile == "openvino" else set()
     allowed_float = set(float_nodes) | set(graph.float_nodes())
     if not any(node.op_type in _QDQ for node in graph.nodes):
         return ["the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model"]
     problems: list[str] = []
     for node in graph.nodes:
         if node.op_type in _QDQ:
-            problems += _check_qdq_node(graph, node)
+            problems += _check_qdq_node(graph, node, activations_u8=u8s8, unsigned=unsigned)
         elif node.op_type in LINEAR_OPS and node.name not in allowed_float:
-            problems += _check_linear(graph, node)
+            problems += _check_linear(graph, node, openvino=profile == "openvino")
+        elif node.op_type in _ACTIVATIONS and not u8s8:
+            problems += _check_fusion(graph, node)
     return problems
 
 
@@ -49,7 +69,9 @@ def _label(node) -> str:
     return f"{node.op_type} '{node.name or node.output[0]}'"
 
 
-def _check_qdq_node(graph: OnnxGraph, node) -> list[str]:
+def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False, unsigned: set[str] = frozenset()) -> list[str]:
+    """Scale and zero-point rules; ``activations_u8`` accepts asymmetric uint8 on activations (not weights),
+    ``unsigned`` the tensors that may be uint8 with zero point 0."""
     out: list[str] = []
     scale = graph.const(node.input[1])
     if scale is None:
@@ -64,6 +86,14 @@ def _check_qdq_node(graph: OnnxGraph, node) -> list[str]:
         dtype = _implicit_dtype(graph, node)
         if dtype != np.int8:
             out.append(f"{_label(node)}: no zero point, so the type is {np.dtype(dtype).name}; TensorRT needs int8")
+    elif activations_u8 and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
+        pass   # an activation in onnxruntime's U8S8 layout
+    elif unsigned and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
+        if np.any(zero != 0):
+            out.append(f"{_label(node)}: uint8 zero point {int(zero.flat[np.flatnonzero(zero)[0]])} is not 0")
+        if node.input[0] not in unsigned:
+            out.append(f"{_label(node)}: uint8 on '{node.input[0]}', which can be negative (negatives would clip "
+                       "to 0); only ReLU-like outputs may be unsigned")
     else:
         if zero.dtype == np.int32 and node.op_type == "DequantizeLinear":
             out.append(f"{_label(node)}: int32 DequantizeLinear (a quantized bias); TensorRT rejects it, keep biases float")
@@ -89,7 +119,7 @@ def _implicit_dtype(graph: OnnxGraph, node) -> type:
     return _implicit_dtype(graph, producer) if producer is not None and producer.op_type == "QuantizeLinear" else np.uint8
 
 
-def _check_linear(graph: OnnxGraph, node) -> list[str]:
+def _check_linear(graph: OnnxGraph, node, openvino: bool = False) -> list[str]:
     out: list[str] = []
     for index in range(min(2, len(node.input))):   # data and weight; a bias stays float
         producer = graph.producer.get(node.input[index])
@@ -98,11 +128,22 @@ def _check_linear(graph: OnnxGraph, node) -> list[str]:
             out.append(f"{_label(node)}: {role} '{node.input[index]}' is not fed by a DequantizeLinear "
                        "(the layer would run in float)")
         elif index == 1:
-            out += _check_weight_axis(graph, node, producer)
+            out += _check_weight_axis(graph, node, producer, openvino)
     return out
 
 
-def _check_weight_axis(graph: OnnxGraph, node, dq) -> list[str]:
+def _check_fusion(graph: OnnxGraph, node) -> list[str]:
+    """An activation must read its layer directly, not through Q -> DQ."""
+    dq = graph.producer.get(node.input[0])
+    q = graph.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    layer = graph.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+    if layer is None or layer.op_type not in LINEAR_OPS:
+        return []
+    return [f"{_label(node)}: reads {_label(layer)} through Q/DQ; the pair blocks the layer + activation fusion "
+            "(quantize the activation's output instead)"]
+
+
+def _check_weight_axis(graph: OnnxGraph, node, dq, openvino: bool = False) -> list[str]:
     weight = graph.const(dq.input[0])
     scale = graph.const(dq.input[1])
     if weight is None or scale is None:
@@ -115,6 +156,11 @@ def _check_weight_axis(graph: OnnxGraph, node, dq) -> list[str]:
         if weight.shape[0] > 1 and (per_tensor or axis != 0):
             where = "per-tensor" if per_tensor else f"on axis {axis}"
             return [f"{_label(node)}: weights quantized {where}; TensorRT wants per-channel on axis 0 (output channels)"]
+        return []
+    if node.op_type == "ConvTranspose" and openvino:
+        if not per_tensor and axis != 1:
+            return [f"{_label(node)}: weights per-channel on axis {axis}; OpenVINO runs a deconvolution in int8 only "
+                    "with per-tensor or axis-1 (output-channel) weight scales"]
         return []
     if node.op_type == "ConvTranspose":
         if not per_tensor and axis != 0:

@@ -1,8 +1,9 @@
 """FP32 ONNX + real calibration images -> one QDQ ONNX (``model.int8.qdq.onnx``) for every backend.
 
 The file follows TensorRT's explicit-quantization contract (see ``qdq_check``): int8 symmetric
-activations and weights (zero point 0), per-channel weights, float biases, Q/DQ on every input of
-Conv/ConvTranspose/Gemm/MatMul/Add so those fuse. ONNX Runtime and OpenVINO run the same file.
+activations and weights (zero point 0), per-channel weights (per-tensor for ConvTranspose), float
+biases, Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul/Add/Concat and not on their outputs,
+so conv + bias + ReLU (+ residual add) fuse. ONNX Runtime and OpenVINO run the same file.
 Calibration is onnxruntime's (``quantize_static`` with min-max, percentile or entropy ranges); the
 resulting model is checked by ``check_qdq`` before it replaces ``dest``. Example::
 
@@ -24,11 +25,21 @@ import numpy as np
 
 from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
-from medexport.calibration._graph import FLOAT_NODES_KEY, OnnxGraph, quantized_nodes
+from medexport.calibration._concat_scales import unify_concat_scales
+from medexport.calibration._float_layers import float_inputs, with_glue
+from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, OnnxGraph, quantized_nodes
+from medexport.calibration._unsigned import unsigned_activations
 from medexport.errors import ExportError, InputError, ModelLoadError
 
 METHODS = ("minmax", "percentile", "entropy")
 QDQ_FILENAME = "model.int8.qdq.onnx"
+# Q/DQ go on the *inputs* of these ops only (TensorRT's placement recommendation): never between a
+# conv and its ReLU, which would stop OpenVINO and TensorRT from fusing them (measured: with Q/DQ on
+# conv outputs and ReLUs, OpenVINO ran the 2D reference U-Net no faster than FP32). Concat inputs are
+# quantized so a U-Net's skip concatenation runs in int8; pooling, resize and activations stay
+# unquantized and the next quantized op's input Q/DQ covers them.
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat")
+LAYOUTS = ("tensorrt", "ort-u8s8", "openvino")
 
 
 @dataclass
@@ -36,15 +47,23 @@ class QuantConfig:
     """How to calibrate and which nodes stay in float; serialised into the manifest.
 
     ``percentile`` is the activation percentile kept by the ``percentile`` method (ignored otherwise).
-    ``nodes_to_exclude`` are ONNX node names kept in float (mixed precision).
+    ``nodes_to_exclude`` are ONNX node names kept in float (mixed precision). ``layout``:
+    ``tensorrt`` (default) is the one file for every backend; ``ort-u8s8`` is onnxruntime's own
+    layout (asymmetric uint8 activations, Q/DQ around every op), its fast x86 path, for ONNX Runtime
+    only: TensorRT rejects it and OpenVINO gains less from it. ``openvino`` is the TensorRT placement
+    with the Q/DQ of non-negative activations (ReLU outputs, and the skip Concats of them) made uint8
+    with zero point 0, as NNCF's FakeQuantize nodes are: OpenVINO only (TensorRT rejects uint8).
     """
 
     method: str = "minmax"
     percentile: float = 99.999
     batch_size: int = 8
     nodes_to_exclude: tuple[str, ...] = ()
+    layout: str = "tensorrt"
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise InputError(f"unknown QDQ layout '{self.layout}'; choose one of: {', '.join(LAYOUTS)}")
         if self.method not in METHODS:
             raise InputError(f"unknown calibration method '{self.method}'; choose one of: {', '.join(METHODS)}")
         if not 50.0 < self.percentile <= 100.0:
@@ -67,6 +86,7 @@ class QuantResult:
     calibration_sha256: str
     excluded_nodes: list[str]
     quantized_nodes: int
+    glue_float_nodes: list[str] = field(default_factory=list)   # Concat/Add that only feed float layers
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,39 +115,45 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
     if unknown:
         raise InputError(f"nodes_to_exclude names nodes that are not in {onnx_path.name}: {', '.join(unknown)}")
 
+    excluded = with_glue(graph, config.nodes_to_exclude, QUANTIZED_OPS)
     batch = input_shape[0] if input_shape[0] is not None else config.batch_size
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
+    trt = config.layout != "ort-u8s8"   # tensorrt and openvino: symmetric int8 on layer inputs, then _finish
     options: dict[str, Any] = {
-        "ActivationSymmetric": True,
+        "ActivationSymmetric": trt,
         "WeightSymmetric": True,
         "QuantizeBias": False,   # TensorRT rejects int32 bias DQ; ORT re-quantizes float biases itself
         "QDQDisableWeightAdjustForInt32Bias": True,   # no int32 bias, so no reason to widen weight scales
-        "TensorQuantOverrides": _conv_transpose_axis0(graph, config.nodes_to_exclude),
+        "TensorQuantOverrides": _conv_transpose_per_tensor(graph, excluded),
     }
+    if trt:
+        options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
     if config.method == "percentile":
         options["CalibPercentile"] = config.percentile
     with atomic_path(dest) as tmp, _quiet_ort_logging():
         try:
             quantize_static(
                 str(onnx_path), str(tmp), batch_reader(images, input_name, batch),
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                per_channel=True, nodes_to_exclude=list(config.nodes_to_exclude),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=list(excluded),
+                op_types_to_quantize=list(QUANTIZED_OPS) if trt else None,
                 calibrate_method=methods[config.method], extra_options=options,
                 calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             )
         except (ValueError, RuntimeError) as exc:
             raise ExportError(f"onnxruntime quantization of {onnx_path.name} failed: "
                               f"{str(exc).splitlines()[0][:200]}") from exc
-        quantized = _record_float_nodes(tmp, config.nodes_to_exclude)
+        quantized = _finish_float_nodes(tmp, excluded, config.layout)
         from medexport.calibration.qdq_check import check_qdq
 
         problems = check_qdq(tmp)
         if problems:
-            raise ExportError(f"the QDQ model breaks {len(problems)} TensorRT rule(s): {problems[0]}")
+            raise ExportError(f"the QDQ model breaks {len(problems)} {config.layout} rule(s): {problems[0]}")
     return QuantResult(path=dest, method=config.method, calibration_images=len(images),
                        calibration_sha256=images_sha256(images), excluded_nodes=list(config.nodes_to_exclude),
-                       quantized_nodes=quantized, config=config.to_dict())
+                       quantized_nodes=quantized, config=config.to_dict(),
+                       glue_float_nodes=[n for n in excluded if n not in config.nodes_to_exclude])
 
 
 def quantize_with_guard_rails(*args, **kwargs):
@@ -140,22 +166,36 @@ def quantize_with_guard_rails(*args, **kwargs):
     return run(*args, **kwargs)
 
 
-def _conv_transpose_axis0(graph: OnnxGraph, excluded: tuple[str, ...]) -> dict[str, list[dict[str, int]]]:
-    """Per-channel axis 0 for ConvTranspose weights: what TensorRT's deconvolution takes (ORT defaults to 1)."""
-    return {node.input[1]: [{"axis": 0}] for node in graph.nodes
+def _conv_transpose_per_tensor(graph: OnnxGraph, excluded: tuple[str, ...]) -> dict[str, list[dict[str, bool]]]:
+    """Per-tensor ConvTranspose weights: the one layout both TensorRT and OpenVINO run in int8.
+
+    TensorRT's deconvolution only takes per-tensor or axis-0 (input-channel) weight scales
+    (NVIDIA/TensorRT#2380); OpenVINO's CPU plugin only runs per-tensor or axis-1 (output-channel)
+    scales in int8 and silently runs an axis-0 one in f32 (measured: all three up-sampling layers
+    of the 2D reference U-Net). An override without ``axis`` makes onnxruntime quantize per tensor.
+    """
+    return {node.input[1]: [{"symmetric": True}] for node in graph.nodes
             if node.op_type == "ConvTranspose" and node.name not in excluded and graph.const(node.input[1]) is not None}
 
 
-def _record_float_nodes(path: Path, excluded: tuple[str, ...]) -> int:
-    """Write the float-kept nodes into the model metadata (so the checker knows) and count quantized nodes."""
+def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str) -> int:
+    """Make the float-kept nodes read float tensors, give each Concat one scale (symmetric layouts), make
+    non-negative activations uint8 (openvino layout), record
+    the float nodes and the layout in the model metadata (so the checker knows), count the quantized nodes."""
     import onnx
 
     model = onnx.load(str(path))
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key != FLOAT_NODES_KEY]
+    float_inputs(model, excluded)
+    if layout != "ort-u8s8":
+        unify_concat_scales(model)
+    if layout == "openvino":
+        unsigned_activations(model)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in (FLOAT_NODES_KEY, LAYOUT_KEY)]
     del model.metadata_props[:]
     for key, value in kept:
         model.metadata_props.add(key=key, value=value)
     model.metadata_props.add(key=FLOAT_NODES_KEY, value=json.dumps(list(excluded)))
+    model.metadata_props.add(key=LAYOUT_KEY, value=layout)
     onnx.save(model, str(path))
     return len(quantized_nodes(OnnxGraph(model), excluded))
 

@@ -127,3 +127,19 @@ def console():
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def int8_engine_options(fn):
+    """``--int8-engine``, ``--accuracy-control`` (NNCF's OpenVINO-only INT8 path beside our QDQ ONNX) and
+    ``--int8-layout`` (one-backend layouts: onnxruntime's own U8S8, OpenVINO's uint8 ReLU outputs)."""
+    fn = click.option("--int8-layout", type=click.Choice(["tensorrt", "ort-u8s8", "openvino"]), default=None,
+                      help="qdq engine: tensorrt = one QDQ ONNX for every backend (default, except for --target "
+                           "openvino); ort-u8s8 = onnxruntime's own uint8-activation layout, faster on ONNX Runtime "
+                           "CPU, ONNX Runtime only; openvino = uint8 ReLU outputs as NNCF places them, OpenVINO only "
+                           "(default for --target openvino).")(fn)
+    fn = click.option("--accuracy-control", is_flag=True,
+                      help="With --int8-engine nncf: nncf.quantize_with_accuracy_control on the labelled data, "
+                           "allowing at most --max-overall-drop points.")(fn)
+    return click.option("--int8-engine", type=click.Choice(["qdq", "nncf"]), default="qdq", show_default=True,
+                        help="qdq: our QDQ ONNX for every backend; nncf: NNCF post-training quantization into an "
+                             "OpenVINO IR (OpenVINO only).")(fn)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import compression_options, console, data_options, model_options, model_spec, stage_printer
+from medexport.cli._options import (compression_options, console, data_options, int8_engine_options, model_options,
+                                    model_spec, stage_printer)
 from medexport.pipeline import FP32_RTOL, FP32_TOLERANCE
 from medexport.runtimes._registry import TARGETS
 
@@ -30,8 +31,10 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
-@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
-              help="int8: one QDQ ONNX calibrated on real images, built for the target.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="int8: one QDQ ONNX calibrated on real images, built for the target. fp16: FP16 ONNX "
+                   "(ONNX Runtime, TensorRT) or FP16 IR + f16 hint (OpenVINO).")
+@int8_engine_options
 @click.option("--calib", default=None, help="Calibration images for int8 (default: the reference model's bundled ones).")
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
@@ -39,7 +42,8 @@ from medexport.runtimes._registry import TARGETS
 def command(method, budget, compress_latency, compress_backend, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
             prune_rollback, exclude_layer, data_path, labels_path, task, classes, target, device,
             out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
-            precision, calib, calib_samples, calib_method, **model_kw) -> None:
+            precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
+            **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.pipeline import BuildConfig, run_build
 
@@ -53,7 +57,8 @@ def command(method, budget, compress_latency, compress_backend, prune_ratio, pru
                          compress_exclude=tuple(exclude_layer),
                          data=data_path, labels=labels_path, task=task,
                          classes=tuple(classes.split(",")) if classes else None, precision=precision, calib=calib,
-                         calib_samples=calib_samples, calib_method=calib_method)
+                         calib_samples=calib_samples, calib_method=calib_method, int8_engine=int8_engine,
+                         accuracy_control=accuracy_control, int8_layout=int8_layout)
     if out_dir is None:
         config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
     out = console()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console, model_options, model_spec, stage_printer
+from medexport.cli._options import console, int8_engine_options, model_options, model_spec, stage_printer
 
 
 @click.command("quantize")
@@ -20,7 +20,9 @@ from medexport.cli._options import console, model_options, model_spec, stage_pri
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
-def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
+@int8_engine_options
+def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, int8_engine,
+            accuracy_control, int8_layout, **model_kw) -> None:
     """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready)."""
     from medexport.calibration.quantize import QuantConfig
     from medexport.errors import InputError
@@ -28,15 +30,22 @@ def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, ma
 
     if calib_samples < 1:
         raise InputError("--calib-samples must be at least 1")
+    openvino_only = int8_engine == "nncf" or int8_layout == "openvino"   # default: the portable TensorRT layout
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop)
+                         max_class_drop=max_class_drop, precision="int8", int8_engine=int8_engine,
+                         accuracy_control=accuracy_control, int8_layout=int8_layout,
+                         target="openvino" if openvino_only else "onnxruntime")
     out = console()
-    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude)), calib, calib_samples,
+    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude), layout=config.int8_layout),
+                          calib, calib_samples,
                           stage_printer(out))
     quant = recipe["quantization"]
-    out.print(f"wrote {config.out_dir / 'model.int8.qdq.onnx'}: {quant['quantized_nodes']} nodes in int8, "
-              f"{quant['calibration_images']} calibration images ({method})")
-    if recipe.get("float_layers"):
-        out.print(f"kept in float to hold the guard rails: {', '.join(recipe['float_layers'])}")
+    done = (f"{quant['quantized_nodes']} nodes in int8" if "quantized_nodes" in quant
+            else "NNCF post-training quantization" + (" with accuracy control" if quant["accuracy_control"] else ""))
+    out.print(f"wrote {config.out_dir / quant['path']}: {done}, {quant['calibration_images']} calibration images")
+    for layer in recipe.get("float_layers", []):
+        out.print(f"kept in float: {layer['node']} ({layer['op_type']}): {layer['why']}")
+    if quant.get("glue_float_nodes"):
+        out.print(f"also float (they only feed float layers): {', '.join(quant['glue_float_nodes'])}")
     if recipe.get("table"):
         out.print(recipe["table"])

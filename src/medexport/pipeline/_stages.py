@@ -217,13 +217,33 @@ def original_runner(loaded: LoadedModel, original, fallback):
 
 
 def quantize(onnx_path: Path, calibration: np.ndarray, data, config: BuildConfig) -> dict:
-    """One QDQ ONNX beside ``onnx_path``; with labelled data, sensitive layers stay float until the rails hold."""
+    """One QDQ ONNX beside ``onnx_path``; with labelled data, sensitive layers stay float until the rails hold.
+    With ``int8_engine="nncf"``: NNCF's OpenVINO IR instead (accuracy-controlled on ``data`` if asked)."""
     from medexport.calibration.quantize import QuantConfig, quantize_qdq, quantize_with_guard_rails
     from medexport.evaluation import GuardRails
 
+    if config.int8_engine == "nncf":
+        from medexport.calibration.nncf_ptq import NNCF_FILENAME, overall_metric, quantize_nncf
+
+        if config.accuracy_control and data is None:
+            raise InputError("--accuracy-control needs labelled data (--data, or a reference model)")
+        control = {"metric": overall_metric(data), "validation": list(data.images[:1]),
+                   "max_drop_points": config.max_overall_drop} if config.accuracy_control else {}
+        return {"quantization": quantize_nncf(onnx_path, calibration, onnx_path.with_name(NNCF_FILENAME),
+                                              **control).to_dict()}
     dest = onnx_path.with_name("model.int8.qdq.onnx")
-    quant = QuantConfig(method=config.calib_method)
+    quant = QuantConfig(method=config.calib_method, layout=config.int8_layout)
     if data is None:
         return {"quantization": quantize_qdq(onnx_path, calibration, dest, quant).to_dict()}
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)
     return quantize_with_guard_rails(onnx_path, calibration, dest, data, rails, quant).to_dict()
+
+
+def ir_result(xml: Path, device: str | None):
+    """The BuildResult of an OpenVINO IR written by NNCF: compiled once, as the OpenVINO builder does."""
+    from medexport.runtimes._base import BuildResult
+    from medexport.runtimes.openvino import Runner
+
+    with Runner(xml, device=device or "CPU", precision="int8") as runner:
+        info = runner.describe()
+    return BuildResult("openvino", xml, [xml, xml.with_suffix(".bin")], info)

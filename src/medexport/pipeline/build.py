@@ -15,7 +15,8 @@ from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, export,
                                         external_data, labelled_data, original_runner, parity_inputs, profile_cost,
-                                        quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
+                                        ir_result, quantize, quiet_stage, raise_guard_rail, reference_runner,
+                                        reject_on_failure,
                                         run_batched, validate)
 from medexport.pipeline.config import BuildConfig
 from medexport.pipeline.manifest import write_manifest, write_reports
@@ -77,7 +78,8 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     with timed("reference"):
         ref_out = run_batched(reference, inputs)
     int8 = config.precision == "int8"
-    if loaded.module is not None and (config.target != "onnxruntime" or int8):  # else the backend parity is this
+    if loaded.module is not None and (config.target != "onnxruntime" or config.precision != "fp32"):
+        # (FP32 on ORT: the backend parity below is this check)
         with timed("onnx parity"):
             report.data["onnx_parity"] = check_parity(onnx_path, ref_out, inputs, config, "exported ONNX")
     source = onnx_path
@@ -85,20 +87,30 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
         with timed(f"quantize ({config.calib_method})"):
             report.data["calibration"] = quantize(onnx_path, calibration, data, config)
         report.data["calibration"]["calibration_data"] = calibration_source
-        source = out / "model.int8.qdq.onnx"
+        source = out / report.data["calibration"]["quantization"]["path"]
+        written.append(source)
+
+    if config.precision == "fp16" and config.target != "openvino":   # OpenVINO compresses its own IR
+        from medexport.exporter.fp16 import FP16_FILENAME, to_fp16
+
+        with timed("fp16"):
+            source = to_fp16(onnx_path, out / FP16_FILENAME)
         written.append(source)
 
     with timed(f"build {config.target}"):
-        result = make_builder(config.target, device=config.device,
-                              max_batch=max(8, config.latency_batch)).build(source, out)
+        if int8 and config.int8_engine == "nncf":   # NNCF wrote the OpenVINO IR itself
+            result = ir_result(source, config.device)
+        else:
+            result = make_builder(config.target, device=config.device, max_batch=max(8, config.latency_batch),
+                                  precision=config.precision).build(source, out)
     report.data["build"] = result.to_dict()
     written += [f for f in result.files if f not in written]
 
-    runner = open_runner(result.artifact, config.target, device=config.device)
+    runner = open_runner(result.artifact, config.target, device=config.device, precision=config.precision)
     try:
-        if int8:
-            report.data["backend_parity"] = {"not_applicable": "an INT8 artifact is judged by the guard rails "
-                                                                "against the FP32 original"}
+        if int8 or config.precision == "fp16":
+            report.data["backend_parity"] = {"not_applicable": f"an {config.precision.upper()} artifact is judged by "
+                                                                "the guard rails against the FP32 original"}
         elif loaded.module is None and config.target == "onnxruntime":
             report.data["backend_parity"] = {"not_applicable": "the artifact is the input ONNX file itself"}
         else:

@@ -14,6 +14,11 @@ FP32_TOLERANCE = 1e-4
 
 
 FP32_RTOL = 1e-4
+PRECISIONS = ("fp32", "fp16", "int8")
+INT8_ENGINES = ("qdq", "nncf")
+# the QDQ layout a target gets unless --int8-layout says otherwise: the portable TensorRT one, except on
+# OpenVINO, where uint8 ReLU outputs (as NNCF makes them) measured faster (benchmarks/int8.py)
+DEFAULT_LAYOUTS = {"openvino": "openvino"}
 
 
 @dataclass
@@ -48,10 +53,15 @@ class BuildConfig:
     labels: str | None = None
     task: str | None = None
     classes: tuple[str, ...] | None = None
-    precision: str = "fp32"  # "fp32" | "int8" (one QDQ ONNX calibrated on real images)
+    precision: str = "fp32"  # "fp32" | "fp16" | "int8" (one QDQ ONNX calibrated on real images)
     calib: str | None = None  # calibration images (default: the reference model's bundled ones)
     calib_samples: int = 256
     calib_method: str = "minmax"
+    int8_engine: str = "qdq"  # "qdq" (our QDQ ONNX, every backend) | "nncf" (NNCF PTQ, OpenVINO only)
+    accuracy_control: bool = False  # nncf engine: nncf.quantize_with_accuracy_control on the labelled data
+    # qdq engine: "tensorrt" (every backend) | "ort-u8s8" (ONNX Runtime only) | "openvino" (OpenVINO only);
+    # None: the target's default (DEFAULT_LAYOUTS)
+    int8_layout: str | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -61,8 +71,23 @@ class BuildConfig:
             raise InputError("--tolerance must be positive and --rtol not negative")
         if self.parity_samples < 1 or self.latency_batch < 1:
             raise InputError("the number of parity samples and --batch must be at least 1")
-        if self.precision not in ("fp32", "int8"):
-            raise InputError(f"--precision must be fp32 or int8, got '{self.precision}'")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.int8_engine not in INT8_ENGINES:
+            raise InputError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got '{self.int8_engine}'")
+        if self.int8_engine == "nncf" and self.target != "openvino":
+            raise InputError("--int8-engine nncf makes an OpenVINO IR; use it with --target openvino "
+                             "(the default qdq engine serves every backend)")
+        self.int8_layout = self.int8_layout or DEFAULT_LAYOUTS.get(self.target, "tensorrt")
+        if self.int8_layout == "ort-u8s8" and self.target != "onnxruntime":
+            raise InputError("--int8-layout ort-u8s8 is onnxruntime's own layout (uint8 activations), which TensorRT "
+                             "rejects; use it with --target onnxruntime only")
+        if self.int8_layout == "openvino" and self.target != "openvino":
+            raise InputError("--int8-layout openvino has uint8 activations, which TensorRT rejects; use it with "
+                             "--target openvino only (the default tensorrt layout serves every backend)")
+        if self.accuracy_control and self.int8_engine != "nncf":
+            raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
+                             "sensitive layers in float until the guard rails hold)")
         if self.calib_samples < 1:
             raise InputError("--calib-samples must be at least 1")
         if not self.model.dynamic_batch and self.latency_batch != 1:
@@ -74,6 +99,8 @@ class BuildConfig:
                 "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
                 "latency_batch": self.latency_batch,
                 "precision": self.precision,
+                "int8_engine": self.int8_engine if self.precision == "int8" else None,
+                "int8_layout": self.int8_layout if self.precision == "int8" else None,
                 "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
                                 "latency": self.compress_latency, "latency_backend": self.compress_backend,
                                 "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,

@@ -32,7 +32,10 @@ def run_export(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any
 def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int,
                  stage: Stage = quiet_stage) -> dict[str, Any]:
     """Export, calibrate on real images, write ``model.int8.qdq.onnx``; for reference models, keep sensitive
-    layers in float until the guard rails hold on the held-out images. Returns the calibration recipe."""
+    layers in float until the guard rails hold on the held-out images. Returns the calibration recipe.
+
+    With ``config.int8_engine == "nncf"``: NNCF's OpenVINO IR ``model.int8.nncf.xml`` instead, checked
+    against the same guard rails (and removed if it breaks them)."""
     from medexport.calibration.quantize import quantize_qdq, quantize_with_guard_rails
 
     loaded = load_model(config.model)
@@ -46,6 +49,11 @@ def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int
             inputs, _ = parity_inputs(loaded, config.parity_samples)
             check_parity(onnx_path, run_batched(reference_runner(loaded, onnx_path), inputs), inputs, config,
                     "exported ONNX")
+    if config.int8_engine == "nncf":
+        recipe = _quantize_nncf(onnx_path, images, loaded, config, stage)
+        recipe["calibration_data"] = source
+        write_json(config.out_dir / "quantize.json", recipe)
+        return recipe
     dest = config.out_dir / "model.int8.qdq.onnx"
     with stage("quantize"):
         if loaded.reference is not None:
@@ -59,6 +67,26 @@ def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int
             recipe = {"quantization": quantize_qdq(onnx_path, images, dest, quant).to_dict()}
     recipe["calibration_data"] = source
     write_json(config.out_dir / "quantize.json", recipe)
+    return recipe
+
+
+def _quantize_nncf(onnx_path, images, loaded, config: BuildConfig, stage: Stage) -> dict[str, Any]:
+    """NNCF's IR, then the guard rails against the FP32 ONNX on the reference model's held-out images."""
+    from medexport.pipeline._stages import quantize
+    from medexport.runtimes.onnxruntime import Runner as OrtRunner
+    from medexport.runtimes.openvino import Runner as OvRunner
+
+    data = labelled_data(loaded, config)
+    with stage("quantize (nncf)"):
+        recipe = quantize(onnx_path, images, data, config)
+    xml = config.out_dir / recipe["quantization"]["path"]
+    if data is not None and config.validate:
+        with stage("validate against FP32"), OrtRunner(onnx_path) as fp32, OvRunner(xml, precision="int8") as int8:
+            recipe.update(validate(fp32, int8, data, config, artifact=xml.name))
+        if not recipe["guard_rails"]["passed"]:
+            from medexport.pipeline._stages import raise_guard_rail, reject_on_failure
+
+            reject_on_failure([xml, xml.with_suffix(".bin")], onnx_path, lambda: raise_guard_rail(recipe["guard_rails"]))
     return recipe
 
 

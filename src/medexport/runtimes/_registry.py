@@ -71,17 +71,22 @@ def list_backends() -> list[str]:
     return list(BACKENDS)
 
 
-def make_builder(target: str, *, device: str | None = None, max_batch: int = 8):
-    """The builder of ``target`` configured for ``device`` (ORT provider or OpenVINO device)."""
+def make_builder(target: str, *, device: str | None = None, max_batch: int = 8, precision: str = "fp32"):
+    """The builder of ``target`` configured for ``device`` (ORT provider or OpenVINO device).
+
+    ``precision`` matters to OpenVINO only (fp16: FP16 IR and f16 inference hint); ONNX Runtime and
+    TensorRT take their precision from the ONNX file they are given (FP32, FP16 or QDQ INT8).
+    """
     backend = get_backend(target)
     if target == "onnxruntime":
         return backend.Builder(providers=[device] if device else None)
     if target == "openvino":
-        return backend.Builder(device=device or "CPU")
+        return backend.Builder(device=device or "CPU", precision=precision)
     return backend.Builder(max_batch=max_batch)
 
 
-def open_runner(path, target: str, *, device: str | None = None, threads: int | None = None):
+def open_runner(path, target: str, *, device: str | None = None, threads: int | None = None,
+                precision: str = "fp32"):
     """A runner for the artifact at ``path`` on ``target``; raises ModelLoadError if the file is missing."""
     from pathlib import Path
 
@@ -94,7 +99,7 @@ def open_runner(path, target: str, *, device: str | None = None, threads: int | 
     if target == "onnxruntime":
         return backend.Runner(path, providers=[device] if device else None, threads=threads)
     if target == "openvino":
-        return backend.Runner(path, device=device or "CPU", threads=threads)
+        return backend.Runner(path, device=device or "CPU", threads=threads, precision=precision)
     return backend.Runner(path)
 
 

@@ -37,5 +37,9 @@ class Builder(_Builder):
             os.replace(staged, xml)
         with Runner(xml, device=self.device, precision=self.precision) as runner:
             info = runner.describe()
+        if self.precision == "fp16" and "16" not in str(info.get("inference_precision", "")):
+            info["note"] = (f"{self.device} has no FP16 arithmetic (OpenVINO's CPU plugin needs AVX512-FP16 or "
+                            f"AMX-FP16): the FP16 IR (half the size on disk) runs in "
+                            f"{info.get('inference_precision', 'f32')}, so expect FP32 speed")
         return BuildResult(self.backend, xml, [xml, bin_], info)
 

@@ -32,13 +32,14 @@ def test_cli_prunes_the_reference_model_within_the_guard_rails(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "prune-l1", "--ratio", "0.25",
+    proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "prune-act", "--ratio", "0.25",
                            "--iterative", "2", "--rollback", "--out", "p"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "p" / "compress.json").read_text())
-    assert record["compression"]["method"] == "prune-l1"
+    assert record["compression"]["method"] == "prune-act"
     assert record["compression"]["config"]["steps"] == 2 and record["compression"]["log"]
-    assert record["compression"]["macs_before"] / record["compression"]["macs_after"] > 1.1
+    # activation scores keep the plain U-Net within the rails at 1.56x; L1 at this ratio gets rolled back whole
+    assert record["compression"]["macs_before"] / record["compression"]["macs_after"] > 1.3
     assert record["validation"]["guard_rails"]["passed"]
 
 

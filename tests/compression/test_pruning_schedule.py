@@ -94,10 +94,10 @@ def test_iterative_steps_reach_the_one_shot_widths():
 def test_a_step_that_breaks_the_guard_rails_is_rolled_back_and_its_group_locked(unet2d):
     ref, model, data, _ = unet2d
     rails = GuardRails(max_overall_drop=1.0, max_class_drop=3.0)
-    config = PruneConfig(ratio=0.5, heldout=data, rails=rails)
+    config = PruneConfig(ratio=0.25, heldout=data, rails=rails)
     small, record = get_pass("prune-l2").apply(model, ref.input_shape, config)
     verdicts = [entry for entry in record.log if "passed" in entry]
-    assert not verdicts[0]["passed"]  # pruning every group at once breaks the rails (0.90 -> ~0.5 Dice)
+    assert not verdicts[0]["passed"]  # pruning every group at once breaks the rails; one group alone does not
     locked = [r for r in record.skipped.values() if r.startswith("locked by guard rails")]
     assert locked and len(verdicts) == 1 + len(locked) + len(record.layers)  # each group then tried alone
     assert record.layers and record.macs_after < record.macs_before

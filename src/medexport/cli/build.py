@@ -89,6 +89,8 @@ def _summary(out, report: dict, out_dir: Path) -> None:
         for row in rails["rows"]:
             out.print(f"  {row['scope']:7s} {row['name']:20s} {row['metric']:12s} {100 * row['reference']:6.2f}% → "
                       f"{100 * row['candidate']:6.2f}% ({row['delta_points']:+.2f} points)")
+        if validation.get("note"):
+            out.print(f"[yellow]note: {validation['note']}[/yellow]")
     latency = report.get("latency")
     if latency:
         art = latency[report["target"]]

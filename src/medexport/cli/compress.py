@@ -40,4 +40,6 @@ def command(method, budget, compress_latency, compress_backend, prune_ratio, pru
               f"({record['macs_before'] / record['macs_after']:.2f}x), {len(record['layers'])} layers or groups changed")
     if result.get("validation"):
         out.print(result["validation"]["table"])
+        if result["validation"].get("note"):
+            out.print(f"note: {result['validation']['note']}")
     out.print(f"wrote {config.out_dir / 'model.compressed.onnx'} and compress.json")

@@ -132,7 +132,22 @@ def validate(reference, runner, data, config: BuildConfig, artifact: str | None 
     from medexport.evaluation.validation import validate_against
 
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)
-    return validate_against(reference, runner, data, rails, artifact=artifact or config.target)
+    result = validate_against(reference, runner, data, rails, artifact=artifact or config.target)
+    if config.compress and config.prune_rollback:
+        result["note"] = ("the guard-railed compression search chose its steps on these same images, so this check "
+                          "is not independent: confirm on other labelled images with `medexport validate --data`")
+    return result
+
+
+def compress_label(config: BuildConfig) -> str:
+    """The compress stage's progress label: the pass and the target it is asked to meet."""
+    from medexport.compression import get_pass
+
+    if get_pass(config.compress).family == "pruning":
+        return f"compress ({config.compress} ratio {config.prune_ratio})"
+    if config.compress_latency is not None:
+        return f"compress ({config.compress} latency {config.compress_latency} on {config.compress_backend})"
+    return f"compress ({config.compress} {config.budget})"
 
 
 def raise_guard_rail(rails: dict) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
-from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, export,
-                                        external_data, labelled_data, original_runner, parity_inputs, profile_cost,
+from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, compress_label,
+                                        export, external_data, labelled_data, original_runner, parity_inputs, profile_cost,
                                         ir_result, quantize, quiet_stage, raise_guard_rail, reference_runner,
                                         reject_on_failure,
                                         run_batched, validate)
@@ -60,7 +60,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
 
     original = loaded.module
     if config.compress:
-        with timed(f"compress ({config.compress} {config.budget})"):
+        with timed(compress_label(config)):
             report.data["compression"] = compress(loaded, config)
     if loaded.module is not None:
         with timed("profile"):

@@ -6,9 +6,9 @@ from typing import Any
 from medexport._io import write_json
 from medexport.errors import InputError
 from medexport.loading import load_model
-from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compress, export, labelled_data,
-                                        original_runner, parity_inputs, quiet_stage, reference_runner, run_batched,
-                                        validate)
+from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compress, compress_label, export,
+                                        labelled_data, original_runner, parity_inputs, quiet_stage, reference_runner,
+                                        run_batched, validate)
 from medexport.pipeline.config import BuildConfig
 
 
@@ -101,7 +101,7 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
     original = loaded.module
-    with stage(f"compress ({config.compress} {config.budget})"):
+    with stage(compress_label(config)):
         result: dict[str, Any] = {"compression": compress(loaded, config)}
     onnx_path = config.out_dir / "model.compressed.onnx"
     with stage("export"):

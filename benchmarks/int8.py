@@ -1,20 +1,20 @@
-"""INT8 side by side in one run: OpenVINO FP32 / FP16 / our QDQ ONNX / NNCF PTQ, ONNX Runtime FP32 / FP16 /
-INT8 (ours, and onnxruntime's own U8S8 layout), our OpenVINO layout, compressed + INT8 against the FP32 original, and the
-calibration time of the 2D reference model on 256 real images.
+"""INT8 side by side in one run: OpenVINO FP32 / FP16 / our QDQ ONNX / NNCF PTQ, ONNX Runtime FP32 / FP16 / INT8
+(ours, and onnxruntime's own U8S8 layout), our OpenVINO layout, compressed + INT8 against the FP32 original,
+and the calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
                               [--prune prune-l2:0.1,0.25,0.5] [--calib256]
 
-For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's
-bundled calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the
-same images. All variants are timed at batch 1 in alternation for ``--rounds`` rounds (machine noise hits
-all alike); the table shows the median of the per-round medians, the speed-up over the same runtime's
-FP32 (and, for compressed rows, over the original's OpenVINO FP32), and the guard-rail verdict (1 point
-overall, 3 points per class) with the worst per-class Dice/sensitivity delta against ORT FP32 of the
-original on the held-out images. "ort-u8s8" is onnxruntime's own layout (asymmetric uint8 activations,
-Q/DQ around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``);
-"openvino" is the TensorRT placement with uint8 (zero point 0) ReLU outputs, as NNCF makes them
-(``--int8-layout openvino``, OpenVINO only).
+For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's bundled
+calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the same images.
+All variants are timed at batch 1 in alternation for ``--rounds`` rounds, every other round in reverse order
+(machine noise hits all alike); the table shows the median of the per-round medians, the speed-up over the
+same runtime's FP32 (and, for compressed rows, over the original's OpenVINO FP32), and the guard-rail verdict
+(1 point overall, 3 points per class) with the worst per-class Dice/sensitivity delta against ORT FP32 of the
+original on the held-out images. "ort-u8s8" is onnxruntime's own layout (asymmetric uint8 activations, Q/DQ
+around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``); "openvino" is the
+TensorRT placement with uint8 (zero point 0) ReLU outputs, as NNCF makes them (``--int8-layout openvino``,
+OpenVINO only).
 """
 from __future__ import annotations
 
@@ -89,8 +89,9 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str) -> str:
             runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method))
     batch = real_inputs(tuple(ref.input_shape), 1)   # a real image at the model input size (3D: a crop)
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for label, runner in runners.items():
+    for round_no in range(rounds):   # every other round in reverse: no variant always runs after the same one
+        order = list(runners.items())
+        for label, runner in order if round_no % 2 == 0 else order[::-1]:
             times[label].append(measure_latency(runner.infer, batch, warmup=5, iterations=30, min_seconds=0.5).median_ms)
     data, rails = reference_data(ref), GuardRails(1.0, 3.0)
     lines = [f"\n### {ref.name} {tuple(ref.input_shape)}: {rounds} rounds, calibration {len(calibration)} images "
@@ -123,9 +124,11 @@ def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, met
 
     pruned, _ = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), PruneConfig(ratio=ratio))
     path = export_onnx(pruned, ref.input_shape, tmp / f"pruned{ratio}.onnx").path
-    qdq = quantize_qdq(path, calibration, tmp / f"pruned{ratio}.int8.qdq.onnx", QuantConfig(method=method)).path
+    qdq = quantize_qdq(path, calibration, tmp / f"pruned{ratio}.int8.qdq.onnx",
+                       QuantConfig(method=method, layout="openvino")).path   # the OpenVINO target's default layout
     label = f"pruned {method_name} {ratio:g}"
-    return {f"{label} / OpenVINO FP32": OvRunner(path), f"{label} / OpenVINO on our QDQ ONNX": OvRunner(qdq, precision="int8")}
+    return {f"{label} / OpenVINO FP32": OvRunner(path),
+            f"{label} / OpenVINO on our QDQ ONNX (openvino layout)": OvRunner(qdq, precision="int8")}
 
 
 def _ov_fp16(fp32: Path, tmp: Path) -> Path:

@@ -108,18 +108,30 @@ def test_non_positive_scales_are_caught(fp32, images, tmp_path):
     assert any("finite and positive" in p for p in check_qdq(tmp_path / "neg.onnx"))
 
 
-def test_openvino_layout_passes_its_own_profile_only(fp32, images, tmp_path):
-    path = quantize_qdq(fp32, images, tmp_path / "ov.onnx", QuantConfig(layout="openvino")).path
-    assert check_qdq(path) == []                                   # the profile comes from the metadata
+def _activation_types(path) -> dict:
     model = onnx.load(str(path))
     zero_type = {i.name: onnx.numpy_helper.to_array(i).dtype for i in model.graph.initializer}
-    activations = {q.input[0]: zero_type[q.input[2]] for q in model.graph.node if q.op_type == "QuantizeLinear"
-                   and q.input[0] not in zero_type}
-    assert activations.pop("input") == np.int8                     # the image may be negative: signed
-    assert len(activations) == 9 and set(activations.values()) == {np.dtype(np.uint8)}   # 6 ReLU outputs, 3 Concats
-    unsigned_nodes = sum(zero_type[n.input[2]] == np.uint8 for n in model.graph.node if n.op_type.endswith("Linear"))
+    return {q.input[0]: zero_type[q.input[2]] for q in model.graph.node if q.op_type == "QuantizeLinear"
+            and q.input[0] not in zero_type}
+
+
+def test_openvino_layout_passes_its_own_profile_only(fp32, images, tmp_path):
+    assert images.min() == 0.0   # intensities scaled to [0, 1]
+    path = quantize_qdq(fp32, images, tmp_path / "ov.onnx", QuantConfig(layout="openvino")).path
+    assert check_qdq(path) == []                                   # the profile comes from the metadata
+    activations = _activation_types(path)
+    # 6 ReLU outputs, 3 Concats, and the input, which no calibration image takes below 0
+    assert len(activations) == 10 and set(activations.values()) == {np.dtype(np.uint8)}
     as_trt = check_qdq(path, profile="tensorrt")
-    assert len(as_trt) == unsigned_nodes and all("type uint8; TensorRT needs int8" in p for p in as_trt)
+    assert as_trt and all("type uint8; TensorRT needs int8" in p for p in as_trt)
+    model = onnx.load(str(path))
+    weights = {i.name for i in model.graph.initializer}
+    activation_qdq = [n for n in model.graph.node if n.op_type.endswith("Linear") and n.input[0] not in weights]
+    assert len(as_trt) == len(activation_qdq)                      # every activation Q/DQ, no weight DQ
+
+    shifted = quantize_qdq(fp32, images - 0.1, tmp_path / "ov_neg.onnx", QuantConfig(layout="openvino")).path
+    assert check_qdq(shifted) == []
+    assert _activation_types(shifted)["input"] == np.int8         # an input seen below 0 stays signed
 
 
 def test_uint8_on_a_signed_tensor_and_axis0_deconvs_are_caught_in_the_openvino_profile(fp32, images, tmp_path):

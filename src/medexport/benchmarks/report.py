@@ -42,6 +42,8 @@ def build_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {r['batch']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
                              f"{r['throughput_per_s']:.1f} |")
         lines += ["", f"Speedup over the reference: {lat.get('speedup_vs_reference')}x on {', '.join(lat.get('devices', []))}."]
+        if lat.get("speedup_vs_fp32") is not None:
+            lines += ["", f"Speedup over the same runtime in FP32: {lat['speedup_vs_fp32']}x."]
         if lat.get("warning"):
             lines += ["", f"**Warning:** {lat['warning']}."]
     env = report.get("environment")

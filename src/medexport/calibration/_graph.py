@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FLOAT_NODES_KEY = "medexport.float_nodes"   # metadata: nodes kept in float on purpose (JSON list)
 LAYOUT_KEY = "medexport.qdq_layout"   # metadata: "tensorrt" (every backend), "ort-u8s8" / "openvino" (one backend)
+# metadata (openvino layout): graph inputs that no calibration image took below 0 (JSON list)
+NON_NEGATIVE_KEY = "medexport.calibrated_non_negative"
 # ops whose output is >= 0 whatever their input
 _NON_NEGATIVE_OPS = ("Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Sqrt")
 # ops whose output is >= 0 when their first input is (order-preserving, or copy/select values)
@@ -89,10 +91,14 @@ class OnnxGraph:
         """Tensors that are >= 0 by construction: ReLU-like outputs and what pooling, resizing, reshaping,
         Concat of such tensors, and Q/DQ with zero point 0 pass on (nodes are in topological order).
 
-        A structural proof, not a calibration statistic: a uint8 activation with zero point 0 on any
-        other tensor would clip real negative values to 0 on images the calibration set did not show.
+        A structural proof inside the graph; the only calibration statistic it takes is which graph inputs
+        no calibration image took below 0 (metadata ``NON_NEGATIVE_KEY``: images scaled to [0, 1], as
+        NNCF also makes such an input unsigned). Anywhere else a uint8 activation with zero point 0 could
+        clip real negative values to 0 on images the calibration set did not show.
         """
-        out: set[str] = set()
+        seeds = next((json.loads(p.value) for p in self.model.metadata_props if p.key == NON_NEGATIVE_KEY), [])
+        graph_inputs = {i.name for i in self.model.graph.input}
+        out: set[str] = {name for name in seeds if name in graph_inputs}
         for node in self.nodes:
             if node.op_type in _NON_NEGATIVE_OPS:
                 positive = True

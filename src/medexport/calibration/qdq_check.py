@@ -24,7 +24,8 @@ Rules (TensorRT's explicit-quantization contract):
 Profiles for the one-backend layouts (chosen by ``profile`` or the model's metadata): ``ort-u8s8``
 (onnxruntime's own) allows asymmetric uint8 activations and Q/DQ between a conv and its ReLU;
 ``openvino`` allows uint8 activations with zero point 0 only on tensors that are >= 0 by
-construction (a ReLU output, a Concat of them), and ConvTranspose weights per-tensor or on axis 1
+construction (a ReLU output, a Concat of them, a model input no calibration image took below 0, as
+the metadata records), and ConvTranspose weights per-tensor or on axis 1
 (OpenVINO runs an axis-0 deconvolution in f32); every other rule holds in both.
 """
 from __future__ import annotations
@@ -45,12 +46,13 @@ def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = (), profile
 
     ``profile`` (default: the layout the model's metadata records, else ``tensorrt``): ``ort-u8s8``
     is onnxruntime's own layout, NOT TensorRT-compatible: uint8 asymmetric activations and Q/DQ
-    between a conv and its ReLU are allowed there; every other rule still holds.
+    between a conv and its ReLU are allowed there; ``openvino`` (OpenVINO only) allows uint8 zero-point-0
+    activations on provably non-negative tensors; every other rule still holds.
     """
     graph = OnnxGraph.load(onnx_path)
     profile = profile or graph.layout()
     u8s8 = profile == "ort-u8s8"
-    unsigned = graph.non_negative() if profile == "openvino" else set()
+    unsigned = graph.non_negative() if profile == "openvino" else None
     allowed_float = set(float_nodes) | set(graph.float_nodes())
     if not any(node.op_type in _QDQ for node in graph.nodes):
         return ["the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model"]
@@ -69,9 +71,9 @@ def _label(node) -> str:
     return f"{node.op_type} '{node.name or node.output[0]}'"
 
 
-def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False, unsigned: set[str] = frozenset()) -> list[str]:
+def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False, unsigned: set[str] | None = None) -> list[str]:
     """Scale and zero-point rules; ``activations_u8`` accepts asymmetric uint8 on activations (not weights),
-    ``unsigned`` the tensors that may be uint8 with zero point 0."""
+    ``unsigned`` (openvino profile) the tensors that may be uint8 with zero point 0."""
     out: list[str] = []
     scale = graph.const(node.input[1])
     if scale is None:
@@ -88,7 +90,7 @@ def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False, unsign
             out.append(f"{_label(node)}: no zero point, so the type is {np.dtype(dtype).name}; TensorRT needs int8")
     elif activations_u8 and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
         pass   # an activation in onnxruntime's U8S8 layout
-    elif unsigned and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
+    elif unsigned is not None and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
         if np.any(zero != 0):
             out.append(f"{_label(node)}: uint8 zero point {int(zero.flat[np.flatnonzero(zero)[0]])} is not 0")
         if node.input[0] not in unsigned:

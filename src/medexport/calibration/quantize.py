@@ -3,7 +3,9 @@
 The file follows TensorRT's explicit-quantization contract (see ``qdq_check``): int8 symmetric
 activations and weights (zero point 0), per-channel weights (per-tensor for ConvTranspose), float
 biases, Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul/Add/Concat and not on their outputs,
-so conv + bias + ReLU (+ residual add) fuse. ONNX Runtime and OpenVINO run the same file.
+so conv + bias + ReLU (+ residual add) fuse. ONNX Runtime and OpenVINO run the same file. Two
+one-backend layouts sit beside it (``QuantConfig.layout``): ``ort-u8s8`` for ONNX Runtime and
+``openvino`` (the same placement with uint8 zero-point-0 ReLU outputs, as NNCF's, faster there).
 Calibration is onnxruntime's (``quantize_static`` with min-max, percentile or entropy ranges); the
 resulting model is checked by ``check_qdq`` before it replaces ``dest``. Example::
 
@@ -27,7 +29,7 @@ from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
 from medexport.calibration._concat_scales import unify_concat_scales
 from medexport.calibration._float_layers import float_inputs, with_glue
-from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, OnnxGraph, quantized_nodes
+from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, NON_NEGATIVE_KEY, OnnxGraph, quantized_nodes
 from medexport.calibration._unsigned import unsigned_activations
 from medexport.errors import ExportError, InputError, ModelLoadError
 
@@ -144,7 +146,9 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
         except (ValueError, RuntimeError) as exc:
             raise ExportError(f"onnxruntime quantization of {onnx_path.name} failed: "
                               f"{str(exc).splitlines()[0][:200]}") from exc
-        quantized = _finish_float_nodes(tmp, excluded, config.layout)
+        # a model input no calibration image takes below 0 (intensities scaled to [0, 1]) may go unsigned too
+        calibrated = [input_name] if float(images.min()) >= 0.0 else []
+        quantized = _finish_float_nodes(tmp, excluded, config.layout, calibrated)
         from medexport.calibration.qdq_check import check_qdq
 
         problems = check_qdq(tmp)
@@ -178,24 +182,26 @@ def _conv_transpose_per_tensor(graph: OnnxGraph, excluded: tuple[str, ...]) -> d
             if node.op_type == "ConvTranspose" and node.name not in excluded and graph.const(node.input[1]) is not None}
 
 
-def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str) -> int:
-    """Make the float-kept nodes read float tensors, give each Concat one scale (symmetric layouts), make
-    non-negative activations uint8 (openvino layout), record
-    the float nodes and the layout in the model metadata (so the checker knows), count the quantized nodes."""
+def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str, calibrated_non_negative: list[str]) -> int:
+    """Make the float-kept nodes read float tensors, record the float nodes, the layout and (openvino layout)
+    the inputs calibration found >= 0 in the model metadata (so the checker knows), give each Concat one
+    scale (symmetric layouts), make non-negative activations uint8 (openvino layout), count the quantized nodes."""
     import onnx
 
     model = onnx.load(str(path))
     float_inputs(model, excluded)
-    if layout != "ort-u8s8":
-        unify_concat_scales(model)
-    if layout == "openvino":
-        unsigned_activations(model)
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in (FLOAT_NODES_KEY, LAYOUT_KEY)]
+    keys = (FLOAT_NODES_KEY, LAYOUT_KEY, NON_NEGATIVE_KEY)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in keys]
     del model.metadata_props[:]
     for key, value in kept:
         model.metadata_props.add(key=key, value=value)
     model.metadata_props.add(key=FLOAT_NODES_KEY, value=json.dumps(list(excluded)))
     model.metadata_props.add(key=LAYOUT_KEY, value=layout)
+    if layout != "ort-u8s8":
+        unify_concat_scales(model)
+    if layout == "openvino":
+        model.metadata_props.add(key=NON_NEGATIVE_KEY, value=json.dumps(calibrated_non_negative))
+        unsigned_activations(model)
     onnx.save(model, str(path))
     return len(quantized_nodes(OnnxGraph(model), excluded))
 

@@ -23,7 +23,8 @@ from medexport.cli._options import console, int8_engine_options, model_options, 
 @int8_engine_options
 def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, int8_engine,
             accuracy_control, int8_layout, **model_kw) -> None:
-    """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready)."""
+    """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready unless
+    --int8-layout picks a one-backend layout)."""
     from medexport.calibration.quantize import QuantConfig
     from medexport.errors import InputError
     from medexport.pipeline import BuildConfig, run_quantize

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from medexport.errors import InputError
@@ -132,7 +133,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
                 reject_on_failure(result.files, onnx_path, lambda: raise_guard_rail(rails))
         if config.latency:
             with timed("latency"):
-                report.data["latency"] = _latency(runner, reference, loaded, config)
+                report.data["latency"] = _latency(runner, reference, loaded, config, onnx_path)
     finally:
         runner.close()
 
@@ -155,19 +156,34 @@ def _timer(report: BuildReport, stage: Stage):
     return timed
 
 
-def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig) -> dict:
+# targets whose FP32 runner on the exported ONNX is cheap to open beside a reduced-precision artifact
+SAME_RUNTIME_FP32 = ("onnxruntime", "openvino")
+
+
+def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig, onnx_path: Path) -> dict:
     from medexport.benchmarks import busy_warning, measure_latency
     from medexport.zoo.samples import real_inputs
 
-    warning = busy_warning()
+    warnings = [busy_warning()]
     batch = real_inputs((config.latency_batch, *loaded.input_shape[1:]), config.latency_batch)
     kwargs = {"iterations": config.latency_iterations, "min_seconds": 1.0}
     artifact = measure_latency(runner.infer, batch, **kwargs)
     baseline = measure_latency(reference.infer, batch, **kwargs)
-    return {
+    out = {
         config.target: artifact.to_dict(),
         f"reference ({reference.backend})": baseline.to_dict(),
         "speedup_vs_reference": round(baseline.median_ms / artifact.median_ms, 3),
         "devices": runner.devices(),
-        "warning": warning,
     }
+    if config.precision != "fp32" and config.target in SAME_RUNTIME_FP32:
+        # is the reduced precision worth it on this CPU? (ONNX Runtime's INT8 can be slower than its FP32)
+        with open_runner(onnx_path, config.target, device=config.device) as fp32:
+            same = measure_latency(fp32.infer, batch, **kwargs)
+        out[f"{config.target} FP32"] = same.to_dict()
+        out["speedup_vs_fp32"] = round(same.median_ms / artifact.median_ms, 3)
+        if out["speedup_vs_fp32"] < 1.0:
+            hint = " (try --int8-layout ort-u8s8)" if config.target == "onnxruntime" and config.precision == "int8" else ""
+            warnings.append(f"the {config.precision.upper()} artifact ran slower than {config.target} FP32 on this "
+                            f"machine ({out['speedup_vs_fp32']}x){hint}")
+    out["warning"] = "; ".join(w for w in warnings if w) or None
+    return out

@@ -19,11 +19,11 @@ REGION_CLASSES = 6   # frontal, parietal, temporal, occipital, deep grey, cerebe
 
 
 def brain_tissue_unet2d() -> nn.Module:
-    """MONAI 2D U-Net (4 levels, 16-128 channels, plain Conv-BN-ReLU blocks), BatchNorm + ReLU."""
+    """MONAI 2D U-Net (4 levels, 32-256 channels, plain Conv-BN-ReLU blocks), BatchNorm + ReLU."""
     from monai.networks.nets import UNet
 
     return UNet(spatial_dims=2, in_channels=1, out_channels=TISSUE_CLASSES,
-                channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=0,
+                channels=(32, 64, 128, 256), strides=(2, 2, 2), num_res_units=0,
                 norm="batch", act="relu")
 
 

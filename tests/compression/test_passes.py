@@ -112,3 +112,21 @@ def test_parse_budget():
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(InputError, match="known methods: hsc, .*spatial-svd, svd, tucker"):
         get_pass("cp-als")
+
+
+@pytest.mark.parametrize("method", ["prune-act", "merge", "hsc"])
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (2, 64, 64)], ids=["channels", "rank"])
+def test_calibration_images_of_the_wrong_shape_are_a_data_error(method, shape):
+    """Checked at pass entry, before any activation statistics: one clear DataError, not a RuntimeError."""
+    import numpy as np
+
+    from medexport.compression import get_pass
+    from medexport.errors import DataError
+    from medexport.zoo import get_model
+
+    model = get_model("brain-region-alexnet").build()
+    images = np.zeros(shape, np.float32)
+    extra = {"budget": 2} if get_pass(method).family == "lowrank" else {}
+    config = get_pass(method).config_type(calibration=images, **extra)
+    with pytest.raises(DataError, match="calibration images"):
+        get_pass(method).apply(model, (1, 1, 64, 64), config)

@@ -103,8 +103,9 @@ class HSC(Decomposition):
         return (max(blocks, key=lambda b: float(torch.linalg.matrix_norm(b))),)
 
     def step(self, round_to: int) -> int:
-        """Rank step per cluster that keeps the grouped conv's total width (clusters x r) on the ``round_to`` grid."""
-        return max(1, round_to // self.groups)
+        """Rank step per cluster that keeps the grouped conv's total width (clusters x r) on the ``round_to`` grid:
+        clusters x r is a multiple of ``round_to`` exactly when r is a multiple of round_to / gcd(round_to, clusters)."""
+        return max(1, round_to // math.gcd(round_to, self.groups))
 
     def options(self, round_to: int) -> list:
         return super().options(self.step(round_to))

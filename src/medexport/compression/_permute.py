@@ -39,7 +39,6 @@ def _channelwise_types() -> tuple[type, ...]:
 
 def producer_chains(model: "nn.Module", names: list[str]) -> dict[str, Chain | None]:
     """For each layer name, the chain whose producer can absorb a permutation of its input (None: none can)."""
-
     import torch
     import torch.nn.functional as F
     from torch import nn

@@ -130,3 +130,19 @@ def test_calibration_images_of_the_wrong_shape_are_a_data_error(method, shape):
     config = get_pass(method).config_type(calibration=images, **extra)
     with pytest.raises(DataError, match="calibration images"):
         get_pass(method).apply(model, (1, 1, 64, 64), config)
+
+
+def test_lowrank_recipe_lists_only_the_rule_in_use_and_the_images_read():
+    import numpy as np
+
+    from medexport.compression.hsc import HSCConfig
+
+    images = np.zeros((48, 1, 64, 64), np.float32)
+    budget = LowRankConfig(budget=3, calibration=images).to_dict()
+    assert budget["budget"] == 3 and budget["calibration_images"] is None  # a budget rule reads no images
+    assert not {"rank_ratio", "energy", "vbmf", "latency", "backend", "threads", "payoff"} & set(budget)
+    latency = LowRankConfig(latency=0.5, backend="onnxruntime", calibration=images).to_dict()
+    assert latency["backend"] == "onnxruntime" and "payoff" in latency and "budget" not in latency
+    assert latency["calibration_images"] == 8  # the allocator's damage sample
+    assert HSCConfig(budget=3, calibration=images).to_dict()["calibration_images"] == 32
+    assert HSCConfig(budget=3, calibration=images[:10]).to_dict()["calibration_images"] == 10

@@ -49,7 +49,7 @@ def test_hsc_compress_uses_the_bundled_calibration_images_and_reports_every_clas
                          budget="3x", max_overall_drop=100, max_class_drop=100)
     result = run_compress(config)
     record = result["compression"]
-    assert record["method"] == "hsc" and record["config"]["calibration_images"] == 48
+    assert record["method"] == "hsc" and record["config"]["calibration_images"] == 32  # HSC reads its first 32 of the 48
     assert record["macs_before"] / record["macs_after"] == pytest.approx(3, rel=0.05)
     rows = result["validation"]["guard_rails"]["rows"]
     classes = {r["name"] for r in rows if r["scope"] == "class"}
@@ -65,3 +65,29 @@ def test_hsc_on_a_user_model_without_calibration_images_is_a_clear_error(tmp_pat
                                    "strides": [2, 2]})
     with pytest.raises(DataError, match="--calib"):
         run_compress(BuildConfig(model=spec, out_dir=tmp_path, compress="hsc", budget="2x"))
+
+
+@pytest.mark.parametrize("method, options, named", [
+    ("svd", {"prune_rollback": True}, "--rollback"),
+    ("tucker", {"prune_steps": 4, "prune_scope": "global"}, "--iterative, --scope"),
+    ("hsc", {"prune_max_ratio": 0.5}, "--max-ratio"),
+    ("prune-l1", {"compress_latency": 0.5}, "--latency"),
+    ("merge", {"compress_latency": 0.5}, "--latency"),
+])
+def test_options_the_pass_family_ignores_are_refused(method, options, named, tmp_path):
+    """Raised before any compression work, instead of being silently dropped."""
+    from medexport.errors import InputError
+
+    with pytest.raises(InputError, match=f"{named} do"):
+        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=method, **options))
+
+
+def test_a_pruning_pass_without_rollback_claims_no_guard_rails(tmp_path):
+    from medexport.pipeline._stages import prune_config
+
+    class _Loaded:
+        reference = None
+
+    config = prune_config(_Loaded(), BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l1"),
+                          needs_calibration=False)
+    assert config.rails is None and "guard_rails" not in config.to_dict()

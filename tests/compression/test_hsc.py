@@ -80,3 +80,18 @@ def test_hsc_without_calibration_images_is_a_clear_error(alexnet):
     model, shape, _, _ = alexnet
     with pytest.raises(InputError, match="calibration images"):
         get_pass("hsc").apply(model, shape, HSCConfig(budget=3))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 6])
+def test_cluster_rank_step_keeps_the_total_width_on_the_rounding_grid(groups):
+    """clusters x r must be a multiple of round_to (groups=3 with round_to=8 used to give r steps of 2: width 6)."""
+    from medexport.compression._layers import discover
+    from medexport.compression.hsc import HSC
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(48, 64, 3, padding=1)).eval()
+    layer = discover(net, (1, 48, 8, 8))[0]
+    d = HSC(layer, np.arange(48), groups)
+    for round_to in (1, 4, 8, 16):
+        step = d.step(round_to)
+        assert (groups * step) % round_to == 0
+        assert step == min(s for s in range(1, round_to + 1) if (groups * s) % round_to == 0)  # the finest such step

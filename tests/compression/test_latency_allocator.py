@@ -43,6 +43,38 @@ def test_layer_timings_are_cached_by_structure_and_shape(tmp_path, monkeypatch):
     assert again.measured == 1
 
 
+def test_latency_cache_is_per_machine_optional_and_merged_at_save(tmp_path, monkeypatch):
+    """Keys carry CPU, backend version and thread count; a bad or unwritable cache warns; saves merge."""
+    import json
+
+    import onnxruntime
+
+    from medexport.compression._latency import LayerTimer, cache_path
+
+    monkeypatch.setenv("MEDEXPORT_CACHE", str(tmp_path))
+    conv = nn.Conv2d(8, 8, 3)
+    one, two = LayerTimer("onnxruntime", threads=1), LayerTimer("onnxruntime", threads=2)
+    assert f"onnxruntime-{onnxruntime.__version__}" in one.key(conv, (1, 8, 8, 8))
+    assert one.key(conv, (1, 8, 8, 8)) != two.key(conv, (1, 8, 8, 8))
+    one.new, two.new = {"a": 1.0}, {"b": 2.0}  # two runs that measured different layers
+    one.save()
+    two.save()
+    assert json.loads(cache_path().read_text()) == {"a": 1.0, "b": 2.0}
+
+    for bad in ("{not json", "[1, 2]"):
+        cache_path().write_text(bad)
+        with pytest.warns(UserWarning, match="layer latency cache"):
+            assert LayerTimer("onnxruntime").cache == {}
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MEDEXPORT_CACHE", str(tmp_path / "file" / "sub"))  # a directory that cannot be made
+    with pytest.warns(UserWarning, match="unreadable"):
+        timer = LayerTimer("onnxruntime")
+    timer.new = {"c": 3.0}
+    with pytest.warns(UserWarning, match="could not write"):
+        timer.save()
+
+
 @pytest.mark.slow
 def test_latency_mode_meets_a_loose_target_on_onnxruntime(tmp_path, monkeypatch):
     from medexport.compression import LowRankConfig, get_pass

@@ -109,3 +109,41 @@ def test_merging_beats_dropping_on_the_reference_classifier():
     merged, r_merge = get_pass("merge").apply(model, ref.input_shape, config)
     assert r_merge.macs_after == r_drop.macs_after  # same widths: only which channels and which weights differ
     assert accuracy(merged) > accuracy(dropped) + 0.02
+
+
+def _zero_gamma_block(affine: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8, affine=affine), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, padding=1))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.1, 0.1)
+        model[1].running_var.uniform_(0.5, 1.5)
+        if affine:
+            model[1].weight[:4] = 0.0  # network slimming / zero-initialised norms
+    return model.eval()
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["zero-gamma", "affine-false"])
+def test_hybrid_merge_survives_zero_gamma_and_plain_norms(affine, images):
+    """A zero BatchNorm scale falls back to the medoid instead of writing NaN; affine=False norms merge."""
+    model = _zero_gamma_block(affine)
+    small, _ = get_pass("merge").apply(model, (1, 1, 64, 64), PruneConfig(ratio=0.5, round_to=1, calibration=images))
+    assert small[0].out_channels == 4
+    for t in (small[0].weight, small[1].running_mean, small[1].running_var):
+        assert torch.isfinite(t).all()
+    with torch.no_grad():
+        assert torch.isfinite(small(torch.from_numpy(images))).all()
+
+
+def test_hybrid_patches_are_gathered_at_sampled_positions_only():
+    """3D, strided and dilated: the gathered patches times the weight equal the conv's own outputs there."""
+    from medexport.compression.pruning.merge import _ROWS, _patches_and_outputs
+
+    torch.manual_seed(2)
+    conv = nn.Conv3d(2, 3, 3, stride=(1, 2, 1), padding=(1, 0, 2), dilation=(1, 1, 2)).double()
+    x = torch.randn(2, 2, 40, 41, 42, dtype=torch.float64)
+    patches, outputs = _patches_and_outputs(conv, x)
+    assert patches.shape == (_ROWS, 2 * 27) and outputs.shape == (_ROWS, 3)
+    full = conv(x).detach().movedim(1, -1).reshape(-1, 3)  # every position of the real conv
+    nearest = torch.cdist(outputs[:64], full).min(dim=1).values
+    assert float(nearest.max()) < 1e-6  # cdist rounding; a wrong patch is off by O(1)

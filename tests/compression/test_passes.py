@@ -112,3 +112,37 @@ def test_parse_budget():
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(InputError, match="known methods: hsc, .*spatial-svd, svd, tucker"):
         get_pass("cp-als")
+
+
+@pytest.mark.parametrize("method", ["prune-act", "merge", "hsc"])
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (2, 64, 64)], ids=["channels", "rank"])
+def test_calibration_images_of_the_wrong_shape_are_a_data_error(method, shape):
+    """Checked at pass entry, before any activation statistics: one clear DataError, not a RuntimeError."""
+    import numpy as np
+
+    from medexport.compression import get_pass
+    from medexport.errors import DataError
+    from medexport.zoo import get_model
+
+    model = get_model("brain-region-alexnet").build()
+    images = np.zeros(shape, np.float32)
+    extra = {"budget": 2} if get_pass(method).family == "lowrank" else {}
+    config = get_pass(method).config_type(calibration=images, **extra)
+    with pytest.raises(DataError, match="calibration images"):
+        get_pass(method).apply(model, (1, 1, 64, 64), config)
+
+
+def test_lowrank_recipe_lists_only_the_rule_in_use_and_the_images_read():
+    import numpy as np
+
+    from medexport.compression.hsc import HSCConfig
+
+    images = np.zeros((48, 1, 64, 64), np.float32)
+    budget = LowRankConfig(budget=3, calibration=images).to_dict()
+    assert budget["budget"] == 3 and budget["calibration_images"] is None  # a budget rule reads no images
+    assert not {"rank_ratio", "energy", "vbmf", "latency", "backend", "threads", "payoff"} & set(budget)
+    latency = LowRankConfig(latency=0.5, backend="onnxruntime", calibration=images).to_dict()
+    assert latency["backend"] == "onnxruntime" and "payoff" in latency and "budget" not in latency
+    assert latency["calibration_images"] == 8  # the allocator's damage sample
+    assert HSCConfig(budget=3, calibration=images).to_dict()["calibration_images"] == 32
+    assert HSCConfig(budget=3, calibration=images[:10]).to_dict()["calibration_images"] == 10

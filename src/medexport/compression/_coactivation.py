@@ -25,27 +25,24 @@ if TYPE_CHECKING:
 def region_descriptors(model: "nn.Module", layers: list["LayerInfo"], images: np.ndarray, regions: int,
                        batch: int = 4) -> dict[str, np.ndarray]:
     """(channels, images x regions) mean input activation of each layer in ``layers``, in one pass over ``images``."""
-    import torch
     import torch.nn.functional as F
 
+    from medexport.compression._hooks import each_input
+
     parts: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
+    names: dict[int, list[str]] = {}
+    for layer in layers:
+        names.setdefault(id(layer.module), []).append(layer.name)
 
-    def hook(name: str):
-        def record(module, inputs, output):
-            x = inputs[0].detach().float()
-            pool = F.adaptive_avg_pool3d if x.dim() == 5 else F.adaptive_avg_pool2d
-            pooled = pool(x, regions)  # (B, C, regions, regions[, regions])
-            parts[name].append(pooled.flatten(2).permute(1, 0, 2).reshape(x.shape[1], -1).double().numpy())
-        return record
+    def visit(module, x):
+        x = x.float()
+        pool = F.adaptive_avg_pool3d if x.dim() == 5 else F.adaptive_avg_pool2d
+        pooled = pool(x, regions)  # (B, C, regions, regions[, regions])
+        descriptor = pooled.flatten(2).permute(1, 0, 2).reshape(x.shape[1], -1).double().numpy()
+        for name in names[id(module)]:
+            parts[name].append(descriptor)
 
-    handles = [layer.module.register_forward_hook(hook(layer.name)) for layer in layers]
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch):
-                model(torch.from_numpy(np.ascontiguousarray(images[start:start + batch], dtype=np.float32)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    each_input(model, [layer.module for layer in layers], images, visit, batch)
     return {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items() if chunks}
 
 

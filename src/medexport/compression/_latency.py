@@ -3,9 +3,11 @@
 The latency allocator asks what a layer costs as it is and as each candidate chain; FLOPs do not
 say (a 1x1 -> kxk -> 1x1 chain on a small 3D map can be slower than the conv it replaces). Each
 module is exported alone at its input shape, compiled on the backend and timed (median); results are
-kept in a JSON cache keyed by backend, input shape and the module's structure (``repr``: channels,
-kernel, stride, padding, groups), so a second run, or a second model with the same layer, measures
-nothing. The cache lives in ``$MEDEXPORT_CACHE`` (default ``~/.cache/medexport``). Example::
+kept in a JSON cache keyed by the machine (CPU model, backend and its version, the thread count actually
+used, the cache schema), input shape and the module's structure (``repr``: channels, kernel, stride,
+padding, groups), so a second run, or a second model with the same layer, measures nothing, and a copied
+cache or an upgraded backend measures afresh. The cache lives in ``$MEDEXPORT_CACHE`` (default
+``~/.cache/medexport``); it is optional: an unreadable or unwritable one is warned about and skipped. Example::
 
     ms = LayerTimer("openvino").time(nn.Conv2d(64, 64, 3, padding=1), (1, 64, 32, 32))
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +26,40 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+_SCHEMA = 2  # bump when what a cached number means changes (e.g. how the floor is taken off)
+
+
 def cache_path() -> Path:
     return Path(os.environ.get("MEDEXPORT_CACHE", Path.home() / ".cache" / "medexport")) / "layer_latency.json"
+
+
+def fingerprint(backend: str, threads: int | None) -> str:
+    """What a latency depends on besides the layer: cache schema, CPU model, backend version, thread count."""
+    import importlib.metadata
+
+    from medexport.benchmarks.environment import cpu_model
+
+    try:
+        version = importlib.metadata.version(backend)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    count = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return f"v{_SCHEMA}|{cpu_model()}|{backend}-{version}|threads={count}"
+
+
+def _read_cache(path: Path) -> dict[str, float]:
+    """The cached entries, or {} (with a warning when a file is there but unusable)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"layer latency cache {path} is unreadable ({exc}); measuring without it", stacklevel=3)
+        return {}
+    if not isinstance(data, dict):
+        warnings.warn(f"layer latency cache {path} is not a JSON object; measuring without it", stacklevel=3)
+        return {}
+    return data
 
 
 class LayerTimer:
@@ -39,15 +74,13 @@ class LayerTimer:
         self.backend, self.threads, self.rounds, self.calls = backend, threads, rounds, calls
         self.min_seconds = min_seconds
         self.path = cache_path()
-        try:
-            self.cache: dict[str, float] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.cache = {}
+        self.cache: dict[str, float] = _read_cache(self.path)
+        self.fingerprint = fingerprint(backend, threads)
+        self.new: dict[str, float] = {}  # measured by this timer, merged into the file at save
         self.measured = 0
 
     def key(self, module: "nn.Module", input_shape: tuple[int, ...]) -> str:
-        return (f"{self.backend}|threads={self.threads or 'auto'}|{'x'.join(map(str, input_shape))}|"
-                f"{' '.join(repr(module).split())}")
+        return f"{self.fingerprint}|{'x'.join(map(str, input_shape))}|{' '.join(repr(module).split())}"
 
     def times(self, modules: list["nn.Module"], input_shape: tuple[int, ...]) -> list[float]:
         """Marginal median ms of each module at ``input_shape``: the time of a bare ReLU at that shape (the
@@ -58,7 +91,8 @@ class LayerTimer:
         keys = [self.key(m, input_shape) for m in modules]
         if any(k not in self.cache for k in keys):
             floor, *times = self.compare([nn.ReLU(), *modules], input_shape, quantile=10)
-            self.cache.update((k, max(t - floor, 1e-3)) for k, t in zip(keys, times))
+            self.new.update((k, max(t - floor, 1e-3)) for k, t in zip(keys, times))
+            self.cache.update(self.new)
             self.measured += len(keys)
         return [self.cache[k] for k in keys]
 
@@ -95,8 +129,15 @@ class LayerTimer:
         return [float(np.percentile(s, quantile)) for s in samples]
 
     def save(self) -> None:
+        """Merge this timer's measurements into the file as it is now (another run may have added some), atomically;
+        an unwritable cache is a warning, not an error."""
         from medexport._io import write_json
 
-        if self.measured:
+        if not self.new:
+            return
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.path, self.cache)
+            write_json(self.path, {**_read_cache(self.path), **self.new})
+        except OSError as exc:
+            warnings.warn(f"could not write the layer latency cache {self.path} ({exc}); continuing without it",
+                          stacklevel=2)

@@ -39,8 +39,6 @@ def _channelwise_types() -> tuple[type, ...]:
 
 def producer_chains(model: "nn.Module", names: list[str]) -> dict[str, Chain | None]:
     """For each layer name, the chain whose producer can absorb a permutation of its input (None: none can)."""
-    import operator
-
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -54,7 +52,7 @@ def producer_chains(model: "nn.Module", names: list[str]) -> dict[str, Chain | N
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
     pointwise_fns = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.sigmoid, torch.tanh,
-                     F.dropout, operator.getitem}
+                     F.dropout}
     channelwise = _channelwise_types()
     by_target = {node.target: node for node in graph.nodes if node.op == "call_module"}
     chains: dict[str, Chain | None] = {}
@@ -75,7 +73,7 @@ def producer_chains(model: "nn.Module", names: list[str]) -> dict[str, Chain | N
                     break
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     norms.append(x.target)
-            elif not (x.op == "call_function" and x.target in pointwise_fns and x.target is not operator.getitem):
+            elif not (x.op == "call_function" and x.target in pointwise_fns):
                 break
             x = x.args[0] if x.args else None
         chains[name] = chain

@@ -15,7 +15,7 @@ import abc
 import copy
 from typing import TYPE_CHECKING, Any
 
-from medexport.errors import InputError
+from medexport.errors import DataError, InputError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,12 +39,30 @@ class CompressionPass(abc.ABC):
         """A compressed copy of ``model`` (shapes taken at ``input_shape``) and the record of what changed."""
         if not isinstance(config, self.config_type):
             raise InputError(f"the {self.name} pass takes a {self.config_type.__name__}, got {type(config).__name__}")
+        check_images(getattr(config, "calibration", None), input_shape, self.name)
         return self.apply_impl(copy.deepcopy(model).eval(), input_shape, config)
 
     @abc.abstractmethod
     def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
                    config: Any) -> tuple["nn.Module", "PassRecord"]:
         """Rewrite ``model`` (already a private copy) in place and return it with its record."""
+
+
+def check_images(images: Any, input_shape: tuple[int, ...], method: str) -> None:
+    """Raise DataError unless ``images`` (if given) are (N, C, *spatial) with the model input's rank and channels.
+
+    Checked once at pass entry, so a 3-channel image set fed to a 1-channel model is one clear message
+    rather than a convolution's RuntimeError deep inside activation statistics.
+    """
+    if images is None:
+        return
+    shape = tuple(getattr(images, "shape", ()))
+    if len(shape) != len(input_shape):
+        raise DataError(f"{method}: calibration images have shape {shape}, but the model takes "
+                        f"{len(input_shape)}-D input {tuple(input_shape)} (N, C, *spatial)")
+    if shape[1] != input_shape[1]:
+        raise DataError(f"{method}: calibration images have {shape[1]} channel(s), the model input has "
+                        f"{input_shape[1]} (shape {tuple(input_shape)})")
 
 
 def chain(model: "nn.Module", input_shape: tuple[int, ...],

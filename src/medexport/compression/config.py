@@ -29,7 +29,7 @@ class LowRankConfig:
     ``only_if_smaller`` never factorizes a layer whose factorized MACs are not smaller (turn it off
     only to check the rewiring at full rank). ``tolerance`` is the allowed relative miss of a budget.
     ``calibration`` holds real images (N, C, *spatial) for data-aware passes (hsc) and for the latency
-    allocator's sensitivities; it is not part of the recipe (``to_dict`` gives its count only).
+    allocator's sensitivities; it is not part of the recipe (``to_dict`` gives the count the pass reads).
     ``threads`` are the backend's inference threads while it measures (None: its default).
     ``payoff``: the latency allocator uses a factorization only if each MAC it saves saves at least this
     share of the layer's own measured milliseconds per MAC.
@@ -77,11 +77,26 @@ class LowRankConfig:
         object.__setattr__(self, "exclude_types", tuple(self.exclude_types))
 
     def to_dict(self) -> dict:
-        """Plain JSON-able form, for the manifest's compression recipe."""
-        items = ((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "calibration")
+        """Plain JSON-able form, for the manifest's compression recipe: the rule in use (with the latency rule's
+        backend, threads and payoff only when it is the latency rule), and the calibration images actually read."""
+        unused = {"calibration"} | {name for name in _RULES if not getattr(self, name)}
+        if self.latency is None:
+            unused |= {"backend", "threads", "payoff"}
+        items = ((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in unused)
         plain = {k: list(v) if isinstance(v, tuple) else v for k, v in items}
-        plain["calibration_images"] = None if self.calibration is None else len(self.calibration)
+        plain["calibration_images"] = self.images_used()
         return plain
+
+    def images_used(self) -> int | None:
+        """How many of ``calibration`` the pass reads: the latency allocator's damage sample (None: none)."""
+        if self.calibration is None or self.latency is None:
+            return None
+        from medexport.compression.latency_allocator import damage_images
+
+        return len(damage_images(self.calibration))
+
+
+_RULES = ("rank_ratio", "energy", "budget", "vbmf", "latency")  # exactly one is set
 
 
 def parse_budget(text: str | float) -> float:

@@ -55,6 +55,12 @@ class HSCConfig(LowRankConfig):
         if self.regions < 1 or self.clusters < 1 or self.calib_images < 1:
             raise InputError("regions, clusters and calib_images must be at least 1")
 
+    def images_used(self) -> int | None:
+        """The first ``calib_images`` are clustered on (and the latency allocator's sample, if larger, read too)."""
+        if self.calibration is None:
+            return None
+        return max(min(len(self.calibration), self.calib_images), super().images_used() or 0)
+
 
 def cluster_count(channels: int, clusters: int) -> int:
     """The most clusters (at most ``clusters``) that split ``channels`` evenly with at least 4 channels each."""
@@ -103,8 +109,9 @@ class HSC(Decomposition):
         return (max(blocks, key=lambda b: float(torch.linalg.matrix_norm(b))),)
 
     def step(self, round_to: int) -> int:
-        """Rank step per cluster that keeps the grouped conv's total width (clusters x r) on the ``round_to`` grid."""
-        return max(1, round_to // self.groups)
+        """Rank step per cluster that keeps the grouped conv's total width (clusters x r) on the ``round_to`` grid:
+        clusters x r is a multiple of ``round_to`` exactly when r is a multiple of round_to / gcd(round_to, clusters)."""
+        return max(1, round_to // math.gcd(round_to, self.groups))
 
     def options(self, round_to: int) -> list:
         return super().options(self.step(round_to))

@@ -116,8 +116,7 @@ def _damage(model: "nn.Module", decomps: dict, table: dict, images) -> dict:
         damage.update({(name, ranks): decomps[name].error2(ranks) for name, rows in table.items()
                        for ranks, _ in rows[1:]})
         return damage
-    count = 8 if images.ndim == 4 else 2
-    x = torch.from_numpy(np.ascontiguousarray(images[:count], dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(damage_images(images), dtype=np.float32))
     with torch.no_grad():
         reference = model(x)
         scale = float((reference**2).sum()) or 1.0
@@ -130,6 +129,11 @@ def _damage(model: "nn.Module", decomps: dict, table: dict, images) -> dict:
             finally:
                 _layers.replace(model, name, original)
     return damage
+
+
+def damage_images(images: np.ndarray) -> np.ndarray:
+    """The calibration images the damage estimate runs on: 8 2D images, or 2 3D volumes (each forward per candidate)."""
+    return images[:8 if images.ndim == 4 else 2]
 
 
 def _compressed(model: "nn.Module", decomps: dict, chosen: dict) -> "nn.Module":

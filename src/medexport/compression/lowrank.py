@@ -8,9 +8,9 @@ swap the dense chains in. A new method is a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from typing import TYPE_CHECKING
 
 from medexport.compression import _layers
 from medexport.compression._registry import register_pass

@@ -133,7 +133,7 @@ def validate(reference, runner, data, config: BuildConfig, artifact: str | None 
 
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)
     result = validate_against(reference, runner, data, rails, artifact=artifact or config.target)
-    if config.compress and config.prune_rollback:
+    if config.compress and config.prune_rollback and _family(config) == "pruning":
         result["note"] = ("the guard-railed compression search chose its steps on these same images, so this check "
                           "is not independent: confirm on other labelled images with `medexport validate --data`")
     return result
@@ -177,6 +177,7 @@ def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     """Replace ``loaded.module`` by its compressed copy; return the pass record."""
     from medexport.compression import get_pass, parse_budget
 
+    check_compress_options(config)
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
     compression = get_pass(config.compress)
@@ -189,6 +190,28 @@ def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
                                               calibration=_compression_images(loaded, config, compression))
     loaded.module, record = compression.apply(loaded.module, (1, *loaded.input_shape[1:]), pass_config)
     return record.to_dict()
+
+
+def _family(config: BuildConfig) -> str:
+    from medexport.compression import get_pass
+
+    return get_pass(config.compress).family
+
+
+def check_compress_options(config: BuildConfig) -> None:
+    """InputError for options the chosen pass family would ignore, rather than silently dropping them."""
+    defaults = BuildConfig.__dataclass_fields__
+    if _family(config) == "pruning":
+        ignored = ["--latency"] if config.compress_latency is not None else []
+    else:
+        given = {"--rollback": config.prune_rollback,
+                 "--iterative": config.prune_steps != defaults["prune_steps"].default,
+                 "--scope": config.prune_scope != defaults["prune_scope"].default,
+                 "--max-ratio": config.prune_max_ratio != defaults["prune_max_ratio"].default}
+        ignored = [name for name, used in given.items() if used]
+    if ignored:
+        raise InputError(f"{', '.join(ignored)} do(es) not apply to {config.compress} ({_family(config)} pass); "
+                         "drop the option or choose a pass that uses it")
 
 
 def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -> np.ndarray | None:
@@ -219,7 +242,8 @@ def prune_config(loaded: LoadedModel, config: BuildConfig, needs_calibration: bo
                              "or use a reference model")
     return PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude), scope=config.prune_scope,
                        max_ratio=config.prune_max_ratio, steps=config.prune_steps, calibration=calibration,
-                       heldout=heldout, rails=GuardRails(config.max_overall_drop, config.max_class_drop))
+                       heldout=heldout,
+                       rails=GuardRails(config.max_overall_drop, config.max_class_drop) if config.prune_rollback else None)
 
 
 def original_runner(loaded: LoadedModel, original, fallback):

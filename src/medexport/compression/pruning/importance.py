@@ -70,13 +70,12 @@ def normalised(scores: "torch.Tensor") -> "torch.Tensor":
 
 def _consumer_statistics(graph: "DependencyGraph", images, batch_size: int) -> dict[int, "torch.Tensor"]:
     """``{id(module): mean|a| + std(a) per input channel}`` for every consumer in ``graph``."""
-    import numpy as np
-    import torch
+    from medexport.compression._hooks import each_input
 
     sums: dict[int, list] = {}
 
-    def hook(module, inputs):
-        x = inputs[0].detach().double()
+    def visit(module, x):
+        x = x.double()
         dims = [0] + list(range(2, x.dim()))
         n = x.numel() // x.shape[1]
         acc = sums.setdefault(id(module), [0, 0.0, 0.0, 0.0])
@@ -85,15 +84,7 @@ def _consumer_statistics(graph: "DependencyGraph", images, batch_size: int) -> d
         acc[2] = acc[2] + x.sum(dims)
         acc[3] = acc[3] + x.pow(2).sum(dims)
 
-    modules = {id(m.module): m.module for m in graph.members if m.role == "in"}
-    handles = [m.register_forward_pre_hook(hook) for m in modules.values()]
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                graph.root(torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], np.float32)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    each_input(graph.root, [m.module for m in graph.members if m.role == "in"], images, visit, batch_size)
     out = {}
     for key, (n, abs_sum, total, squares) in sums.items():
         mean = total / n

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from medexport.compression._hooks import each_input
 from medexport.compression._registry import register_pass
 from medexport.compression.pruning import importance as scores
 from medexport.compression.pruning.prune import PrunePass, PrunePlan, lowest
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 _IMAGES = 16  # calibration images used for merging statistics
 _POSITIONS = 512  # sampled spatial positions per image and layer
 _ROWS = 16384  # regression rows for a hybrid filter
+_MIN_SCALE = 1e-6  # |gamma / sqrt(var + eps)| below this: the survivor keeps its medoid filter
 
 
 class MergePass(PrunePass):
@@ -110,13 +114,12 @@ class MergePass(PrunePass):
 
 def _sample_inputs(graph: "DependencyGraph", members: list["Member"], images) -> dict[int, "torch.Tensor"]:
     """``{id(module): (samples, channels)}`` inputs of ``members``' modules at fixed random positions."""
-    import numpy as np
     import torch
 
     found: dict[int, list] = {}
 
-    def hook(module, inputs):
-        x = inputs[0].detach().double()
+    def visit(module, x):
+        x = x.double()
         if x.dim() > 2:
             flat = x.flatten(2)  # (N, C, S)
             g = torch.Generator().manual_seed(flat.shape[2])
@@ -124,14 +127,7 @@ def _sample_inputs(graph: "DependencyGraph", members: list["Member"], images) ->
             x = flat[:, :, idx].permute(0, 2, 1).reshape(-1, flat.shape[1])
         found.setdefault(id(module), []).append(x)
 
-    modules = {id(m.module): m.module for m in members}
-    handles = [m.register_forward_pre_hook(hook) for m in modules.values()]
-    try:
-        with torch.no_grad():
-            graph.root(torch.from_numpy(np.ascontiguousarray(images, np.float32)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    each_input(graph.root, [m.module for m in members], images, visit)
     return {k: torch.cat(v) for k, v in found.items()}
 
 
@@ -185,7 +181,12 @@ def _absorb(member: "Member", graph: "DependencyGraph", survivor: int, parents: 
 
 
 def _hybrid_filters(graph: "DependencyGraph", chosen: PrunePlan, images) -> set[int]:
-    """Re-synthesise each eligible survivor's filter to output the max of its cluster's outputs."""
+    """Re-synthesise each eligible survivor's filter to output the max of its cluster's outputs.
+
+    A survivor whose norm scale is (near) zero -- a slimmed or zero-initialised BatchNorm -- cannot be
+    mapped back to pre-norm coordinates, and a fit that is not finite is not written: both keep the
+    medoid (the survivor is left out of the returned set).
+    """
     from torch import nn
 
     done = set()
@@ -205,10 +206,10 @@ def _hybrid_filters(graph: "DependencyGraph", chosen: PrunePlan, images) -> set[
         plans.setdefault(id(conv), (producers[0], norm, []))[2].append((survivor, parents))
     if not plans:
         return done
-    inputs = _sample_producer_inputs([p[0] for p in plans.values()], graph, images)
+    samples = _sample_producer_patches([p[0] for p in plans.values()], graph, images)
     for key, (producer, norm, merges) in plans.items():
         conv = producer.module
-        patches, outputs = _patches_and_outputs(conv, inputs[key])
+        patches, outputs = samples[key]
         post = _normalise(outputs, norm)
         for survivor, parents in merges:
             k = producer.labels.index(next(lab for lab in producer.labels if graph.find(lab) == survivor))
@@ -216,10 +217,13 @@ def _hybrid_filters(graph: "DependencyGraph", chosen: PrunePlan, images) -> set[
                              for p in parents]
             target = post[:, members].max(dim=1).values
             if norm is not None:  # back to the survivor's pre-norm coordinates
-                scale = norm.weight.detach().double()[k] / (norm.running_var.double()[k] + norm.eps).sqrt()
-                target = (target - norm.bias.detach().double()[k]) / scale + norm.running_mean.double()[k]
-            _fit_filter(conv, norm, k, patches, target)
-            done.add(survivor)
+                gamma, beta = _affine(norm)
+                scale = float(gamma[k] / (norm.running_var.double()[k] + norm.eps).sqrt())
+                if abs(scale) < _MIN_SCALE:
+                    continue
+                target = (target - beta[k]) / scale + norm.running_mean.double()[k]
+            if _fit_filter(conv, norm, k, patches, target):
+                done.add(survivor)
     return done
 
 
@@ -230,59 +234,71 @@ def _plain_conv(module) -> bool:
             and module.padding_mode == "zeros" and isinstance(module.padding, tuple))
 
 
-def _sample_producer_inputs(producers: list["Member"], graph: "DependencyGraph", images) -> dict:
-    import numpy as np
-    import torch
+def _sample_producer_patches(producers: list["Member"], graph: "DependencyGraph", images) -> dict:
+    """``{id(conv): (patches, outputs)}`` at sampled output positions, taken while the images run through."""
+    found: dict[int, tuple] = {}
 
-    found: dict[int, "torch.Tensor"] = {}
+    def visit(module, x):
+        found[id(module)] = _patches_and_outputs(module, x)
 
-    def hook(module, inputs):
-        found[id(module)] = inputs[0].detach().double()
-
-    handles = [p.module.register_forward_pre_hook(hook) for p in producers]
-    try:
-        with torch.no_grad():
-            graph.root(torch.from_numpy(np.ascontiguousarray(images, np.float32)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    each_input(graph.root, [p.module for p in producers], images, visit)
     return found
 
 
 def _patches_and_outputs(conv, x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """(rows, Cin*K) input patches and (rows, Cout) conv outputs at the same sampled output positions.
+    """(rows, Cin*K) float64 input patches and (rows, Cout) conv outputs at up to ``_ROWS`` sampled output positions.
 
-    Patches come from a convolution with one-hot kernels, so stride, padding and dilation are exactly
-    the layer's own, in 2D and 3D alike.
+    The positions are drawn first and only their patches are gathered (stride, padding and dilation
+    the layer's own, 1D to 3D alike), so memory is ``_ROWS`` x Cin*K whatever the volume size.
     """
     import torch
     import torch.nn.functional as F
 
     kernel = conv.weight.shape[2:]
-    n_in = conv.weight.shape[1]
-    size = n_in * int(torch.tensor(kernel).prod())
-    eye = torch.eye(size, dtype=torch.float64).reshape(size, n_in, *kernel)
-    op = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel)]
-    with torch.no_grad():
-        patches = op(x, eye, None, conv.stride, conv.padding, conv.dilation)
-        outputs = op(x, conv.weight.double(), None if conv.bias is None else conv.bias.double(), conv.stride,
-                     conv.padding, conv.dilation)
-    rows = patches.flatten(2).permute(0, 2, 1).reshape(-1, size)
-    out = outputs.flatten(2).permute(0, 2, 1).reshape(-1, outputs.shape[1])
-    g = torch.Generator().manual_seed(len(rows))
-    idx = torch.randperm(len(rows), generator=g)[:_ROWS]
-    return rows[idx], out[idx]
+    dims = len(kernel)
+    padded = F.pad(x, [p for pad in reversed(conv.padding) for p in (pad, pad)])
+    spatial = padded.shape[2:]
+    out = [(spatial[i] - conv.dilation[i] * (kernel[i] - 1) - 1) // conv.stride[i] + 1 for i in range(dims)]
+    total = len(x) * int(np.prod(out))
+    g = torch.Generator().manual_seed(total)
+    flat = torch.randperm(total, generator=g)[:_ROWS]
+    coords = np.unravel_index(flat.numpy(), (len(x), *out))
+    index = [torch.from_numpy(coords[0]).reshape(-1, *([1] * dims))]
+    for i in range(dims):  # each axis: sampled output position * stride + kernel offset * dilation
+        shape = [-1] + [1] * dims
+        shape[1 + i] = kernel[i]
+        start = torch.from_numpy(coords[1 + i]) * conv.stride[i]
+        index.append((start[:, None] + torch.arange(kernel[i]) * conv.dilation[i]).reshape(shape))
+    channels_last = padded.movedim(1, -1)  # (N, *spatial, Cin)
+    gathered = channels_last[tuple(index)]  # (rows, *kernel, Cin)
+    rows = gathered.movedim(-1, 1).reshape(len(flat), -1).double()  # the weight's (Cin, *kernel) order
+    weight = conv.weight.detach().double().reshape(conv.weight.shape[0], -1)
+    outputs = rows @ weight.T
+    if conv.bias is not None:
+        outputs = outputs + conv.bias.detach().double()
+    return rows, outputs
+
+
+def _affine(norm) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """The norm's per-channel (gamma, beta) in float64; ones and zeros for ``affine=False``."""
+    import torch
+
+    if norm.weight is None:
+        ones = torch.ones_like(norm.running_var, dtype=torch.float64)
+        return ones, torch.zeros_like(ones)
+    return norm.weight.detach().double(), norm.bias.detach().double()
 
 
 def _normalise(outputs: "torch.Tensor", norm) -> "torch.Tensor":
     if norm is None:
         return outputs
-    scale = norm.weight.detach().double() / (norm.running_var.double() + norm.eps).sqrt()
-    return (outputs - norm.running_mean.double()) * scale + norm.bias.detach().double()
+    gamma, beta = _affine(norm)
+    scale = gamma / (norm.running_var.double() + norm.eps).sqrt()
+    return (outputs - norm.running_mean.double()) * scale + beta
 
 
-def _fit_filter(conv, norm, k: int, patches: "torch.Tensor", target: "torch.Tensor") -> None:
-    """Ridge least squares for filter ``k`` and an intercept onto ``target``.
+def _fit_filter(conv, norm, k: int, patches: "torch.Tensor", target: "torch.Tensor") -> bool:
+    """Ridge least squares for filter ``k`` and an intercept onto ``target``; False (nothing written) if not finite.
 
     The intercept goes into the conv's bias, or, for a bias-free conv, into the following norm's running
     mean (the same shift); with neither it is not fitted.
@@ -294,12 +310,15 @@ def _fit_filter(conv, norm, k: int, patches: "torch.Tensor", target: "torch.Tens
     gram = design.T @ design
     ridge = 1e-6 * float(gram.diagonal().mean()) * torch.eye(len(gram), dtype=gram.dtype)
     solution = torch.linalg.solve(gram + ridge, design.T @ target)
+    if not bool(torch.isfinite(solution).all()):
+        return False
     with torch.no_grad():
         if conv.bias is not None:
             conv.bias[k] = solution[-1].to(conv.bias.dtype)
         elif intercept:
             norm.running_mean[k] -= solution[-1].to(norm.running_mean.dtype)
         conv.weight[k] = solution[:conv.weight[k].numel()].reshape(conv.weight.shape[1:]).to(conv.weight.dtype)
+    return True
 
 
 @register_pass("merge")

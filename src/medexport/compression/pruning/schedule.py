@@ -13,7 +13,9 @@
 
     small, record = run_schedule(get_pass("prune-l2"), model, (1, 1, 128, 128),
                                  PruneConfig(ratio=0.5, steps=4, heldout=data, rails=GuardRails(1, 3)))
-    record.skipped   # {"model.0.residual": "locked by guard rails at step 2/4: class 'grey_matter' dice ..."}
+    record.skipped   # {"model.0.residual": "locked by guard rails at step 1/4: ..."}: locked before losing a channel
+    record.layers[0].note  # "1 step(s); locked by guard rails at step 2/4: class 'grey_matter' dice ...": locked
+                           # after a successful step, so it is a pruned group and its lock is in its note
 """
 from __future__ import annotations
 

@@ -210,7 +210,8 @@ def check_compress_options(config: BuildConfig) -> None:
                  "--max-ratio": config.prune_max_ratio != defaults["prune_max_ratio"].default}
         ignored = [name for name, used in given.items() if used]
     if ignored:
-        raise InputError(f"{', '.join(ignored)} do(es) not apply to {config.compress} ({_family(config)} pass); "
+        verb = "is" if len(ignored) == 1 else "are"
+        raise InputError(f"{', '.join(ignored)} {verb} not used by {config.compress} (a {_family(config)} pass); "
                          "drop the option or choose a pass that uses it")
 
 

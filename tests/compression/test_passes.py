@@ -29,7 +29,8 @@ def test_full_rank_factorization_reproduces_the_output(nets, net, method):
     assert len(record.layers) >= 4   # brain-tissue-unet2d has 4 Conv2d (and 3 ConvTranspose2d spatial SVD skips)
     ref, out = _run(model, shape), _run(small, shape)
     assert out.shape == ref.shape
-    assert (out - ref).abs().max().item() < 1e-4
+    # float32 round-off grows with the logits (about 25 on the 32-256 channel reference U-Net)
+    assert (out - ref).abs().max().item() < 1e-4 + 1e-5 * ref.abs().max().item()
     assert max(layer.weight_error for layer in record.layers) < 1e-5
 
 

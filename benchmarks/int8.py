@@ -58,7 +58,8 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     from medexport.benchmarks import measure_latency
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
-    from medexport.evaluation.validation import reference_data, validate_against
+    from medexport.evaluation import evaluate
+    from medexport.evaluation.validation import reference_data
     from medexport.exporter import export_onnx
     from medexport.exporter.fp16 import to_fp16
     from medexport.runtimes.onnxruntime import Runner as OrtRunner
@@ -97,6 +98,8 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
         for label, runner in order if round_no % 2 == 0 else order[::-1]:
             times[label].append(measure_latency(runner.infer, batch, warmup=5, iterations=30, min_seconds=0.5).median_ms)
     data, rails = reference_data(ref), GuardRails(1.0, 3.0)
+    common = {"task": data.task, "classes": list(data.classes), "roi_size": data.roi_size, "spacing": data.spacing}
+    reference, _ = evaluate(runners["ORT FP32"], data.images, data.labels, **common)   # scored once, not per row
     lines = [f"\n### {ref.name} {tuple(ref.input_shape)}: {rounds} rounds, calibration {len(calibration)} images "
              f"({method}, ours {calib_s:.1f} s, NNCF {nncf_s:.1f} s), {quant.quantized_nodes} int8 nodes", "",
              "| variant | median ms | speed-up vs same-runtime FP32 | vs original OpenVINO FP32 | guard rails vs ORT FP32 "
@@ -107,11 +110,12 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
         same = "ORT FP32" if label.startswith("ORT") else "OpenVINO FP32"
         if label.startswith("pruned"):
             same = label.split(" / ")[0] + " / OpenVINO FP32"
-        verdict = validate_against(runners["ORT FP32"], runner, data, rails, artifact=label)["guard_rails"]
-        worst = min((r["delta_points"] for r in verdict["rows"] if r["scope"] == "class"), default=float("nan"))
+        verdict = rails.check(reference, evaluate(runner, data.images, data.labels, **common)[0], artifact=label)
+        worst = min((r["delta_points"] for r in verdict.to_dict()["rows"] if r["scope"] == "class"),
+                    default=float("nan"))
         lines.append(f"| {label} | {medians[label]:.2f} | {medians[same] / medians[label]:.2f}x | "
                      f"{medians['OpenVINO FP32'] / medians[label]:.2f}x | "
-                     f"{'held' if verdict['passed'] else 'BROKEN'} | {worst:+.2f} |")
+                     f"{'held' if verdict.passed else 'BROKEN'} | {worst:+.2f} |")
     for runner in runners.values():
         runner.close()
     return "\n".join(lines)

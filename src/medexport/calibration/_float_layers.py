@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
-from medexport.calibration._graph import OnnxGraph
+from medexport.calibration._graph import OnnxGraph, drop_unread_initializers
 
 if TYPE_CHECKING:
     import onnx
@@ -85,7 +85,4 @@ def _drop_unread_qdq(model: "onnx.ModelProto") -> None:
             break
         for node in dead:
             graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input} | outputs
-    unused = [init for init in graph.initializer if init.name not in read]
-    for init in unused:
-        graph.initializer.remove(init)
+    drop_unread_initializers(graph)

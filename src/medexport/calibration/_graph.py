@@ -133,5 +133,13 @@ def quantized_nodes(graph: OnnxGraph, excluded=()) -> list:
     (A layer kept in float may still read a DQ: the quantized output of the layer before it.)
     """
     dq_outputs = {o for n in graph.nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    excluded = set(excluded)
     return [n for n in graph.nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-            and n.name not in set(excluded) and any(i in dq_outputs for i in n.input)]
+            and n.name not in excluded and any(i in dq_outputs for i in n.input)]
+
+
+def drop_unread_initializers(graph) -> None:
+    """Remove the initializers of an ONNX ``GraphProto`` that no node and no graph output reads."""
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medexport.calibration._concat_scales import concat_groups
-from medexport.calibration._graph import OnnxGraph
+from medexport.calibration._graph import OnnxGraph, drop_unread_initializers
 
 if TYPE_CHECKING:
     import onnx
@@ -50,7 +50,5 @@ def unsigned_activations(model: "onnx.ModelProto") -> int:
             del node.input[1:]
             node.input.extend(names)
         changed += 1
-    read = {name for node in model.graph.node for name in node.input}
-    for init in [i for i in model.graph.initializer if i.name not in read]:
-        model.graph.initializer.remove(init)
+    drop_unread_initializers(model.graph)
     return changed

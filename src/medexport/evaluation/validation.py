@@ -84,8 +84,9 @@ def user_data(data_path: str | Path, labels_path: str | Path | None, input_shape
         images, labels = dataset.images, dataset.labels
     if labels.min() < 0 or labels.max() >= len(names):
         raise DataError(f"labels run from {labels.min()} to {labels.max()}, but there are {len(names)} classes")
-    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]
-    return LabelledData(images, labels, task, names, f"{len(images)} user images (sha256 {digest})",
+    digest = hashlib.sha256(images.tobytes())
+    digest.update(labels.tobytes())
+    return LabelledData(images, labels, task, names, f"{len(images)} user images (sha256 {digest.hexdigest()[:16]})",
                         roi_size=ref.roi_size if ref else None, spacing=ref.spacing if ref else None)
 
 

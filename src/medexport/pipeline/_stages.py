@@ -12,7 +12,7 @@ from typing import Callable, ContextManager
 
 import numpy as np
 
-from medexport.errors import InputError, MedexportError
+from medexport.errors import DataError, InputError, MedexportError
 from medexport.loading import LoadedModel
 from medexport.pipeline.config import BuildConfig
 
@@ -141,9 +141,7 @@ def validate(reference, runner, data, config: BuildConfig, artifact: str | None 
 
 def compress_label(config: BuildConfig) -> str:
     """The compress stage's progress label: the pass and the target it is asked to meet."""
-    from medexport.compression import get_pass
-
-    if get_pass(config.compress).family == "pruning":
+    if _family(config) == "pruning":
         return f"compress ({config.compress} ratio {config.prune_ratio})"
     if config.compress_latency is not None:
         return f"compress ({config.compress} latency {config.compress_latency} on {config.compress_backend})"
@@ -158,8 +156,6 @@ def raise_guard_rail(rails: dict) -> None:
 
 def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int) -> tuple[np.ndarray, dict]:
     """Real calibration images: the user's folder, or the reference model's bundled training-side images."""
-    from medexport.errors import DataError
-
     if calib is not None:
         from medexport.calibration import PreprocessSpec, load_images
 
@@ -217,8 +213,6 @@ def check_compress_options(config: BuildConfig) -> None:
 
 def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -> np.ndarray | None:
     """Real images for a data-aware pass (required) or the latency allocator's sensitivities (else weight error)."""
-    from medexport.errors import DataError
-
     if not compression.needs_calibration and config.compress_latency is None:
         return None
     try:

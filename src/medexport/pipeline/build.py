@@ -15,10 +15,9 @@ from typing import Any
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, compress_label,
-                                        export, external_data, labelled_data, original_runner, parity_inputs, profile_cost,
-                                        ir_result, quantize, quiet_stage, raise_guard_rail, reference_runner,
-                                        reject_on_failure,
-                                        run_batched, validate)
+                                        export, external_data, ir_result, labelled_data, original_runner,
+                                        parity_inputs, profile_cost, quantize, quiet_stage, raise_guard_rail,
+                                        reference_runner, reject_on_failure, run_batched, validate)
 from medexport.pipeline.config import BuildConfig
 from medexport.pipeline.manifest import write_manifest, write_reports
 from medexport.runtimes._registry import get_backend, make_builder, open_runner

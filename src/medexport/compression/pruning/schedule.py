@@ -136,8 +136,9 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     from medexport.compression.record import PassRecord
     from medexport.graph import capture, profile
 
-    before = profile(capture(model, input_shape))
-    graph = analyze(capture(model, input_shape), model)
+    captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
+    before = profile(captured)
+    graph = analyze(captured, model)
     final, skipped = allocate(graph, config, prune.importance_for(config), {c.name: c.macs for c in before.layers})
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
@@ -159,8 +160,10 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
                     locked[name] = f"locked by guard rails at step {step}/{config.steps}: {log[-1]['message']}"
         else:
             done_steps.update(dict.fromkeys(targets, step))
-    after = profile(capture(model, input_shape))
-    records = _group_records(prune.name, model, input_shape, original, members, before, after, done_steps, locked)
+    captured = capture(model, input_shape)
+    after = profile(captured)
+    now = {g.name: g.channels for g in analyze(captured, model).groups}
+    records = _group_records(prune.name, now, original, members, before, after, done_steps, locked)
     skipped.update({n: r for n, r in locked.items() if not any(g.name == n for g in records)})
     record = PassRecord(prune.name, config.to_dict(), before.macs, after.macs, records, skipped)
     record.log = log
@@ -183,14 +186,12 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
     return (candidate, True) if result.passed else (model, False)
 
 
-def _group_records(method: str, model: "nn.Module", input_shape, original: dict[str, int],
+def _group_records(method: str, now: dict[str, int], original: dict[str, int],
                    members: dict[str, tuple[str, ...]], before, after, done_steps: dict[str, int],
                    locked: dict[str, str]) -> list:
-    """One GroupRecord per group that lost channels: original vs final width and its layers' MACs."""
+    """One GroupRecord per group that lost channels: original vs final width (``now``) and its layers' MACs."""
     from medexport.compression.pruning.prune import GroupRecord
-    from medexport.graph import capture
 
-    now = {g.name: g.channels for g in analyze(capture(model, input_shape), model).groups}
     macs_before = {c.name: c.macs for c in before.layers}
     macs_after = {c.name: c.macs for c in after.layers}
     records = []

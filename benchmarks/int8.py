@@ -3,7 +3,7 @@
 and the calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
-                              [--prune prune-l2:0.1,0.25,0.5] [--search] [--calib256]
+                              [--prune prune-l2:0.1,0.25,0.5] [--search] [--finetune STEPS] [--calib256]
 
 For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's bundled
 calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the same images.
@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--search", action="store_true",
                         help="prune as a user would: 4 iterative steps, capped global ranking, every step guard-railed "
                              "on the held-out images with rollback (default: one-shot, no guard rails)")
+    parser.add_argument("--finetune", type=int, default=0,
+                        help="fine-tune every compressed model this many steps by distillation from the original on "
+                             "its calibration images (medexport's --finetune)")
     parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
     args = parser.parse_args()
     from medexport.zoo import get_model
@@ -48,13 +51,14 @@ def main() -> None:
             print(f"\n{name}: not trained yet (no weights/data in the zoo), skipped", file=sys.stderr)
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            print(_bench_model(ref, Path(tmp), args.rounds, args.method, args.prune, args.search), flush=True)
+            print(_bench_model(ref, Path(tmp), args.rounds, args.method, args.prune, args.search, args.finetune),
+                  flush=True)
     if args.calib256:
         with tempfile.TemporaryDirectory() as tmp:
             print(_calibration_time(Path(tmp), args.method))
 
 
-def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool) -> str:
+def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool, finetune: int) -> str:
     from medexport.benchmarks import measure_latency
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
@@ -90,7 +94,7 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     for spec in filter(None, prune.split(";")):
         method_name, ratios = spec.split(":")
         for ratio in ratios.split(","):
-            runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method, search))
+            runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method, search, finetune))
     batch = real_inputs(tuple(ref.input_shape), 1)   # a real image at the model input size (3D: a crop)
     times: dict[str, list[float]] = {k: [] for k in runners}
     for round_no in range(rounds):   # every other round in reverse: no variant always runs after the same one
@@ -121,8 +125,9 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     return "\n".join(lines)
 
 
-def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, method: str, search: bool) -> dict:
-    """The pruned model on OpenVINO in FP32 and on our QDQ ONNX (no fine-tuning after pruning)."""
+def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, method: str, search: bool,
+                finetune: int) -> dict:
+    """The pruned model (fine-tuned by distillation if ``finetune`` steps) on OpenVINO in FP32 and on our QDQ ONNX."""
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.compression import get_pass
     from medexport.compression.pruning import PruneConfig
@@ -136,10 +141,15 @@ def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, met
         config = PruneConfig(ratio=ratio, calibration=calibration, steps=4, scope="global",
                              heldout=reference_data(ref), rails=GuardRails(1.0, 3.0))
     pruned, _ = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), config)
+    if finetune:
+        from medexport.finetune import DistillConfig, distill
+
+        pruned, _ = distill(pruned, ref.build(), calibration, DistillConfig(steps=finetune))
     path = export_onnx(pruned, ref.input_shape, tmp / f"pruned{ratio}.onnx").path
     qdq = quantize_qdq(path, calibration, tmp / f"pruned{ratio}.int8.qdq.onnx",
                        QuantConfig(method=method, layout="openvino")).path   # the OpenVINO target's default layout
-    label = f"pruned {method_name} {ratio:g}{' (guard-railed search)' if search else ''}"
+    label = (f"pruned {method_name} {ratio:g}{' (guard-railed search)' if search else ''}"
+             f"{f' + {finetune} fine-tuning steps' if finetune else ''}")
     return {f"{label} / OpenVINO FP32": OvRunner(path),
             f"{label} / OpenVINO on our QDQ ONNX (openvino layout)": OvRunner(qdq, precision="int8")}
 

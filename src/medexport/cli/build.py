@@ -35,12 +35,13 @@ from medexport.runtimes._registry import TARGETS
               help="int8: one QDQ ONNX calibrated on real images, built for the target. fp16: FP16 ONNX "
                    "(ONNX Runtime, TensorRT) or FP16 IR + f16 hint (OpenVINO).")
 @int8_engine_options
-@click.option("--calib", default=None, help="Calibration images for int8 (default: the reference model's bundled ones).")
+@click.option("--calib", default=None,
+              help="Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True)
 def command(method, budget, compress_latency, compress_backend, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
-            prune_rollback, exclude_layer, data_path, labels_path, task, classes, target, device,
+            prune_rollback, finetune_steps, exclude_layer, data_path, labels_path, task, classes, target, device,
             out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
             **model_kw) -> None:
@@ -52,7 +53,7 @@ def command(method, budget, compress_latency, compress_backend, prune_ratio, pru
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
                          compress=method, budget=budget, prune_ratio=prune_ratio, prune_steps=prune_steps,
-                         prune_scope=prune_scope, prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback,
+                         prune_scope=prune_scope, prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback, finetune_steps=finetune_steps,
                          compress_latency=compress_latency, compress_backend=compress_backend,
                          compress_exclude=tuple(exclude_layer),
                          data=data_path, labels=labels_path, task=task,
@@ -94,7 +95,13 @@ def _summary(out, report: dict, out_dir: Path) -> None:
     latency = report.get("latency")
     if latency:
         art = latency[report["target"]]
-        ratio = f"{latency['speedup_vs_reference']}x the reference"
+        target = report["target"]
+        ratios = [f"{latency['speedup_vs_reference']}x the {next(k for k in latency if k.startswith('reference'))}"]
+        if "speedup_vs_fp32" in latency:
+            ratios.append(f"{latency['speedup_vs_fp32']}x {target} FP32")
+        if "speedup_vs_original" in latency:
+            ratios.append(f"{latency['speedup_vs_original']}x the uncompressed original on {target} FP32")
+        ratio = ", ".join(ratios)
         if latency.get("warning"):
             ratio += " (unreliable: the machine was busy)"
         out.print(f"latency: median {art['median_ms']:.2f} ms, p90 {art['p90_ms']:.2f} ms, p99 {art['p99_ms']:.2f} ms "

@@ -188,6 +188,25 @@ def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     return record.to_dict()
 
 
+def finetune_label(config: BuildConfig) -> str:
+    return f"fine-tune ({config.finetune_steps} steps of distillation from the original)"
+
+
+def finetune(loaded: LoadedModel, original, config: BuildConfig) -> dict:
+    """Distil the compressed ``loaded.module`` from ``original`` on the calibration images (the user's --calib, else
+    the reference model's training-side images; never the held-out images the guard rails judge on)."""
+    from medexport.finetune import DistillConfig, distill
+
+    images, source = calibration_images(loaded, config.calib, config.calib_samples)
+    loaded.module, record = distill(loaded.module, original, images, DistillConfig(steps=config.finetune_steps),
+                                    progress=True)
+    result = {**record.to_dict(), "data": source}
+    if config.calib is not None and config.data is not None and Path(config.calib).resolve() == Path(config.data).resolve():
+        result["note"] = ("fine-tuned on the same images the guard rails validate on (--calib = --data): the "
+                          "validation is not independent")
+    return result
+
+
 def _family(config: BuildConfig) -> str:
     from medexport.compression import get_pass
 

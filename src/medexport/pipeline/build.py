@@ -15,7 +15,7 @@ from typing import Any
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, compress_label,
-                                        export, external_data, ir_result, labelled_data, original_runner,
+                                        export, external_data, finetune, finetune_label, ir_result, labelled_data, original_runner,
                                         parity_inputs, profile_cost, quantize, quiet_stage, raise_guard_rail,
                                         reference_runner, reject_on_failure, run_batched, validate)
 from medexport.pipeline.config import BuildConfig
@@ -62,6 +62,9 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     if config.compress:
         with timed(compress_label(config)):
             report.data["compression"] = compress(loaded, config)
+        if config.finetune_steps:
+            with timed(finetune_label(config)):
+                report.data["finetune"] = finetune(loaded, original, config)
     if loaded.module is not None:
         with timed("profile"):
             report.data["profile"] = profile_cost(loaded)["totals"]
@@ -132,7 +135,8 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
                 reject_on_failure(result.files, onnx_path, lambda: raise_guard_rail(rails))
         if config.latency:
             with timed("latency"):
-                report.data["latency"] = _latency(runner, reference, loaded, config, onnx_path)
+                report.data["latency"] = _latency(runner, reference, loaded, config, onnx_path,
+                                                  original if original is not loaded.module else None)
     finally:
         runner.close()
 
@@ -159,7 +163,9 @@ def _timer(report: BuildReport, stage: Stage):
 SAME_RUNTIME_FP32 = ("onnxruntime", "openvino")
 
 
-def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig, onnx_path: Path) -> dict:
+def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig, onnx_path: Path, original=None) -> dict:
+    """The artifact's latency, and its speed-up over the torch reference, over FP32 of the same model on the same
+    runtime (reduced precision) and over the uncompressed ``original`` in FP32 on the same runtime (compression)."""
     from medexport.benchmarks import busy_warning, measure_latency
     from medexport.zoo.samples import real_inputs
 
@@ -184,5 +190,24 @@ def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig, onnx_p
             hint = " (try --int8-layout ort-u8s8)" if config.target == "onnxruntime" and config.precision == "int8" else ""
             warnings.append(f"the {config.precision.upper()} artifact ran slower than {config.target} FP32 on this "
                             f"machine ({out['speedup_vs_fp32']}x){hint}")
+    if original is not None and config.target in SAME_RUNTIME_FP32:
+        with _original_runner(original, loaded, config) as fp32:
+            before = measure_latency(fp32.infer, batch, **kwargs)
+        out[f"{config.target} FP32 original"] = before.to_dict()
+        out["speedup_vs_original"] = round(before.median_ms / artifact.median_ms, 3)
     out["warning"] = "; ".join(w for w in warnings if w) or None
     return out
+
+
+@contextlib.contextmanager
+def _original_runner(original, loaded: LoadedModel, config: BuildConfig):
+    """The uncompressed model exported to a scratch folder and opened in FP32 on the build's runtime."""
+    import tempfile
+
+    from medexport.exporter.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="medexport-original-") as tmp:
+        path = export_onnx(original, (1, *loaded.input_shape[1:]), Path(tmp) / "original.onnx",
+                           dynamic_batch=config.model.dynamic_batch, simplify=config.simplify).path
+        with open_runner(path, config.target, device=config.device) as runner:
+            yield runner

@@ -49,6 +49,7 @@ class BuildConfig:
     prune_scope: str = "layer"  # pruning/merging: "layer" (uniform) or "global" (capped global ranking)
     prune_max_ratio: float = 0.75  # pruning/merging, global scope: cap per group
     prune_rollback: bool = False  # pruning/merging: guard rails on every step, roll back and lock on a break
+    finetune_steps: int = 0  # after compression: steps of distillation from the original on the calibration images
     data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
     labels: str | None = None
     task: str | None = None
@@ -88,6 +89,11 @@ class BuildConfig:
         if self.accuracy_control and self.int8_engine != "nncf":
             raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
                              "sensitive layers in float until the guard rails hold)")
+        if self.finetune_steps < 0:
+            raise InputError(f"--finetune takes a number of steps (0: off), got {self.finetune_steps}")
+        if self.finetune_steps and not self.compress:
+            raise InputError("--finetune recovers a compressed model's accuracy; add a compression method "
+                             "(--compress for build, --method for compress)")
         if self.calib_samples < 1:
             raise InputError("--calib-samples must be at least 1")
         if not self.model.dynamic_batch and self.latency_batch != 1:
@@ -105,5 +111,5 @@ class BuildConfig:
                                 "latency": self.compress_latency, "latency_backend": self.compress_backend,
                                 "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,
                                 "prune_scope": self.prune_scope, "prune_max_ratio": self.prune_max_ratio,
-                                "prune_rollback": self.prune_rollback}
+                                "prune_rollback": self.prune_rollback, "finetune_steps": self.finetune_steps}
                 if self.compress else None}

@@ -7,8 +7,8 @@ from medexport._io import write_json
 from medexport.errors import InputError
 from medexport.loading import load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compress, compress_label, export,
-                                        labelled_data, original_runner, parity_inputs, quiet_stage, reference_runner,
-                                        run_batched, validate)
+                                        finetune, finetune_label, labelled_data, original_runner, parity_inputs,
+                                        quiet_stage, reference_runner, run_batched, validate)
 from medexport.pipeline.config import BuildConfig
 
 
@@ -103,6 +103,9 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     original = loaded.module
     with stage(compress_label(config)):
         result: dict[str, Any] = {"compression": compress(loaded, config)}
+    if config.finetune_steps:
+        with stage(finetune_label(config)):
+            result["finetune"] = finetune(loaded, original, config)
     onnx_path = config.out_dir / "model.compressed.onnx"
     with stage("export"):
         result["export"] = export(loaded, onnx_path, config)

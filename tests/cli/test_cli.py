@@ -46,7 +46,8 @@ def test_tensorrt_missing_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-weights", "corrupt-checkpoint", "pickled-checkpoint", "bad-onnx",
-                                  "wrong-shape", "unknown-target", "bad-factory", "onnx-shape-mismatch"])
+                                  "wrong-shape", "unknown-target", "bad-factory", "onnx-shape-mismatch",
+                                  "finetune-without-compression"])
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
     factory = ["--model", "monai.networks.nets:UNet", "--model-kwargs",
                json.dumps({"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
@@ -66,6 +67,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
         args, expect = [*factory, "--input-shape", "1x3x32x32"], "does not run on an input of shape 1x3x32x32"
     elif case == "unknown-target":
         args, expect = ["--target", "tflite"], "unknown target 'tflite'"
+    elif case == "finetune-without-compression":
+        args, expect = ["--finetune", "50"], "--finetune recovers a compressed model"
     elif case == "bad-factory":
         args, expect = ["--model", "no_such_module:make", "--input-shape", "1x1x32x32"], "cannot import model factory"
     else:

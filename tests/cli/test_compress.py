@@ -28,6 +28,19 @@ def test_build_with_compression_validates_against_the_uncompressed_model(tmp_pat
     assert manifest["compression"]["method"] == "tucker" and manifest["compression"]["layers"]
 
 
+def test_pruning_that_breaks_the_rails_holds_them_after_fine_tuning(tmp_path):
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2", prune_ratio=0.5)
+    with pytest.raises(GuardRailError):   # one-shot L2 at 50% loses most of the white matter
+        run_compress(config)
+    config.finetune_steps = 200
+    result = run_compress(config)
+    assert result["validation"]["guard_rails"]["passed"]   # 100 steps measured -1.2 points: broken
+    assert result["compression"]["macs_before"] / result["compression"]["macs_after"] > 3.8
+    tuned = json.loads((tmp_path / "compress.json").read_text())["finetune"]
+    assert tuned["steps"] == 200 and tuned["images"] == 32 and "bundled calibration" in tuned["data"]["source"]
+    assert tuned["loss_last"] < tuned["loss_first"]
+
+
 def test_cli_prunes_the_reference_model_within_the_guard_rails(tmp_path):
     import subprocess
     import sys

@@ -49,11 +49,6 @@ def export(loaded: LoadedModel, onnx_path: Path, config: BuildConfig) -> dict:
                        simplify=config.simplify).to_dict()
 
 
-def external_data(onnx_path: Path) -> list[Path]:
-    data = onnx_path.with_name(onnx_path.name + ".data")
-    return [data] if data.is_file() else []
-
-
 def external_files(onnx_path: Path) -> list[str]:
     """File names an ONNX model keeps its external tensors in."""
     import onnx

@@ -15,7 +15,7 @@ from typing import Any
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, compress_label,
-                                        export, external_data, ir_result, labelled_data, original_runner,
+                                        export, external_files, ir_result, labelled_data, original_runner,
                                         parity_inputs, profile_cost, quantize, quiet_stage, raise_guard_rail,
                                         reference_runner, reject_on_failure, run_batched, validate)
 from medexport.pipeline.config import BuildConfig
@@ -69,7 +69,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     onnx_path = out / ("model.compressed.onnx" if config.compress else "model.onnx")
     with timed("export"):
         report.data["export"] = export(loaded, onnx_path, config)
-    written = [onnx_path, *external_data(onnx_path)]
+    written = [onnx_path, *(onnx_path.parent / name for name in external_files(onnx_path))]
 
     with timed("inputs"):
         inputs, input_source = parity_inputs(loaded, config.parity_samples)

@@ -261,7 +261,7 @@ def quantize(onnx_path: Path, calibration: np.ndarray, data, config: BuildConfig
         return {"quantization": quantize_nncf(onnx_path, calibration, onnx_path.with_name(NNCF_FILENAME),
                                               **control).to_dict()}
     dest = onnx_path.with_name("model.int8.qdq.onnx")
-    quant = QuantConfig(method=config.calib_method, layout=config.int8_layout)
+    quant = QuantConfig(method=config.calib_method, nodes_to_exclude=config.int8_exclude, layout=config.int8_layout)
     if data is None:
         return {"quantization": quantize_qdq(onnx_path, calibration, dest, quant).to_dict()}
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)

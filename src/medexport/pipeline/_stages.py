@@ -193,6 +193,9 @@ def check_compress_options(config: BuildConfig) -> None:
     """InputError for options the chosen pass family would ignore, rather than silently dropping them."""
     defaults = BuildConfig.__dataclass_fields__
     if _family(config) == "pruning":
+        if config.prune_scope != "global" and config.prune_max_ratio != defaults["prune_max_ratio"].default:
+            raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
+                             "(--scope layer removes --ratio from every group)")
         ignored = ["--latency"] if config.compress_latency is not None else []
     else:
         given = {"--rollback": config.prune_rollback,

@@ -3,7 +3,7 @@
     python benchmarks/fp32_backends.py [--rounds 5] [--threads N]
 
 For each model: export once, build for ONNX Runtime and OpenVINO, then alternate the runtimes for
-``--rounds`` rounds (so machine noise hits all of them alike) and report the median of the per-round
+``--rounds`` rounds, every other round in reverse order (so machine noise hits all of them alike) and report the median of the per-round
 medians at batch 1, plus evaluation throughput (held-out images per second through medexport's own
 evaluation, sliding window included) for the reference models. Also times `medexport build` on the
 default model. Prints markdown tables.
@@ -11,7 +11,6 @@ default model. Prints markdown tables.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ def main() -> None:
 
     import torch
 
-    from medexport.benchmarks import busy_warning, environment, measure_latency
+    from medexport.benchmarks import busy_warning, environment, interleaved_medians
     from medexport.exporter import export_onnx
     from medexport.loading import ModelSpec, load_model
     from medexport.runtimes.onnxruntime import Runner as OrtRunner
@@ -72,12 +71,8 @@ def main() -> None:
                        "onnxruntime": OrtRunner(onnx, threads=args.threads),
                        "openvino": OvRunner(xml, threads=args.threads)}
             batch = real_inputs((1, *loaded.input_shape[1:]), 1)
-            medians: dict[str, list[float]] = {k: [] for k in runners}
-            for _ in range(args.rounds):
-                for name, runner in runners.items():
-                    medians[name].append(measure_latency(runner.infer, batch, warmup=3, iterations=20,
-                                                         min_seconds=0.5).median_ms)
-            med = {k: statistics.median(v) for k, v in medians.items()}
+            med = interleaved_medians({k: r.infer for k, r in runners.items()}, batch, rounds=args.rounds, warmup=3,
+                                      iterations=20, min_seconds=0.5)
             latency_rows.append((label, med["torch"], med["onnxruntime"], med["openvino"]))
             if loaded.reference is not None:
                 throughput_rows.append((label, *_throughput(loaded.reference, runners)))

@@ -19,7 +19,6 @@ OpenVINO only).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -59,7 +58,7 @@ def main() -> None:
 
 
 def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool, finetune: int) -> str:
-    from medexport.benchmarks import measure_latency
+    from medexport.benchmarks import interleaved_medians
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
     from medexport.evaluation import evaluate
@@ -96,11 +95,8 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
         for ratio in ratios.split(","):
             runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method, search, finetune))
     batch = real_inputs(tuple(ref.input_shape), 1)   # a real image at the model input size (3D: a crop)
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for round_no in range(rounds):   # every other round in reverse: no variant always runs after the same one
-        order = list(runners.items())
-        for label, runner in order if round_no % 2 == 0 else order[::-1]:
-            times[label].append(measure_latency(runner.infer, batch, warmup=5, iterations=30, min_seconds=0.5).median_ms)
+    medians = interleaved_medians({k: r.infer for k, r in runners.items()}, batch, rounds=rounds, warmup=5,
+                                  iterations=30, min_seconds=0.5)
     data, rails = reference_data(ref), GuardRails(1.0, 3.0)
     common = {"task": data.task, "classes": list(data.classes), "roi_size": data.roi_size, "spacing": data.spacing}
     reference, _ = evaluate(runners["ORT FP32"], data.images, data.labels, **common)   # scored once, not per row
@@ -109,7 +105,6 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
              "| variant | median ms | speed-up vs same-runtime FP32 | vs original OpenVINO FP32 | guard rails vs ORT FP32 "
              "| worst class Δ (points) |",
              "|---|---:|---:|---:|:---:|---:|"]
-    medians = {k: statistics.median(v) for k, v in times.items()}
     for label, runner in runners.items():
         same = "ORT FP32" if label.startswith("ORT") else "OpenVINO FP32"
         if label.startswith("pruned"):

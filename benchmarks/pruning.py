@@ -12,7 +12,8 @@ Two tables, both from one run (rerun it to reproduce them):
 2. **Speed-up** (``--part speedup``): every zoo U-Net and plain MONAI U-Nets (``num_res_units=0``,
    channels 16-128, 2D at 128x128 and 3D at 64^3, random weights: latency does not depend on them)
    pruned to 50% of the channels of every group (prune-l2, one-shot, no guard rails). The original
-   and the pruned model are timed on OpenVINO CPU in alternation for ``--rounds`` rounds; the table
+   and the pruned model are timed on OpenVINO CPU in alternation for ``--rounds`` rounds (every other one
+   reversed); the table
    gives the median of the per-round medians, realized speed-up and realized / ideal, ideal being the
    MACs ratio.
 
@@ -85,16 +86,13 @@ def bench_lock(path: str = "/tmp/bench.lock"):
 
 def side_by_side(runners: list, shape, rounds: int, seconds: float) -> list[float]:
     """Median over rounds of each runner's median latency (ms), runners timed in alternation."""
-    from medexport.benchmarks import measure_latency
+    from medexport.benchmarks import interleaved_medians
 
     sample = np.random.default_rng(0).random(shape, dtype=np.float32)
-    per_round: list[list[float]] = [[] for _ in runners]
     with bench_lock():
-        for _ in range(rounds):
-            for i, runner in enumerate(runners):
-                per_round[i].append(measure_latency(runner.infer, sample, warmup=3, iterations=15,
-                                                    min_seconds=seconds).median_ms)
-    return [statistics.median(times) for times in per_round]
+        medians = interleaved_medians(dict(enumerate(r.infer for r in runners)), sample, rounds=rounds, warmup=3,
+                                      iterations=15, min_seconds=seconds)
+    return list(medians.values())
 
 
 def node_times(onnx_path: Path, shape, threads: int | None) -> list[tuple[str, str, float]]:

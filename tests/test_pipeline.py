@@ -47,3 +47,22 @@ def test_fp16_build_is_held_to_the_guard_rails(target, tmp_path):
         assert report["build"]["artifact"] == "model.fp16.onnx"
     elif "16" not in report["build"].get("inference_precision", ""):
         assert "has no FP16 arithmetic" in report["build"]["note"]   # said, not hidden
+
+
+def test_an_onnx_input_with_external_weights_lists_them_in_the_manifest(tmp_path):
+    """The weights file is found from the proto's own location entries, whatever it is called."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 1, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 32, 32])], [weight])
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src / "conv.onnx"),
+                    save_as_external_data=True, location="conv_weights.bin", size_threshold=0)
+    run_build(BuildConfig(model=ModelSpec(model=str(src / "conv.onnx")), out_dir=tmp_path / "out", latency=False))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {"model.onnx", "conv_weights.bin"} <= set(manifest["files"])

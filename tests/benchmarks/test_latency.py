@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medexport.benchmarks import measure_latency
+from medexport.benchmarks import interleaved_medians, measure_latency
 from medexport.benchmarks.run import bench_artifact, target_for
 from medexport.errors import InputError
 
@@ -17,6 +17,25 @@ def test_harness_percentiles_on_a_known_delay():
     assert 4.9 <= result.median_ms < 15
     assert result.min_ms <= result.median_ms <= result.p90_ms <= result.p99_ms
     assert result.throughput_per_s == pytest.approx(2e3 / result.median_ms)
+
+
+def test_interleaved_medians_alternate_the_order_and_keep_the_ratio():
+    calls = []
+
+    def sleeper(name, seconds):
+        def infer(x):
+            calls.append(name)
+            time.sleep(seconds)
+        return infer
+
+    ms = interleaved_medians({"fast": sleeper("fast", 0.002), "slow": sleeper("slow", 0.006)}, np.zeros((1, 1)),
+                             rounds=3, warmup=1, iterations=3, min_seconds=0)
+    assert list(ms) == ["fast", "slow"]
+    assert 1.9 <= ms["fast"] < ms["slow"] and 1.5 < ms["slow"] / ms["fast"] < 4.0
+    blocks = [calls[i] for i in range(0, len(calls), 4)]   # 1 warm-up + 3 timed calls per variant and round
+    assert blocks == ["fast", "slow", "slow", "fast", "fast", "slow"]   # every other round reversed
+    with pytest.raises(InputError, match="rounds"):
+        interleaved_medians({"fast": sleeper("fast", 0.0)}, np.zeros((1, 1)), rounds=0)
 
 
 def test_bench_onnx_artifact_at_two_batch_sizes(tmp_path):

@@ -1,5 +1,7 @@
 """`medexport compress` and `build --compress`: budget met, guard rails against the ORIGINAL model."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -93,6 +95,16 @@ def test_options_the_pass_family_ignores_are_refused(method, options, named, tmp
 
     with pytest.raises(InputError, match=f"{named} (is|are) not used by {method}"):
         run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=method, **options))
+
+
+def test_max_ratio_without_global_scope_is_one_line_error(tmp_path):
+    """--max-ratio only caps the global ranking; with the default --scope layer it would be silently ignored."""
+    proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "prune-l2", "--max-ratio", "0.6",
+                           "--out", "c"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["medexport: error: --max-ratio caps groups in the global ranking; add "
+                                                "--scope global (--scope layer removes --ratio from every group)"]
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_pruning_pass_without_rollback_claims_no_guard_rails(tmp_path):

@@ -42,6 +42,16 @@ def test_calibration_from_a_folder_of_real_scans(tmp_path, shared_data):
     assert check_qdq(tmp_path / "q" / "model.int8.qdq.onnx") == []
 
 
+def test_exclude_reaches_the_shared_quantize_stage(tmp_path, shared_data):
+    """--exclude goes through BuildConfig into the stage `build --precision int8` uses: an unknown node is refused."""
+    proc = medexport(tmp_path, "quantize", "--out", "q", "--calib", str(shared_data / "pyradiomics"),
+                     "--calib-samples", "4", "--exclude", "no/such/Conv", *TINY)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == ("medexport: error: nodes_to_exclude names nodes that are not in "
+                                                    "model.onnx: no/such/Conv")
+    assert not (tmp_path / "q" / "model.int8.qdq.onnx").exists()
+
+
 def test_build_int8_is_validated_against_the_fp32_original(tmp_path):
     from medexport.loading import ModelSpec
     from medexport.pipeline import BuildConfig, run_build

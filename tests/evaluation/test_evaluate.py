@@ -70,6 +70,20 @@ def test_evaluate_segmentation_matches_report_on_argmax():
     assert logits.shape == (4, 3, 12, 12)
 
 
+def test_evaluate_can_skip_hd95_and_take_fewer_resamples_for_repeated_checks():
+    """What the pruning guard asks for on every step: the same Dice, no HD95, a 100-resample SE."""
+    images = RNG.normal(size=(6, 2, 12, 12)).astype(np.float32)
+    labels = RNG.integers(0, 3, size=(6, 1, 12, 12))
+    report, _ = evaluate(conv1x1, images, labels, task="segmentation", classes=["bg", "a", "b"], hd95=False,
+                         n_boot=100)
+    expected = segmentation_report(labels[:, 0], conv1x1(images).argmax(1), ["bg", "a", "b"], hd95=False, n_boot=100)
+    assert report.to_dict() == expected.to_dict()
+    assert "hd95" not in report.overall and "hd95" not in report.per_class["a"]
+    full, _ = evaluate(conv1x1, images, labels, task="segmentation", classes=["bg", "a", "b"])
+    assert report.overall["dice"].value == full.overall["dice"].value
+    assert report.overall["dice"].se != full.overall["dice"].se   # 100 vs 1000 bootstrap resamples
+
+
 def test_evaluate_classification():
     images = np.zeros((4, 1, 2, 2), dtype=np.float32)
     images[[1, 3]] = 1.0

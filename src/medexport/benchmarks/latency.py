@@ -2,15 +2,21 @@
 
 Each timed call runs the full ``runner.infer`` (input checks included), as an application would.
 The harness repeats until both ``iterations`` calls and ``min_seconds`` have passed, so fast models
-get enough samples on a noisy shared machine.
+get enough samples on a noisy shared machine. :func:`interleaved_medians` times several variants side
+by side, for ratios that hold on a shared machine.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Hashable, Mapping, TypeVar
 
 import numpy as np
+
+from medexport.errors import InputError
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass
@@ -60,3 +66,24 @@ def measure_latency(infer: Callable[[np.ndarray], np.ndarray], batch: np.ndarray
         std_ms=float(ms.std()),
         throughput_per_s=batch.shape[0] * 1e3 / median,
     )
+
+
+def interleaved_medians(infers: Mapping[Key, Callable[[np.ndarray], np.ndarray]], batch: np.ndarray, *,
+                        rounds: int, **measure) -> dict[Key, float]:
+    """Median over ``rounds`` of each variant's median latency (ms): the variants are timed in alternation in
+    one run, every other round in reverse order, so machine noise hits them alike and no variant always runs
+    after the same one. ``measure``: keywords of :func:`measure_latency` (warmup, iterations, min_seconds).
+
+    Example::
+
+        ms = interleaved_medians({"fp32": fp32.infer, "int8": int8.infer}, batch, rounds=5, min_seconds=0.5)
+        speedup = ms["fp32"] / ms["int8"]
+    """
+    if rounds < 1:
+        raise InputError(f"rounds must be at least 1, got {rounds}")
+    per_round: dict[Key, list[float]] = {key: [] for key in infers}
+    order = list(infers.items())
+    for round_no in range(rounds):
+        for key, infer in order if round_no % 2 == 0 else order[::-1]:
+            per_round[key].append(measure_latency(infer, batch, **measure).median_ms)
+    return {key: statistics.median(times) for key, times in per_round.items()}

@@ -25,21 +25,16 @@ def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, ma
             accuracy_control, int8_layout, **model_kw) -> None:
     """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready unless
     --int8-layout picks a one-backend layout)."""
-    from medexport.calibration.quantize import QuantConfig
-    from medexport.errors import InputError
     from medexport.pipeline import BuildConfig, run_quantize
 
-    if calib_samples < 1:
-        raise InputError("--calib-samples must be at least 1")
     openvino_only = int8_engine == "nncf" or int8_layout == "openvino"   # default: the portable TensorRT layout
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop, precision="int8", int8_engine=int8_engine,
-                         accuracy_control=accuracy_control, int8_layout=int8_layout,
+                         max_class_drop=max_class_drop, precision="int8", calib=calib, calib_samples=calib_samples,
+                         calib_method=method, int8_engine=int8_engine, accuracy_control=accuracy_control,
+                         int8_layout=int8_layout, int8_exclude=tuple(exclude),
                          target="openvino" if openvino_only else "onnxruntime")
     out = console()
-    recipe = run_quantize(config, QuantConfig(method=method, nodes_to_exclude=tuple(exclude), layout=config.int8_layout),
-                          calib, calib_samples,
-                          stage_printer(out))
+    recipe = run_quantize(config, stage_printer(out))
     quant = recipe["quantization"]
     done = (f"{quant['quantized_nodes']} nodes in int8" if "quantized_nodes" in quant
             else "NNCF post-training quantization" + (" with accuracy control" if quant["accuracy_control"] else ""))

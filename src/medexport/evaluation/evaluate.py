@@ -59,11 +59,13 @@ def predict_all(predict: Predictor, images: np.ndarray, *, batch_size: int = 8,
 
 def evaluate(predict: Predictor, images: np.ndarray, labels: np.ndarray, *, task: str,
              classes: Sequence[str], roi_size: Sequence[int] | None = None, batch_size: int = 8,
-             spacing: Sequence[float] | None = None, progress: bool = False) -> tuple[MetricReport, np.ndarray]:
+             spacing: Sequence[float] | None = None, progress: bool = False, hd95: bool = True,
+             n_boot: int = 1000) -> tuple[MetricReport, np.ndarray]:
     """Predict all images and score them against ``labels``; returns (report, logits).
 
     Classification labels are (N,) ints; segmentation labels are (N, *spatial) or (N, 1, *spatial)
-    masks, scored against the argmax of the logits (``classes[0]`` is background).
+    masks, scored against the argmax of the logits (``classes[0]`` is background). ``hd95=False`` and
+    a smaller ``n_boot`` make repeated checks cheaper (HD95 is reported, never guarded).
     """
     if task not in TASKS:
         raise InputError(f"task must be one of {TASKS}, got {task!r}")
@@ -72,12 +74,13 @@ def evaluate(predict: Predictor, images: np.ndarray, labels: np.ndarray, *, task
         raise InputError(f"{len(labels)} labels for {len(images)} images")
     logits = predict_all(predict, images, batch_size=batch_size, roi_size=roi_size, progress=progress)
     if task == "classification":
-        return classification_report(labels, logits, classes), logits
+        return classification_report(labels, logits, classes, n_boot=n_boot), logits
     if logits.ndim < 3 or logits.shape[1] != len(classes):
         raise InputError(f"segmentation logits must be (N, K={len(classes)}, *spatial), got {logits.shape}")
     if labels.ndim == logits.ndim and labels.shape[1] == 1:
         labels = labels[:, 0]
-    return segmentation_report(labels, logits.argmax(axis=1), classes, spacing=spacing), logits
+    return segmentation_report(labels, logits.argmax(axis=1), classes, spacing=spacing, hd95=hd95,
+                               n_boot=n_boot), logits
 
 
 def _sliding_window(predict: Predictor, batch: np.ndarray, roi_size: tuple[int, ...], overlap: float,

@@ -49,11 +49,6 @@ def export(loaded: LoadedModel, onnx_path: Path, config: BuildConfig) -> dict:
                        simplify=config.simplify).to_dict()
 
 
-def external_data(onnx_path: Path) -> list[Path]:
-    data = onnx_path.with_name(onnx_path.name + ".data")
-    return [data] if data.is_file() else []
-
-
 def external_files(onnx_path: Path) -> list[str]:
     """File names an ONNX model keeps its external tensors in."""
     import onnx
@@ -217,6 +212,9 @@ def check_compress_options(config: BuildConfig) -> None:
     """InputError for options the chosen pass family would ignore, rather than silently dropping them."""
     defaults = BuildConfig.__dataclass_fields__
     if _family(config) == "pruning":
+        if config.prune_scope != "global" and config.prune_max_ratio != defaults["prune_max_ratio"].default:
+            raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
+                             "(--scope layer removes --ratio from every group)")
         ignored = ["--latency"] if config.compress_latency is not None else []
     else:
         given = {"--rollback": config.prune_rollback,
@@ -285,7 +283,7 @@ def quantize(onnx_path: Path, calibration: np.ndarray, data, config: BuildConfig
         return {"quantization": quantize_nncf(onnx_path, calibration, onnx_path.with_name(NNCF_FILENAME),
                                               **control).to_dict()}
     dest = onnx_path.with_name("model.int8.qdq.onnx")
-    quant = QuantConfig(method=config.calib_method, layout=config.int8_layout)
+    quant = QuantConfig(method=config.calib_method, nodes_to_exclude=config.int8_exclude, layout=config.int8_layout)
     if data is None:
         return {"quantization": quantize_qdq(onnx_path, calibration, dest, quant).to_dict()}
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)

@@ -15,9 +15,9 @@ from typing import Any
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, compress_label,
-                                        export, external_data, finetune, finetune_label, ir_result, labelled_data, original_runner,
-                                        parity_inputs, profile_cost, quantize, quiet_stage, raise_guard_rail,
-                                        reference_runner, reject_on_failure, run_batched, validate)
+                                        export, external_files, finetune, finetune_label, ir_result, labelled_data,
+                                        original_runner, parity_inputs, profile_cost, quantize, quiet_stage,
+                                        raise_guard_rail, reference_runner, reject_on_failure, run_batched, validate)
 from medexport.pipeline.config import BuildConfig
 from medexport.pipeline.manifest import write_manifest, write_reports
 from medexport.runtimes._registry import get_backend, make_builder, open_runner
@@ -72,7 +72,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     onnx_path = out / ("model.compressed.onnx" if config.compress else "model.onnx")
     with timed("export"):
         report.data["export"] = export(loaded, onnx_path, config)
-    written = [onnx_path, *external_data(onnx_path)]
+    written = [onnx_path, *(onnx_path.parent / name for name in external_files(onnx_path))]
 
     with timed("inputs"):
         inputs, input_source = parity_inputs(loaded, config.parity_samples)

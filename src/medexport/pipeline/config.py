@@ -63,6 +63,7 @@ class BuildConfig:
     # qdq engine: "tensorrt" (every backend) | "ort-u8s8" (ONNX Runtime only) | "openvino" (OpenVINO only);
     # None: the target's default (DEFAULT_LAYOUTS)
     int8_layout: str | None = None
+    int8_exclude: tuple[str, ...] = ()  # qdq engine: ONNX node names kept in float (`medexport quantize --exclude`)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)

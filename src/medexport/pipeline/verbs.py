@@ -8,7 +8,8 @@ from medexport.errors import InputError
 from medexport.loading import load_model
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compress, compress_label, export,
                                         finetune, finetune_label, labelled_data, original_runner, parity_inputs,
-                                        quiet_stage, reference_runner, run_batched, validate)
+                                        quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
+                                        run_batched, validate)
 from medexport.pipeline.config import BuildConfig
 
 
@@ -29,18 +30,16 @@ def run_export(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any
     return info
 
 
-def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int,
-                 stage: Stage = quiet_stage) -> dict[str, Any]:
-    """Export, calibrate on real images, write ``model.int8.qdq.onnx``; for reference models, keep sensitive
-    layers in float until the guard rails hold on the held-out images. Returns the calibration recipe.
+def run_quantize(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any]:
+    """Export, calibrate on real images, write ``model.int8.qdq.onnx`` with the stage `build --precision int8`
+    uses: with labelled data (a reference model's held-out images), sensitive layers stay float until the guard
+    rails hold. Writes and returns the calibration recipe (``quantize.json``).
 
     With ``config.int8_engine == "nncf"``: NNCF's OpenVINO IR ``model.int8.nncf.xml`` instead, checked
     against the same guard rails (and removed if it breaks them)."""
-    from medexport.calibration.quantize import quantize_qdq, quantize_with_guard_rails
-
     loaded = load_model(config.model)
     with stage("calibration images"):  # before any work: no real data is an error, never random data
-        images, source = calibration_images(loaded, calib, max_samples)
+        images, source = calibration_images(loaded, config.calib, config.calib_samples)
     onnx_path = config.out_dir / "model.onnx"
     with stage("export"):
         export(loaded, onnx_path, config)
@@ -49,45 +48,27 @@ def run_quantize(config: BuildConfig, quant, calib: str | None, max_samples: int
             inputs, _ = parity_inputs(loaded, config.parity_samples)
             check_parity(onnx_path, run_batched(reference_runner(loaded, onnx_path), inputs), inputs, config,
                     "exported ONNX")
-    if config.int8_engine == "nncf":
-        recipe = _quantize_nncf(onnx_path, images, loaded, config, stage)
-        recipe["calibration_data"] = source
-        write_json(config.out_dir / "quantize.json", recipe)
-        return recipe
-    dest = config.out_dir / "model.int8.qdq.onnx"
-    with stage("quantize"):
-        if loaded.reference is not None:
-            from medexport.evaluation import GuardRails
-            from medexport.evaluation.validation import reference_data
-
-            rails = GuardRails(config.max_overall_drop, config.max_class_drop)
-            recipe = quantize_with_guard_rails(onnx_path, images, dest, reference_data(loaded.reference), rails,
-                                               quant).to_dict()
-        else:
-            recipe = {"quantization": quantize_qdq(onnx_path, images, dest, quant).to_dict()}
+    data = labelled_data(loaded, config)
+    nncf = config.int8_engine == "nncf"
+    with stage("quantize (nncf)" if nncf else "quantize"):
+        recipe = quantize(onnx_path, images, data, config)
+    if nncf and data is not None and config.validate:
+        recipe.update(_validate_ir(onnx_path, config.out_dir / recipe["quantization"]["path"], data, config, stage))
     recipe["calibration_data"] = source
     write_json(config.out_dir / "quantize.json", recipe)
     return recipe
 
 
-def _quantize_nncf(onnx_path, images, loaded, config: BuildConfig, stage: Stage) -> dict[str, Any]:
-    """NNCF's IR, then the guard rails against the FP32 ONNX on the reference model's held-out images."""
-    from medexport.pipeline._stages import quantize
+def _validate_ir(onnx_path, xml, data, config: BuildConfig, stage: Stage) -> dict[str, Any]:
+    """The guard rails on NNCF's IR against the FP32 ONNX; the IR is removed if it breaks them."""
     from medexport.runtimes.onnxruntime import Runner as OrtRunner
     from medexport.runtimes.openvino import Runner as OvRunner
 
-    data = labelled_data(loaded, config)
-    with stage("quantize (nncf)"):
-        recipe = quantize(onnx_path, images, data, config)
-    xml = config.out_dir / recipe["quantization"]["path"]
-    if data is not None and config.validate:
-        with stage("validate against FP32"), OrtRunner(onnx_path) as fp32, OvRunner(xml, precision="int8") as int8:
-            recipe.update(validate(fp32, int8, data, config, artifact=xml.name))
-        if not recipe["guard_rails"]["passed"]:
-            from medexport.pipeline._stages import raise_guard_rail, reject_on_failure
-
-            reject_on_failure([xml, xml.with_suffix(".bin")], onnx_path, lambda: raise_guard_rail(recipe["guard_rails"]))
-    return recipe
+    with stage("validate against FP32"), OrtRunner(onnx_path) as fp32, OvRunner(xml, precision="int8") as int8:
+        result = validate(fp32, int8, data, config, artifact=xml.name)
+    if not result["guard_rails"]["passed"]:
+        reject_on_failure([xml, xml.with_suffix(".bin")], onnx_path, lambda: raise_guard_rail(result["guard_rails"]))
+    return result
 
 
 def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any]:

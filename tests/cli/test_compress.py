@@ -20,7 +20,7 @@ def test_compress_is_checked_against_the_original_and_refused_when_it_hurts(tmp_
 
 
 def test_build_with_compression_validates_against_the_uncompressed_model(tmp_path):
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="tucker", budget="1.5x", latency=False,
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="tucker", budget="1.5x",
                          max_overall_drop=100, max_class_drop=100)
     report = run_build(config).to_dict()
     ref = report["validation"]["reference"]["overall"]["dice"]["value"]
@@ -28,6 +28,10 @@ def test_build_with_compression_validates_against_the_uncompressed_model(tmp_pat
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["artifact"] == "model.compressed.onnx"
     assert manifest["compression"]["method"] == "tucker" and manifest["compression"]["layers"]
+    latency = report["latency"]   # the uncompressed original, exported and timed in alternation on the same runtime
+    assert latency["onnxruntime FP32 original"]["median_ms"] > 0
+    assert latency["speedup_vs_original"] == pytest.approx(
+        latency["onnxruntime FP32 original"]["median_ms"] / latency["onnxruntime"]["median_ms"], rel=1e-2)
 
 
 def test_pruning_that_breaks_the_rails_holds_them_after_fine_tuning(tmp_path):

@@ -79,11 +79,18 @@ def interleaved_medians(infers: Mapping[Key, Callable[[np.ndarray], np.ndarray]]
         ms = interleaved_medians({"fp32": fp32.infer, "int8": int8.infer}, batch, rounds=5, min_seconds=0.5)
         speedup = ms["fp32"] / ms["int8"]
     """
+    return {key: statistics.median(r.median_ms for r in results)
+            for key, results in interleaved_rounds(infers, batch, rounds=rounds, **measure).items()}
+
+
+def interleaved_rounds(infers: Mapping[Key, Callable[[np.ndarray], np.ndarray]], batch: np.ndarray, *,
+                       rounds: int, **measure) -> dict[Key, list[LatencyResult]]:
+    """Every variant's :class:`LatencyResult` per round, timed in alternation as :func:`interleaved_medians` says."""
     if rounds < 1:
         raise InputError(f"rounds must be at least 1, got {rounds}")
-    per_round: dict[Key, list[float]] = {key: [] for key in infers}
+    per_round: dict[Key, list[LatencyResult]] = {key: [] for key in infers}
     order = list(infers.items())
     for round_no in range(rounds):
         for key, infer in order if round_no % 2 == 0 else order[::-1]:
-            per_round[key].append(measure_latency(infer, batch, **measure).median_ms)
-    return {key: statistics.median(times) for key, times in per_round.items()}
+            per_round[key].append(measure_latency(infer, batch, **measure))
+    return per_round

@@ -44,6 +44,9 @@ def build_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Speedup over the reference: {lat.get('speedup_vs_reference')}x on {', '.join(lat.get('devices', []))}."]
         if lat.get("speedup_vs_fp32") is not None:
             lines += ["", f"Speedup over the same runtime in FP32: {lat['speedup_vs_fp32']}x."]
+        if lat.get("speedup_vs_original") is not None:
+            lines += ["", f"Speedup over the uncompressed original in FP32 on the same runtime: "
+                          f"{lat['speedup_vs_original']}x."]
         if lat.get("warning"):
             lines += ["", f"**Warning:** {lat['warning']}."]
     env = report.get("environment")

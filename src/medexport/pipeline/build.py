@@ -163,38 +163,42 @@ def _timer(report: BuildReport, stage: Stage):
 SAME_RUNTIME_FP32 = ("onnxruntime", "openvino")
 
 
+# rounds of the latency comparison: the artifact and every baseline timed in alternation (a shared machine's
+# load hits them alike); each variant's middle round by median is reported
+LATENCY_ROUNDS = 3
+
+
 def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig, onnx_path: Path, original=None) -> dict:
     """The artifact's latency, and its speed-up over the torch reference, over FP32 of the same model on the same
     runtime (reduced precision) and over the uncompressed ``original`` in FP32 on the same runtime (compression)."""
-    from medexport.benchmarks import busy_warning, measure_latency
+    from medexport.benchmarks import busy_warning, interleaved_rounds
     from medexport.zoo.samples import real_inputs
 
     warnings = [busy_warning()]
     batch = real_inputs((config.latency_batch, *loaded.input_shape[1:]), config.latency_batch)
-    kwargs = {"iterations": config.latency_iterations, "min_seconds": 1.0}
-    artifact = measure_latency(runner.infer, batch, **kwargs)
-    baseline = measure_latency(reference.infer, batch, **kwargs)
-    out = {
-        config.target: artifact.to_dict(),
-        f"reference ({reference.backend})": baseline.to_dict(),
-        "speedup_vs_reference": round(baseline.median_ms / artifact.median_ms, 3),
-        "devices": runner.devices(),
-    }
-    if config.precision != "fp32" and config.target in SAME_RUNTIME_FP32:
-        # is the reduced precision worth it on this CPU? (ONNX Runtime's INT8 can be slower than its FP32)
-        with open_runner(onnx_path, config.target, device=config.device) as fp32:
-            same = measure_latency(fp32.infer, batch, **kwargs)
-        out[f"{config.target} FP32"] = same.to_dict()
-        out["speedup_vs_fp32"] = round(same.median_ms / artifact.median_ms, 3)
+    with contextlib.ExitStack() as stack:
+        variants = {config.target: runner, f"reference ({reference.backend})": reference}
+        if config.precision != "fp32" and config.target in SAME_RUNTIME_FP32:
+            # is the reduced precision worth it on this CPU? (ONNX Runtime's INT8 can be slower than its FP32)
+            variants[f"{config.target} FP32"] = stack.enter_context(
+                open_runner(onnx_path, config.target, device=config.device))
+        if original is not None and config.target in SAME_RUNTIME_FP32:
+            variants[f"{config.target} FP32 original"] = stack.enter_context(_original_runner(original, loaded, config))
+        rounds = interleaved_rounds({k: v.infer for k, v in variants.items()}, batch, rounds=LATENCY_ROUNDS,
+                                    iterations=config.latency_iterations, min_seconds=1.0 / LATENCY_ROUNDS)
+    results = {k: sorted(r, key=lambda x: x.median_ms)[len(r) // 2] for k, r in rounds.items()}
+    out = {k: r.to_dict() for k, r in results.items()}
+    out["devices"] = runner.devices()
+    ms = {k: r.median_ms for k, r in results.items()}
+    out["speedup_vs_reference"] = round(ms[f"reference ({reference.backend})"] / ms[config.target], 3)
+    if f"{config.target} FP32" in ms:
+        out["speedup_vs_fp32"] = round(ms[f"{config.target} FP32"] / ms[config.target], 3)
         if out["speedup_vs_fp32"] < 1.0:
             hint = " (try --int8-layout ort-u8s8)" if config.target == "onnxruntime" and config.precision == "int8" else ""
             warnings.append(f"the {config.precision.upper()} artifact ran slower than {config.target} FP32 on this "
                             f"machine ({out['speedup_vs_fp32']}x){hint}")
-    if original is not None and config.target in SAME_RUNTIME_FP32:
-        with _original_runner(original, loaded, config) as fp32:
-            before = measure_latency(fp32.infer, batch, **kwargs)
-        out[f"{config.target} FP32 original"] = before.to_dict()
-        out["speedup_vs_original"] = round(before.median_ms / artifact.median_ms, 3)
+    if f"{config.target} FP32 original" in ms:
+        out["speedup_vs_original"] = round(ms[f"{config.target} FP32 original"] / ms[config.target], 3)
     out["warning"] = "; ".join(w for w in warnings if w) or None
     return out
 

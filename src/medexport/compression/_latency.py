@@ -2,8 +2,8 @@
 
 The latency allocator asks what swapping one layer for a factorized chain saves *in the model*: FLOPs do
 not say (a 1x1 -> kxk -> 1x1 chain on a small 3D map can be slower than the conv it replaces), and a
-layer timed alone does not either (the backend picks layouts, reorders and kernels for the whole graph;
-on the zoo U-Nets single-layer savings missed the whole-model ones by 2x either way). :class:`Timer`
+layer timed alone does not either (the backend picks layouts, reorders and kernels for the whole graph,
+and a conv's fused BatchNorm, ReLU and concat neighbours change with it). :class:`Timer`
 exports and compiles each model once and times any set of them interleaved, round-robin, so load from
 other processes slows them alike and their ratios hold. :class:`SavingsCache` keeps the measured
 saving (a fraction of the model's time, so it survives a change of machine load) keyed by the machine

@@ -7,6 +7,7 @@ from torch import nn
 
 from medexport.compression import LowRankConfig, get_pass
 from medexport.compression._layers import discover
+from medexport.compression.base import model_macs
 from medexport.compression.decompositions import SVD, SpatialSVD, Tucker2, energy_rank, rank_grid, round_rank
 
 FULL = LowRankConfig(rank_ratio=1.0, only_if_smaller=False, keep_first=False, keep_head=False, round_to=1)
@@ -75,9 +76,27 @@ def _composed_weight(chain: nn.Sequential, layer) -> torch.Tensor:
         w = torch.einsum("ab...,oa,bi->oi...", core, u_out[..., 0], u_in[..., 0])
         return w.reshape(layer.std_weight().shape)
     first, last = std
+    if math.prod(first.shape[2:]) == 1 and math.prod(last.shape[2:]) > 1:  # one-sided tucker: 1x1, then core
+        return torch.einsum("ob...,bi->oi...", last, first.reshape(first.shape[0], -1))
     if first.shape[2:] != last.shape[2:] and first.dim() == 4 and last.shape[-1] > 1:  # spatial: kh x 1, 1 x kw
         return torch.einsum("rih,orw->oihw", first[..., 0], last[:, :, 0])
     return (last.reshape(last.shape[0], -1) @ first.reshape(first.shape[0], -1)).reshape(layer.std_weight().shape)
+
+
+@pytest.mark.parametrize("key,ranks,kinds", [("convT2d", (4, 3), ("Conv2d", "ConvTranspose2d")),
+                                             ("conv2d", (4, 6), ("Conv2d", "Conv2d")),
+                                             ("conv3d", (6, 2), ("Conv3d", "Conv3d"))])
+def test_tucker_rank_equal_to_the_channels_folds_that_sides_1x1_into_the_core(key, ranks, kinds):
+    net, shape = _net(key)
+    (layer,) = discover(net, shape)
+    d = Tucker2(layer)
+    chain = d.build(ranks)
+    assert tuple(type(m).__name__ for m in chain) == kinds
+    w = layer.std_weight().double()
+    actual = float(((w - _composed_weight(chain, layer)) ** 2).sum() / (w**2).sum())
+    assert d.error2(ranks) == pytest.approx(actual, rel=1e-6, abs=1e-10)
+    assert d.macs(ranks) < layer.macs
+    assert d.macs(ranks) == model_macs(chain, shape)  # the profiler's MACs of the emitted chain
 
 
 def test_rank_grid_and_rounding():

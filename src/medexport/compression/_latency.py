@@ -1,21 +1,28 @@
-"""Measured latency of one layer (or one factorized chain) on a backend, from a single-layer ONNX, cached.
+"""Measured latency of whole models on a backend, side by side, and a cache of what one layer's swap saves.
 
-The latency allocator asks what a layer costs as it is and as each candidate chain; FLOPs do not
-say (a 1x1 -> kxk -> 1x1 chain on a small 3D map can be slower than the conv it replaces). Each
-module is exported alone at its input shape, compiled on the backend and timed (median); results are
-kept in a JSON cache keyed by the machine (CPU model, backend and its version, the thread count actually
-used, the cache schema), input shape and the module's structure (``repr``: channels, kernel, stride,
-padding, groups), so a second run, or a second model with the same layer, measures nothing, and a copied
-cache or an upgraded backend measures afresh. The cache lives in ``$MEDEXPORT_CACHE`` (default
-``~/.cache/medexport``); it is optional: an unreadable or unwritable one is warned about and skipped. Example::
+The latency allocator asks what swapping one layer for a factorized chain saves *in the model*: FLOPs do
+not say (a 1x1 -> kxk -> 1x1 chain on a small 3D map can be slower than the conv it replaces), and a
+layer timed alone does not either (the backend picks layouts, reorders and kernels for the whole graph,
+and a conv's fused BatchNorm, ReLU and concat neighbours change with it). :class:`Timer`
+exports and compiles each model once and times any set of them interleaved, round-robin, so load from
+other processes slows them alike and their ratios hold. :class:`SavingsCache` keeps the measured
+saving (a fraction of the model's time, so it survives a change of machine load) keyed by the machine
+(CPU model, backend and its version, thread count, cache schema), input shape, the model's structure
+and the swap, so a second allocation on the same model (another target) measures no swap again. The
+cache lives in ``$MEDEXPORT_CACHE`` (default ``~/.cache/medexport``); it is optional: an unreadable or
+unwritable one is warned about and skipped. Example::
 
-    ms = LayerTimer("openvino").time(nn.Conv2d(64, 64, 3, padding=1), (1, 64, 32, 32))
+    with Timer("openvino", (1, 1, 128, 128)) as timer:
+        before, after = timer.time([timer.open(model), timer.open(small)])
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-_SCHEMA = 2  # bump when what a cached number means changes (e.g. how the floor is taken off)
+_SCHEMA = 3  # bump when what a cached number means changes (3: whole-model saving fractions, not layer ms)
 
 
 def cache_path() -> Path:
@@ -34,7 +41,7 @@ def cache_path() -> Path:
 
 
 def fingerprint(backend: str, threads: int | None) -> str:
-    """What a latency depends on besides the layer: cache schema, CPU model, backend version, thread count."""
+    """What a latency depends on besides the model: cache schema, CPU model, backend version, thread count."""
     import importlib.metadata
 
     from medexport.benchmarks.environment import cpu_model
@@ -45,6 +52,76 @@ def fingerprint(backend: str, threads: int | None) -> str:
         version = "unknown"
     count = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     return f"v{_SCHEMA}|{cpu_model()}|{backend}-{version}|threads={count}"
+
+
+def structure(module: "nn.Module") -> str:
+    """A module's structure (its ``repr``: types, channels, kernels, strides; no weights), whitespace-normalized."""
+    return " ".join(repr(module).split())
+
+
+class Timer:
+    """Models exported and compiled once on ``backend`` at ``input_shape``, timed interleaved as often as asked."""
+
+    def __init__(self, backend: str, input_shape: tuple[int, ...], *, threads: int | None = None, rounds: int = 15,
+                 calls: int = 1, min_seconds: float = 0.3) -> None:
+        self.backend, self.input_shape, self.threads = backend, tuple(input_shape), threads
+        self.rounds, self.calls, self.min_seconds = rounds, calls, min_seconds
+        self.batch = np.random.default_rng(0).random(self.input_shape, dtype=np.float32)
+        self.runners: dict[int, tuple[contextlib.ExitStack, object]] = {}  # handle -> (its closer, runner)
+        self._next = 0
+
+    def __enter__(self) -> "Timer":
+        self._tmp = tempfile.TemporaryDirectory()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(list(self.runners))
+        self._tmp.cleanup()
+
+    def open(self, module: "nn.Module") -> int:
+        """Export and compile ``module``; returns the handle :meth:`time` takes."""
+        from medexport.exporter import export_onnx
+        from medexport.runtimes._registry import open_runner
+
+        handle, self._next = self._next, self._next + 1
+        path = Path(self._tmp.name) / f"m{handle}.onnx"
+        export_onnx(module, self.input_shape, path, dynamic_batch=False, simplify=False)
+        stack = contextlib.ExitStack()
+        runner = stack.enter_context(open_runner(path, self.backend, threads=self.threads))
+        self.runners[handle] = (stack, runner)
+        for _ in range(3):  # warm-up
+            runner.infer(self.batch)
+        return handle
+
+    def close(self, handles: list[int]) -> None:
+        for handle in handles:
+            self.runners.pop(handle)[0].close()
+
+    def time(self, handles: list[int], quantile: float = 50, rounds: int | None = None) -> list[float]:
+        """The ``quantile`` of each model's ms (median by default) over ``rounds`` (default: the timer's)
+        round-robin rounds. A low quantile is the better estimate of a model's cost alone on a busy machine;
+        the median is what a user sees."""
+        runners = [self.runners[h][1] for h in handles]
+        samples: list[list[float]] = [[] for _ in runners]
+        rounds = rounds or self.rounds
+        start, done = time.perf_counter(), 0
+        while done < rounds or time.perf_counter() - start < self.min_seconds:
+            for runner, out in zip(runners, samples):
+                for _ in range(self.calls):
+                    t0 = time.perf_counter()
+                    runner.infer(self.batch)
+                    out.append((time.perf_counter() - t0) * 1e3)
+            done += 1
+            if time.perf_counter() - start > 30 * self.min_seconds and done >= 3:
+                break
+        return [float(np.percentile(s, quantile)) for s in samples]
+
+
+def compare(modules: list["nn.Module"], input_shape: tuple[int, ...], backend: str = "openvino", *,
+            threads: int | None = None, rounds: int = 15, min_seconds: float = 0.3, calls: int = 3) -> list[float]:
+    """Median ms of each module at ``input_shape``, timed side by side (compiled together, interleaved)."""
+    with Timer(backend, input_shape, threads=threads, rounds=rounds, calls=calls, min_seconds=min_seconds) as timer:
+        return timer.time([timer.open(m) for m in modules])
 
 
 def _read_cache(path: Path) -> dict[str, float]:
@@ -62,74 +139,28 @@ def _read_cache(path: Path) -> dict[str, float]:
     return data
 
 
-class LayerTimer:
-    """Median latency (ms) of modules on ``backend``, measured once per structure and input shape.
+class SavingsCache:
+    """Fraction of a model's measured time that swapping one layer for one chain saves, per machine and model."""
 
-    Modules compared with each other (a layer and its candidates; a model before and after) are timed
-    interleaved, round-robin, so load from other processes slows them alike and their ratio holds.
-    """
-
-    def __init__(self, backend: str, *, threads: int | None = None, rounds: int = 15, calls: int = 3,
-                 min_seconds: float = 0.3) -> None:
-        self.backend, self.threads, self.rounds, self.calls = backend, threads, rounds, calls
-        self.min_seconds = min_seconds
+    def __init__(self, backend: str, threads: int | None, model: "nn.Module", input_shape: tuple[int, ...]) -> None:
         self.path = cache_path()
         self.cache: dict[str, float] = _read_cache(self.path)
-        self.fingerprint = fingerprint(backend, threads)
-        self.new: dict[str, float] = {}  # measured by this timer, merged into the file at save
-        self.measured = 0
+        digest = hashlib.sha1(structure(model).encode()).hexdigest()[:16]
+        self.prefix = f"{fingerprint(backend, threads)}|{'x'.join(map(str, input_shape))}|{digest}"
+        self.new: dict[str, float] = {}  # measured here, merged into the file at save
 
-    def key(self, module: "nn.Module", input_shape: tuple[int, ...]) -> str:
-        return f"{self.fingerprint}|{'x'.join(map(str, input_shape))}|{' '.join(repr(module).split())}"
+    def key(self, name: str, chain: "nn.Module") -> str:
+        return f"{self.prefix}|{name}|{structure(chain)}"
 
-    def times(self, modules: list["nn.Module"], input_shape: tuple[int, ...]) -> list[float]:
-        """Marginal median ms of each module at ``input_shape``: the time of a bare ReLU at that shape (the
-        backend's fixed cost per call and the input copy, which no rank changes) is taken off. If any module
-        is not cached, all are timed again together."""
-        from torch import nn
+    def get(self, name: str, chain: "nn.Module") -> float | None:
+        return self.cache.get(self.key(name, chain))
 
-        keys = [self.key(m, input_shape) for m in modules]
-        if any(k not in self.cache for k in keys):
-            floor, *times = self.compare([nn.ReLU(), *modules], input_shape, quantile=10)
-            self.new.update((k, max(t - floor, 1e-3)) for k, t in zip(keys, times))
-            self.cache.update(self.new)
-            self.measured += len(keys)
-        return [self.cache[k] for k in keys]
-
-    def compare(self, modules: list["nn.Module"], input_shape: tuple[int, ...], quantile: float = 50) -> list[float]:
-        """The ``quantile`` (median by default) of each module's (or whole model's) ms, timed interleaved, never
-        cached. Single layers use a low quantile: on a busy machine it is the best estimate of the cost alone."""
-        import contextlib
-        import time
-
-        from medexport.exporter import export_onnx
-        from medexport.runtimes._registry import open_runner
-
-        batch = np.random.default_rng(0).random(input_shape, dtype=np.float32)
-        samples: list[list[float]] = [[] for _ in modules]
-        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-            runners = []
-            for i, module in enumerate(modules):
-                path = Path(tmp) / f"m{i}.onnx"
-                export_onnx(module, tuple(input_shape), path, dynamic_batch=False, simplify=False)
-                runners.append(stack.enter_context(open_runner(path, self.backend, threads=self.threads)))
-            for runner in runners:  # warm-up
-                for _ in range(3):
-                    runner.infer(batch)
-            start, done = time.perf_counter(), 0
-            while done < self.rounds or time.perf_counter() - start < self.min_seconds:
-                for runner, out in zip(runners, samples):
-                    for _ in range(self.calls):
-                        t0 = time.perf_counter()
-                        runner.infer(batch)
-                        out.append((time.perf_counter() - t0) * 1e3)
-                done += 1
-                if time.perf_counter() - start > 30 * self.min_seconds:
-                    break
-        return [float(np.percentile(s, quantile)) for s in samples]
+    def put(self, name: str, chain: "nn.Module", saved: float) -> None:
+        self.new[self.key(name, chain)] = saved
+        self.cache.update(self.new)
 
     def save(self) -> None:
-        """Merge this timer's measurements into the file as it is now (another run may have added some), atomically;
+        """Merge this run's measurements into the file as it is now (another run may have added some), atomically;
         an unwritable cache is a warning, not an error."""
         from medexport._io import write_json
 

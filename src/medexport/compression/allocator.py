@@ -33,7 +33,7 @@ def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig", t
     if config.latency is not None:
         from medexport.compression.latency_allocator import allocate_latency
 
-        return allocate_latency(decomps, config, model, input_shape)
+        return allocate_latency(decomps, config, model, input_shape, total_macs)
     if config.budget is not None:
         return allocate_budget(decomps, total_macs, config.budget, config.round_to, config.tolerance)
     chosen: dict[str, tuple[int, ...]] = {}

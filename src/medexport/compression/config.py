@@ -31,8 +31,8 @@ class LowRankConfig:
     ``calibration`` holds real images (N, C, *spatial) for data-aware passes (hsc) and for the latency
     allocator's sensitivities; it is not part of the recipe (``to_dict`` gives the count the pass reads).
     ``threads`` are the backend's inference threads while it measures (None: its default).
-    ``payoff``: the latency allocator uses a factorization only if each MAC it saves saves at least this
-    share of the layer's own measured milliseconds per MAC.
+    ``payoff``: the least realized / ideal speed-up (latency before / after over MACs before / after, the
+    whole model, measured on ``backend``) the latency allocator accepts.
     """
 
     rank_ratio: float | None = None
@@ -42,7 +42,7 @@ class LowRankConfig:
     latency: float | None = None
     backend: str = "openvino"
     threads: int | None = None
-    payoff: float = 0.7
+    payoff: float = 0.85
     exclude: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = ()
     keep_first: bool = True

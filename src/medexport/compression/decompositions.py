@@ -10,7 +10,10 @@ layers (DESIGN decision 4):
 - ``spatial-svd``: Conv2d kh x kw -> Conv kh x 1 (r outputs) + Conv 1 x kw. Rank r of the
   (in x kh, out x kw) matrix; exact at full rank because zero padding is separable too.
 - ``tucker``: Conv/ConvTranspose kxk(xk) -> 1x1 (r_in) -> core kxk (r_in -> r_out) -> 1x1 (out): the
-  Tucker-2 (HOSVD) of the weight along its output and input channel modes.
+  Tucker-2 (HOSVD) of the weight along its output and input channel modes. A rank equal to its channel
+  count keeps that side whole: its 1x1 (a square rotation) is folded into the core and not emitted, so
+  one-sided chains (1x1 -> core, or core -> 1x1) are candidates too; on a ConvTranspose that upsamples,
+  1x1 (r_in) at the low resolution then the core is the cheap side.
 """
 from __future__ import annotations
 
@@ -354,8 +357,9 @@ class Tucker2(Decomposition):
         (r_out, r_in), layer = ranks, self.layer
         kvol = math.prod(layer.kernel)
         core_positions = layer.n_in if layer.transposed else layer.n_out
-        return (layer.n_in * layer.in_channels * r_in + core_positions * r_in * r_out * kvol
-                + layer.n_out * r_out * layer.out_channels)
+        first = 0 if r_in == layer.in_channels else layer.n_in * layer.in_channels * r_in
+        last = 0 if r_out == layer.out_channels else layer.n_out * r_out * layer.out_channels
+        return first + core_positions * r_in * r_out * kvol + last
 
     def error2(self, ranks: tuple[int, ...]) -> float:
         return max(0.0, 1.0 - float(self.kept[ranks[0] - 1, ranks[1] - 1]))
@@ -364,11 +368,21 @@ class Tucker2(Decomposition):
         return (energy_rank(self.s2_out, energy), energy_rank(self.s2_in, energy))
 
     def build(self, ranks: tuple[int, ...]) -> "nn.Module":
+        import torch
         from torch import nn
 
         (r_out, r_in), module, layer = ranks, self.layer.module, self.layer
         ndim = len(layer.kernel)
-        first = _pointwise(layer.in_channels, r_in, ndim, self.u_in[:, :r_in].T, None, module.weight)
-        core = _like(module, r_in, r_out, self.core[:r_out, :r_in])
-        last = _pointwise(r_out, layer.out_channels, ndim, self.u_out[:, :r_out], module.bias, module.weight)
-        return nn.Sequential(first, core, last)
+        keep_in, keep_out = r_in == layer.in_channels, r_out == layer.out_channels  # that side's 1x1 folds in
+        core = self.core[:r_out, :r_in]
+        if keep_out:
+            core = torch.einsum("ab...,oa->ob...", core, self.u_out)
+        if keep_in:
+            core = torch.einsum("ab...,ib->ai...", core, self.u_in)
+        chain = [] if keep_in else [_pointwise(layer.in_channels, r_in, ndim, self.u_in[:, :r_in].T, None,
+                                               module.weight)]
+        chain.append(_like(module, r_in, r_out, core, module.bias if keep_out else None))
+        if not keep_out:
+            chain.append(_pointwise(r_out, layer.out_channels, ndim, self.u_out[:, :r_out], module.bias,
+                                    module.weight))
+        return nn.Sequential(*chain)

@@ -120,3 +120,16 @@ def test_a_pruning_pass_without_rollback_claims_no_guard_rails(tmp_path):
     config = prune_config(_Loaded(), BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l1"),
                           needs_calibration=False)
     assert config.rails is None and "guard_rails" not in config.to_dict()
+
+
+@pytest.mark.parametrize("method, kwargs, message", [
+    ("svd", {"compress_payoff": 0.7}, "--latency-payoff applies to --latency mode"),
+    ("prune-l2", {"compress_payoff": 0.7}, "--latency-payoff is not used by prune-l2"),
+])
+def test_latency_payoff_outside_latency_mode_is_refused(tmp_path, method, kwargs, message):
+    from medexport.errors import InputError
+
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=method, **kwargs)
+    with pytest.raises(InputError, match=message):
+        run_compress(config)
+    assert not (tmp_path / "compress.json").exists()

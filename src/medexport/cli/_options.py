@@ -48,6 +48,9 @@ def compression_options(required: bool) -> Callable:
                               "--latency-backend (e.g. 0.5); replaces --budget."),
             click.option("--latency-backend", "compress_backend", type=click.Choice(["openvino", "onnxruntime"]),
                          default="openvino", show_default=True, help="Backend --latency is measured on."),
+            click.option("--latency-payoff", "compress_payoff", type=float, default=0.85, show_default=True,
+                         help="Low-rank --latency: least measured realized/ideal speed-up (latency ratio over MACs "
+                              "ratio) the chosen factorizations keep; lower it to reach deeper targets."),
             click.option("--ratio", "prune_ratio", type=float, default=0.5, show_default=True,
                          help="Pruning passes: share of channels removed from every prunable group."),
             click.option("--iterative", "prune_steps", type=int, default=1, is_flag=False, flag_value=4,

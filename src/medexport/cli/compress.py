@@ -20,7 +20,7 @@ from medexport.cli._options import (compression_options, console, data_options, 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
-def command(method, budget, compress_latency, compress_backend, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
+def command(method, budget, compress_latency, compress_backend, compress_payoff, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
             prune_rollback, finetune_steps, exclude_layer, data_path, labels_path, task, classes, calib, calib_samples, out_dir,
             max_overall_drop, max_class_drop, **model_kw) -> None:
     """Factorize layers to meet --budget (low-rank) or remove --ratio of channels (prune-*); write
@@ -32,7 +32,7 @@ def command(method, budget, compress_latency, compress_backend, prune_ratio, pru
                          prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback, finetune_steps=finetune_steps,
                          compress_exclude=tuple(exclude_layer), max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, compress_latency=compress_latency,
-                         compress_backend=compress_backend, data=data_path, labels=labels_path, task=task,
+                         compress_backend=compress_backend, compress_payoff=compress_payoff, data=data_path, labels=labels_path, task=task,
                          classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples)
     out = console()
     result = run_compress(config, stage_printer(out))

@@ -175,7 +175,8 @@ def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
     if compression.family == "pruning":
         pass_config = prune_config(loaded, config, compression.needs_calibration)
     else:
-        rule = ({"latency": config.compress_latency, "backend": config.compress_backend}
+        rule = ({"latency": config.compress_latency, "backend": config.compress_backend,
+                 "payoff": config.compress_payoff}
                 if config.compress_latency is not None else {"budget": parse_budget(config.budget)})
         pass_config = compression.config_type(**rule, exclude=tuple(config.compress_exclude),
                                               calibration=_compression_images(loaded, config, compression))
@@ -216,7 +217,11 @@ def check_compress_options(config: BuildConfig) -> None:
             raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
                              "(--scope layer removes --ratio from every group)")
         ignored = ["--latency"] if config.compress_latency is not None else []
+        if config.compress_payoff != defaults["compress_payoff"].default:
+            ignored.append("--latency-payoff")
     else:
+        if config.compress_latency is None and config.compress_payoff != defaults["compress_payoff"].default:
+            raise InputError("--latency-payoff applies to --latency mode; add --latency or drop it")
         given = {"--rollback": config.prune_rollback,
                  "--iterative": config.prune_steps != defaults["prune_steps"].default,
                  "--scope": config.prune_scope != defaults["prune_scope"].default,

@@ -43,6 +43,7 @@ class BuildConfig:
     budget: str = "3x"  # MACs reduction factor for a low-rank pass
     compress_latency: float | None = None  # low-rank: latency target as a fraction of the original's (not budget)
     compress_backend: str = "openvino"  # where compress_latency is measured
+    compress_payoff: float = 0.85  # latency mode: least measured realized/ideal speed-up a chosen factorization keeps
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
     prune_steps: int = 1  # pruning/merging: iterative steps
@@ -110,6 +111,7 @@ class BuildConfig:
                 "int8_layout": self.int8_layout if self.precision == "int8" else None,
                 "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
                                 "latency": self.compress_latency, "latency_backend": self.compress_backend,
+                                "latency_payoff": self.compress_payoff,
                                 "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,
                                 "prune_scope": self.prune_scope, "prune_max_ratio": self.prune_max_ratio,
                                 "prune_rollback": self.prune_rollback, "finetune_steps": self.finetune_steps}

@@ -28,6 +28,7 @@ def test_build_with_compression_validates_against_the_uncompressed_model(tmp_pat
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["artifact"] == "model.compressed.onnx"
     assert manifest["compression"]["method"] == "tucker" and manifest["compression"]["layers"]
+    assert manifest["finetune"] is None   # not fine-tuned: said so, not left out
     latency = report["latency"]   # the uncompressed original, exported and timed in alternation on the same runtime
     assert latency["onnxruntime FP32 original"]["median_ms"] > 0
     assert latency["speedup_vs_original"] == pytest.approx(

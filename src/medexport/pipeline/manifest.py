@@ -36,6 +36,7 @@ def write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: 
         "outputs": data["export"].get("outputs"),
         "preprocessing": _preprocessing(loaded),
         "compression": data.get("compression"),
+        "finetune": data.get("finetune"),  # recovery fine-tuning: recipe, images (count, hashes), loss
         "calibration": _calibration_summary(data.get("calibration")),
         "target": config.target,
         "artifact": data["build"]["artifact"],

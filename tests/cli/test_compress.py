@@ -29,6 +29,9 @@ def test_build_with_compression_validates_against_the_uncompressed_model(tmp_pat
     assert manifest["artifact"] == "model.compressed.onnx"
     assert manifest["compression"]["method"] == "tucker" and manifest["compression"]["layers"]
     assert manifest["finetune"] is None   # not fine-tuned: said so, not left out
+    markdown = (tmp_path / "report.md").read_text()   # what changed, in the report a person reads
+    assert "## Compression" in markdown and f"({report['compression']['ratio']:.2f}x)" in markdown
+    assert all(f"`{layer['name']}`" in markdown for layer in manifest["compression"]["layers"])
     latency = report["latency"]   # the uncompressed original, exported and timed in alternation on the same runtime
     assert latency["onnxruntime FP32 original"]["median_ms"] > 0
     assert latency["speedup_vs_original"] == pytest.approx(
@@ -113,7 +116,7 @@ def test_max_ratio_without_global_scope_is_one_line_error(tmp_path):
 
 
 def test_a_pruning_pass_without_rollback_claims_no_guard_rails(tmp_path):
-    from medexport.pipeline._stages import prune_config
+    from medexport.pipeline._compress import prune_config
 
     class _Loaded:
         reference = None
@@ -134,3 +137,54 @@ def test_latency_payoff_outside_latency_mode_is_refused(tmp_path, method, kwargs
     with pytest.raises(InputError, match=message):
         run_compress(config)
     assert not (tmp_path / "compress.json").exists()
+
+
+def test_a_chain_runs_tucker_then_pruning_and_records_both(tmp_path):
+    """--method tucker,prune-l2: each pass reads its own options; the record spans the chain, each pass kept."""
+    proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "tucker,prune-l2", "--budget",
+                           "1.5x", "--ratio", "0.25", "--finetune", "100", "--out", "c"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "c" / "compress.json").read_text())
+    record = result["compression"]
+    first, second = record["passes"]
+    assert (first["method"], second["method"]) == ("tucker", "prune-l2") and record["method"] == "tucker,prune-l2"
+    assert first["macs_before"] / first["macs_after"] == pytest.approx(1.5, rel=0.05)
+    assert second["macs_before"] == first["macs_after"]   # pruning ran on the factorized model
+    assert record["ratio"] == pytest.approx(first["macs_before"] / second["macs_after"], rel=1e-3)
+    assert record["ratio"] > 2.0
+    assert record["params_after"] == second["params_after"] < record["params_before"]
+    assert len(record["layers"]) == len(first["layers"]) + len(second["layers"])
+    assert result["validation"]["guard_rails"]["passed"]   # measured +0.8 Dice points after 100 fine-tuning steps
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--energy", "0.9", "--budget", "6x"], "--budget and --energy are two rank rules"),
+    (["--vbmf", "--rank-ratio", "0.5"], "--rank-ratio and --vbmf are two rank rules"),
+    (["--energy", "0.9", "--budget-metric", "params"], "--budget-metric says what --budget divides"),
+])
+def test_conflicting_rank_rules_are_one_line_errors(tmp_path, options, message):
+    proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "svd", *options, "--out", "c"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_chain_of_two_low_rank_passes_is_refused(tmp_path):
+    from medexport.errors import InputError
+
+    with pytest.raises(InputError, match="at most one low-rank and one pruning pass"):
+        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="tucker,svd"))
+
+
+@pytest.mark.parametrize("rule, check", [
+    ({"energy": 0.95}, lambda layers: all(layer["weight_error"] ** 2 <= 0.05 + 1e-9 for layer in layers)),
+    ({"rank_ratio": 0.5}, lambda layers: all(layer["ranks"][0] <= 128 for layer in layers)),
+    ({"vbmf": True}, lambda layers: len(layers) > 0),
+])
+def test_rank_rules_other_than_a_budget_reach_the_pass(tmp_path, rule, check):
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="svd", max_overall_drop=100,
+                         max_class_drop=100, **rule)
+    record = run_compress(config)["compression"]
+    assert {k: v for k, v in record["config"].items() if k in rule} == rule and "budget" not in record["config"]
+    assert check(record["layers"])

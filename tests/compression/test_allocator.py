@@ -59,3 +59,30 @@ def test_a_3x_budget_on_the_2d_reference_model_is_found_in_under_a_minute(method
     _, record = get_pass(method).apply(model, ref.input_shape, LowRankConfig(budget=3))
     assert time.perf_counter() - start < 60  # measured 1-4 s on the shared 2-core machine
     assert abs(record.ratio / 3 - 1) <= 0.05
+
+
+@pytest.mark.parametrize("method, budget", [("svd", 3), ("tucker", 3), ("tucker", 6)])
+def test_a_weights_budget_divides_the_parameter_count(method, budget):
+    """--budget-metric params: the whole model's parameters (biases and norms included) / budget, within 5%."""
+    from medexport.zoo import get_model
+
+    ref = get_model("brain-tissue-unet2d")
+    model = ref.build()
+    small, record = get_pass(method).apply(model, ref.input_shape, LowRankConfig(budget=budget, budget_metric="params"))
+    assert record.params_before == sum(p.numel() for p in model.parameters())
+    assert record.params_after == sum(p.numel() for p in small.parameters())
+    assert abs(record.params_ratio / budget - 1) <= 0.05
+    assert record.ratio < record.params_ratio   # the big low-resolution layers hold most weights, fewer MACs
+
+
+def test_every_chain_counts_its_weights_as_its_macs_at_one_position():
+    """Option.params (what the weights budget reads) equals the emitted chain's real parameter count."""
+    from medexport.compression.decompositions import SpatialSVD, Tucker2
+
+    layers = discover(_net(), (1, 1, 16, 16))
+    for decomposition, ranks in ((SVD, (8,)), (Tucker2, (16, 24)), (SpatialSVD, (12,))):
+        d = decomposition(layers[2])
+        chain = d.build(ranks)
+        weights = sum(m.weight.numel() for m in chain.modules() if hasattr(m, "weight") and m.weight is not None)
+        assert d.params(ranks) == weights
+    assert layers[2].params == layers[2].module.weight.numel()

@@ -14,6 +14,7 @@ def build_markdown(report: dict[str, Any]) -> str:
     if prof:
         lines += [f"Cost: {prof['macs'] / 1e9:.3f} GMACs, {prof['params'] / 1e6:.3f} M params, "
                   f"peak activations {prof['peak_activation_bytes'] / 2**20:.1f} MiB", ""]
+    lines += _compression_lines(report.get("compression"), report.get("finetune"))
     lines += _int8_lines(report.get("calibration"))
     lines += ["## Parity (FP32)", "", "| comparison | max abs error | max rel error | atol | rtol | ok |",
               "|---|---:|---:|---:|---:|:---:|"]
@@ -55,6 +56,26 @@ def build_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Stage times (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report.get("stage_seconds", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def _compression_lines(record: dict[str, Any] | None, tuned: dict[str, Any] | None) -> list[str]:
+    """What compression changed: totals, then one row per factorized layer or pruned group; the fine-tuning."""
+    if not record:
+        return []
+    lines = ["## Compression", "", f"`{record['method']}`: {record['macs_before'] / 1e6:.1f} -> "
+             f"{record['macs_after'] / 1e6:.1f} MMACs ({record['ratio']:.2f}x), {record['params_before']:,} -> "
+             f"{record['params_after']:,} parameters ({record['params_ratio']:.2f}x).", "",
+             "| pass | layer or group | change | MMACs before | MMACs after |", "|---|---|---|---:|---:|"]
+    for layer in record["layers"]:
+        change = (f"ranks {tuple(layer['ranks'])}, weight error {layer['weight_error']:.3f}" if "ranks" in layer
+                  else f"{layer['kept']} of {layer['channels']} channels kept")
+        lines.append(f"| {layer['method']} | `{layer['name']}` | {change} | {layer['macs_before'] / 1e6:.2f} | "
+                     f"{layer['macs_after'] / 1e6:.2f} |")
+    if tuned:
+        lines += ["", f"Fine-tuned by {tuned['method']} from the original: {tuned['steps']} steps on {tuned['images']} "
+                      f"images ({tuned.get('data', {}).get('source', 'the --calib images')}), "
+                      f"loss {tuned['loss_first']:.3f} -> {tuned['loss_last']:.3f}."]
+    return lines + [""]
 
 
 # what each QDQ layout is for: the build report says which one the artifact uses

@@ -31,18 +31,59 @@ def model_options(func: Callable) -> Callable:
     return func
 
 
+# the BuildConfig fields the compression options fill, handed to a command as one ``compression`` dict
+COMPRESSION_FIELDS = ("compress", "budget", "budget_metric", "rank_ratio", "energy", "vbmf", "compress_latency",
+                      "compress_backend", "compress_payoff", "prune_ratio", "prune_steps", "prune_scope",
+                      "prune_max_ratio", "prune_rollback", "finetune_steps", "compress_exclude",
+                      "compress_exclude_types")
+
+
+class PassChain(click.ParamType):
+    """A registered compression pass, or several joined by commas (run in that order)."""
+
+    name = "pass"
+
+    def __init__(self, passes: list[str]) -> None:
+        self.passes = passes
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(self.passes)}][,...]"
+
+    def convert(self, value, param, ctx):
+        names = [part.strip() for part in str(value).split(",")]
+        unknown = [n for n in names if n not in self.passes]
+        if unknown:
+            self.fail(f"unknown pass {unknown[0]!r}; choose from {', '.join(self.passes)}", param, ctx)
+        return ",".join(names)
+
+
 def compression_options(required: bool) -> Callable:
-    """--method/--budget/--exclude-layer, with methods from the compression registry."""
+    """--method (or --compress) and every option of the pass families, with methods from the compression registry;
+    the command receives them as ``compression``, a dict of BuildConfig fields."""
+    import functools
+
     from medexport.compression import list_passes
 
     def decorate(func: Callable) -> Callable:
         options = [
-            click.option("--compress" if not required else "--method", "method", required=required, default=None,
-                         type=click.Choice(list_passes()),
+            click.option("--compress" if not required else "--method", "compress", required=required, default=None,
+                         type=PassChain(list_passes()),
                          help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*) "
-                              "or filter merging (merge: hybrid crossover, merge-medoid)."),
+                              "or filter merging (merge: hybrid crossover, merge-medoid). A comma-separated chain "
+                              "(e.g. tucker,prune-l2) runs one low-rank and one pruning pass in that order, each "
+                              "with its own options."),
             click.option("--budget", default="3x", show_default=True,
-                         help="Low-rank passes: MACs reduction target, e.g. 3x or 6x."),
+                         help="Low-rank passes: reduction target of --budget-metric, e.g. 3x or 6x."),
+            click.option("--budget-metric", "budget_metric", type=click.Choice(["macs", "params"]), default="macs",
+                         show_default=True, help="Low-rank --budget: what it divides, MACs or parameters."),
+            click.option("--rank-ratio", "rank_ratio", type=float, default=None,
+                         help="Low-rank passes: keep this fraction of every layer's full rank (replaces --budget)."),
+            click.option("--energy", type=float, default=None,
+                         help="Low-rank passes: smallest ranks keeping this fraction of each layer's squared singular "
+                              "values, e.g. 0.9 (replaces --budget)."),
+            click.option("--vbmf", is_flag=True,
+                         help="Low-rank passes: ranks from analytic variational Bayesian matrix factorization "
+                              "(EVBMF) of each layer (replaces --budget)."),
             click.option("--latency", "compress_latency", type=float, default=None,
                          help="Low-rank passes: target latency as a fraction of the original's, measured on "
                               "--latency-backend (e.g. 0.5); replaces --budget."),
@@ -69,12 +110,22 @@ def compression_options(required: bool) -> Callable:
                          help="After compression: fine-tune this many steps by distillation from the original on the "
                               "calibration images (--calib; --finetune alone: 300 steps, about a minute on the 2D "
                               "reference model on 2 CPU cores)."),
-            click.option("--exclude-layer", multiple=True,
+            click.option("--exclude-layer", "compress_exclude", multiple=True,
                          help="Layer name glob kept uncompressed (repeatable; the first conv and the head always are)."),
+            click.option("--exclude-type", "compress_exclude_types", multiple=True,
+                         help="Layer class kept uncompressed, e.g. Linear or ConvTranspose3d (repeatable)."),
         ]
+
+        @functools.wraps(func)
+        def collect(*args, **kwargs):
+            compression = {name: kwargs.pop(name) for name in COMPRESSION_FIELDS}
+            compression["compress_exclude"] = tuple(compression["compress_exclude"])
+            compression["compress_exclude_types"] = tuple(compression["compress_exclude_types"])
+            return func(*args, compression=compression, **kwargs)
+
         for option in reversed(options):
-            func = option(func)
-        return func
+            collect = option(collect)
+        return collect
 
     return decorate
 

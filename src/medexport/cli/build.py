@@ -40,8 +40,7 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True)
-def command(method, budget, compress_latency, compress_backend, compress_payoff, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
-            prune_rollback, finetune_steps, exclude_layer, data_path, labels_path, task, classes, target, device,
+def command(compression, data_path, labels_path, task, classes, target, device,
             out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
             **model_kw) -> None:
@@ -52,11 +51,7 @@ def command(method, budget, compress_latency, compress_backend, compress_payoff,
     config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
-                         compress=method, budget=budget, prune_ratio=prune_ratio, prune_steps=prune_steps,
-                         prune_scope=prune_scope, prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback, finetune_steps=finetune_steps,
-                         compress_latency=compress_latency, compress_backend=compress_backend, compress_payoff=compress_payoff,
-                         compress_exclude=tuple(exclude_layer),
-                         data=data_path, labels=labels_path, task=task,
+                         **compression, data=data_path, labels=labels_path, task=task,
                          classes=tuple(classes.split(",")) if classes else None, precision=precision, calib=calib,
                          calib_samples=calib_samples, calib_method=calib_method, int8_engine=int8_engine,
                          accuracy_control=accuracy_control, int8_layout=int8_layout)

@@ -20,25 +20,22 @@ from medexport.cli._options import (compression_options, console, data_options, 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
-def command(method, budget, compress_latency, compress_backend, compress_payoff, prune_ratio, prune_steps, prune_scope, prune_max_ratio,
-            prune_rollback, finetune_steps, exclude_layer, data_path, labels_path, task, classes, calib, calib_samples, out_dir,
-            max_overall_drop, max_class_drop, **model_kw) -> None:
+def command(compression, data_path, labels_path, task, classes, calib, calib_samples, out_dir, max_overall_drop,
+            max_class_drop, **model_kw) -> None:
     """Factorize layers to meet --budget (low-rank) or remove --ratio of channels (prune-*); write
     OUT/model.compressed.onnx and compress.json (every layer or channel group changed)."""
     from medexport.pipeline import BuildConfig, run_compress
 
-    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), compress=method, budget=budget,
-                         prune_ratio=prune_ratio, prune_steps=prune_steps, prune_scope=prune_scope,
-                         prune_max_ratio=prune_max_ratio, prune_rollback=prune_rollback, finetune_steps=finetune_steps,
-                         compress_exclude=tuple(exclude_layer), max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop, compress_latency=compress_latency,
-                         compress_backend=compress_backend, compress_payoff=compress_payoff, data=data_path, labels=labels_path, task=task,
-                         classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples)
+    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), **compression,
+                         max_overall_drop=max_overall_drop, max_class_drop=max_class_drop, data=data_path,
+                         labels=labels_path, task=task, classes=tuple(classes.split(",")) if classes else None,
+                         calib=calib, calib_samples=calib_samples)
     out = console()
     result = run_compress(config, stage_printer(out))
     record = result["compression"]
-    out.print(f"{method}: {record['macs_before'] / 1e6:.1f} -> {record['macs_after'] / 1e6:.1f} MMACs "
-              f"({record['macs_before'] / record['macs_after']:.2f}x), {len(record['layers'])} layers or groups changed")
+    out.print(f"{record['method']}: {record['macs_before'] / 1e6:.1f} -> {record['macs_after'] / 1e6:.1f} MMACs "
+              f"({record['ratio']:.2f}x), {record['params_before']:,} -> {record['params_after']:,} parameters "
+              f"({record['params_ratio']:.2f}x), {len(record['layers'])} layers or groups changed")
     if result.get("finetune"):
         tuned = result["finetune"]
         out.print(f"fine-tuned {tuned['steps']} steps on {tuned['images']} images in {tuned['seconds']:.0f} s "

@@ -69,6 +69,18 @@ class LayerInfo:
         positions = self.n_in if self.transposed else self.n_out
         return positions * self.out_channels * self.in_channels * kvol
 
+    @property
+    def params(self) -> int:
+        """Weights (bias aside): the MACs of one output position."""
+        return self.at_one_position().macs
+
+    def at_one_position(self) -> "LayerInfo":
+        """This layer seen at one input and one output position, where any chain's MACs equal its weight count."""
+        import dataclasses
+
+        ones = (1,) * (len(self.in_shape) - 2)
+        return dataclasses.replace(self, in_shape=(1, self.in_shape[1], *ones), out_shape=(1, self.out_shape[1], *ones))
+
     def std_weight(self) -> "torch.Tensor":
         """The weight as (out, in, *kernel) whatever the layer type (a transposed conv stores (in, out, ...))."""
         w = self.module.weight.detach()

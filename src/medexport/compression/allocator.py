@@ -1,4 +1,4 @@
-"""Per-layer ranks from a rule: a rank ratio, an energy threshold, or a whole-model MACs budget.
+"""Per-layer ranks from a rule: a rank ratio, an energy threshold, or a whole-model MACs (or weights) budget.
 
 The budget allocator is greedy on a weight-space proxy, the way AIMET's greedy ratio selection is
 greedy on measured accuracy, but with no inference at all (seconds, not hours): a layer's damage
@@ -6,8 +6,9 @@ is the fraction of its weight's squared singular-value energy a rank choice drop
 takes the move (any layer, any cheaper rank, several grid steps at once so non-convex MACs curves
 are not a trap) that loses the least energy per MAC saved. The last step is the cheapest move that
 lands inside the tolerance band under the target (off the rounding grid for that one step when no
-grid rank lands there), so the achieved ratio lands within it. Only ranks whose factorized MACs are
-below the layer's own are ever offered.
+grid rank lands there), so the achieved ratio lands within it. Only ranks whose factorized cost is
+below the layer's own are ever offered. The same greedy serves a budget on weights
+(``budget_metric="params"``: the model's parameter count divided by the budget).
 """
 from __future__ import annotations
 
@@ -25,17 +26,21 @@ if TYPE_CHECKING:
 
 
 def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig", total_macs: int, *,
-                 model=None, input_shape: tuple[int, ...] | None = None) -> dict[str, tuple[int, ...]]:
+                 total_params: int | None = None, model=None,
+                 input_shape: tuple[int, ...] | None = None) -> dict[str, tuple[int, ...]]:
     """Ranks per layer name under ``config``'s rule; layers left out are not factorized.
 
-    The latency rule measures on the backend and needs ``model`` and ``input_shape``.
+    A budget on weights needs ``total_params``; the latency rule measures on the backend and needs ``model``
+    and ``input_shape``.
     """
     if config.latency is not None:
         from medexport.compression.latency_allocator import allocate_latency
 
         return allocate_latency(decomps, config, model, input_shape, total_macs)
     if config.budget is not None:
-        return allocate_budget(decomps, total_macs, config.budget, config.round_to, config.tolerance)
+        total = total_params if config.budget_metric == "params" else total_macs
+        return allocate_budget(decomps, total, config.budget, config.round_to, config.tolerance,
+                               config.budget_metric)
     chosen: dict[str, tuple[int, ...]] = {}
     for name, d in decomps.items():
         if config.rank_ratio is not None:
@@ -49,42 +54,45 @@ def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig", t
     return chosen
 
 
-def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget: float, round_to: int,
-                    tolerance: float) -> dict[str, tuple[int, ...]]:
-    """Greedy ranks bringing ``total_macs`` down to ``total_macs / budget`` (within ``tolerance``).
+def allocate_budget(decomps: dict[str, "Decomposition"], total: int, budget: float, round_to: int,
+                    tolerance: float, metric: str = "macs") -> dict[str, tuple[int, ...]]:
+    """Greedy ranks bringing the model's ``total`` ``metric`` ("macs" or "params") down to ``total / budget``
+    (within ``tolerance``).
 
     Ranks stay on the ``round_to`` grid (sizes the hardware likes) unless no grid move lands the last step
     inside the band, then that one step may take any rank, or the grid cannot reach the budget at all, then
     every later step may (both on layers with at most ``_FINE_LIMIT`` rank choices).
     """
-    target = total_macs / budget
-    floor = total_macs / (budget * (1 + tolerance))
+    start = float(total)
+    target = start / budget
+    floor = start / (budget * (1 + tolerance))
     names = list(decomps)
-    coarse = [_choices(decomps[n], round_to) for n in names]
-    cur_macs = np.array([decomps[n].layer.macs for n in names], dtype=np.float64)
+    coarse = [_choices(decomps[n], round_to, metric) for n in names]
+    cur_cost = np.array([_layer_cost(decomps[n], metric) for n in names], dtype=np.float64)
     cur_err = np.zeros(len(names))
     chosen: dict[int, tuple[int, ...]] = {}
-    total = float(total_macs)
+    left = start
     on_grid = True
-    while total > target:
-        ratio_move, band_move = _moves(coarse, cur_macs, cur_err, total, target, floor)
+    while left > target:
+        ratio_move, band_move = _moves(coarse, cur_cost, cur_err, left, target, floor)
         if ratio_move is None and on_grid and round_to > 1:  # the grid cannot get there: any rank may
-            coarse, on_grid = _fine(decomps, names, coarse), False
+            coarse, on_grid = _fine(decomps, names, coarse, metric), False
             continue
         if ratio_move is None:
-            raise InputError(f"a {budget:g}x MACs budget is out of reach: factorizing every allowed layer "
-                             f"gives {total_macs / total:.2f}x (exclude fewer layers or ask for less)")
+            what = "weights" if metric == "params" else "MACs"
+            raise InputError(f"a {budget:g}x {what} budget is out of reach: factorizing every allowed layer "
+                             f"gives {start / left:.2f}x (exclude fewer layers or ask for less)")
         pool, (li, oi) = coarse, ratio_move
-        if total - (cur_macs[li] - coarse[li].macs[oi]) <= target:  # the last step
+        if left - (cur_cost[li] - coarse[li].cost[oi]) <= target:  # the last step
             if band_move is None and round_to > 1:
-                fine = _fine(decomps, names, coarse)
-                _, band_move = _moves(fine, cur_macs, cur_err, total, target, floor)
+                fine = _fine(decomps, names, coarse, metric)
+                _, band_move = _moves(fine, cur_cost, cur_err, left, target, floor)
                 pool = fine if band_move is not None else coarse
             if band_move is not None:
                 li, oi = band_move
         choice = pool[li]
-        total -= cur_macs[li] - choice.macs[oi]
-        cur_macs[li], cur_err[li] = choice.macs[oi], choice.err[oi]
+        left -= cur_cost[li] - choice.cost[oi]
+        cur_cost[li], cur_err[li] = choice.cost[oi], choice.err[oi]
         chosen[li] = choice.ranks[oi]
     return {names[li]: ranks for li, ranks in chosen.items()}
 
@@ -92,33 +100,39 @@ def allocate_budget(decomps: dict[str, "Decomposition"], total_macs: int, budget
 _FINE_LIMIT = 20_000
 
 
-def _fine(decomps: dict[str, "Decomposition"], names: list[str], coarse: list["_Choices"]) -> list["_Choices"]:
+def _fine(decomps: dict[str, "Decomposition"], names: list[str], coarse: list["_Choices"],
+          metric: str) -> list["_Choices"]:
     """Every rank (not only the grid) on layers with at most ``_FINE_LIMIT`` rank choices."""
-    return [_choices(decomps[n], 1) if math.prod(decomps[n].full_ranks()) <= _FINE_LIMIT else coarse[i]
+    return [_choices(decomps[n], 1, metric) if math.prod(decomps[n].full_ranks()) <= _FINE_LIMIT else coarse[i]
             for i, n in enumerate(names)]
+
+
+def _layer_cost(d: "Decomposition", metric: str) -> int:
+    return d.layer.params if metric == "params" else d.layer.macs
 
 
 @dataclass
 class _Choices:
-    """A layer's rank choices whose MACs are below the layer's own, as arrays."""
+    """A layer's rank choices whose cost (MACs or weights) is below the layer's own, as arrays."""
 
     ranks: list[tuple[int, ...]]
-    macs: np.ndarray
+    cost: np.ndarray
     err: np.ndarray
 
 
-def _choices(d: "Decomposition", round_to: int) -> _Choices:
-    options = [o for o in d.options(round_to) if o.macs < d.layer.macs]
-    return _Choices([o.ranks for o in options], np.array([o.macs for o in options], dtype=np.float64),
+def _choices(d: "Decomposition", round_to: int, metric: str = "macs") -> _Choices:
+    options = [o for o in d.options(round_to) if o.cost(metric) < _layer_cost(d, metric)]
+    return _Choices([o.ranks for o in options], np.array([o.cost(metric) for o in options], dtype=np.float64),
                     np.array([o.error2 for o in options], dtype=np.float64))
 
 
-def _moves(choices: list[_Choices], cur_macs: np.ndarray, cur_err: np.ndarray, total: float, target: float,
+def _moves(choices: list[_Choices], cur_cost: np.ndarray, cur_err: np.ndarray, total: float, target: float,
            floor: float) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-    """(layer, option) of the least energy lost per MAC saved, and of the least lost landing in [floor, target]."""
+    """(layer, option) of the least energy lost per unit of cost saved, and of the least lost landing in
+    [floor, target]."""
     best, band = (np.inf, None), (np.inf, None)
     for li, c in enumerate(choices):
-        saved = cur_macs[li] - c.macs
+        saved = cur_cost[li] - c.cost
         valid = saved > 0
         if not valid.any():
             continue

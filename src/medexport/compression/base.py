@@ -40,7 +40,9 @@ class CompressionPass(abc.ABC):
         if not isinstance(config, self.config_type):
             raise InputError(f"the {self.name} pass takes a {self.config_type.__name__}, got {type(config).__name__}")
         check_images(getattr(config, "calibration", None), input_shape, self.name)
-        return self.apply_impl(copy.deepcopy(model).eval(), input_shape, config)
+        new, record = self.apply_impl(copy.deepcopy(model).eval(), input_shape, config)
+        record.params_before, record.params_after = param_count(model), param_count(new)
+        return new, record
 
     @abc.abstractmethod
     def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
@@ -75,6 +77,11 @@ def chain(model: "nn.Module", input_shape: tuple[int, ...],
         model, record = get_pass(method).apply(model, input_shape, config)
         records.append(record)
     return model, records
+
+
+def param_count(model: "nn.Module") -> int:
+    """Every parameter of ``model`` (weights, biases, norm scales), the count a weights budget divides."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def model_macs(model: "nn.Module", input_shape: tuple[int, ...]) -> int:

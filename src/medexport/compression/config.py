@@ -2,11 +2,12 @@
 
 Exactly one rank rule is given: ``rank_ratio`` (keep this fraction of each layer's full rank),
 ``energy`` (keep the smallest rank holding this fraction of the squared singular values), ``vbmf``
-(the rank analytic EVBMF finds in each unfolding), ``budget`` (divide the whole model's MACs by this
-factor; the allocator picks per-layer ranks), or ``latency`` (bring the latency measured on
+(the rank analytic EVBMF finds in each unfolding), ``budget`` (divide the whole model's MACs, or with
+``budget_metric="params"`` its weights, by this factor; the allocator picks per-layer ranks), or ``latency`` (bring the latency measured on
 ``backend`` to this fraction of the original's). Example::
 
     LowRankConfig(budget=3.0)                       # total MACs / 3
+    LowRankConfig(budget=3.0, budget_metric="params")  # total weights / 3
     LowRankConfig(energy=0.9, exclude=("*.head*",))  # per-layer 90 % energy
     LowRankConfig(latency=0.5, backend="openvino", calibration=images)
 """
@@ -38,6 +39,7 @@ class LowRankConfig:
     rank_ratio: float | None = None
     energy: float | None = None
     budget: float | None = None
+    budget_metric: str = "macs"  # what ``budget`` divides: "macs" or "params"
     vbmf: bool = False
     latency: float | None = None
     backend: str = "openvino"
@@ -68,7 +70,9 @@ class LowRankConfig:
         if self.energy is not None and not 0.0 < self.energy <= 1.0:
             raise InputError(f"energy must be in (0, 1], got {self.energy}")
         if self.budget is not None and not self.budget > 1.0:
-            raise InputError(f"budget must be a MACs reduction factor above 1 (e.g. 3 for 3x), got {self.budget}")
+            raise InputError(f"budget must be a reduction factor above 1 (e.g. 3 for 3x), got {self.budget}")
+        if self.budget_metric not in BUDGET_METRICS:
+            raise InputError(f"budget_metric must be one of {', '.join(BUDGET_METRICS)}, got {self.budget_metric!r}")
         if self.round_to < 1:
             raise InputError(f"round_to must be >= 1, got {self.round_to}")
         if not 0.0 < self.tolerance < 1.0:
@@ -82,6 +86,8 @@ class LowRankConfig:
         unused = {"calibration"} | {name for name in _RULES if not getattr(self, name)}
         if self.latency is None:
             unused |= {"backend", "threads", "payoff"}
+        if self.budget is None:
+            unused.add("budget_metric")
         items = ((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in unused)
         plain = {k: list(v) if isinstance(v, tuple) else v for k, v in items}
         plain["calibration_images"] = self.images_used()
@@ -97,10 +103,11 @@ class LowRankConfig:
 
 
 _RULES = ("rank_ratio", "energy", "budget", "vbmf", "latency")  # exactly one is set
+BUDGET_METRICS = ("macs", "params")
 
 
 def parse_budget(text: str | float) -> float:
-    """``"3x"``, ``"3"`` or ``3.0`` -> 3.0 (a MACs reduction factor above 1)."""
+    """``"3x"``, ``"3"`` or ``3.0`` -> 3.0 (a reduction factor above 1)."""
     raw = str(text).strip().lower().removesuffix("x")
     try:
         value = float(raw)

@@ -31,11 +31,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Option:
-    """One rank choice for a layer: its ranks, factorized MACs and relative squared weight error."""
+    """One rank choice for a layer: its ranks, factorized MACs, relative squared weight error and weights."""
 
     ranks: tuple[int, ...]
     macs: int
     error2: float
+    params: int
+
+    def cost(self, metric: str) -> int:
+        """What a budget on ``metric`` ("macs" or "params") counts of this choice."""
+        return self.params if metric == "params" else self.macs
 
 
 def rank_grid(full: int, round_to: int) -> list[int]:
@@ -115,6 +120,15 @@ class Decomposition(abc.ABC):
     def macs(self, ranks: tuple[int, ...]) -> int:
         """MACs of the factorized chain at ``ranks``."""
 
+    def params(self, ranks: tuple[int, ...]) -> int:
+        """Weights of the factorized chain at ``ranks`` (bias aside): its MACs at a single position, since every
+        chain here is linear layers whose MACs are positions x weights."""
+        import copy
+
+        unit = copy.copy(self)
+        unit.layer = self.layer.at_one_position()
+        return unit.macs(ranks)
+
     @abc.abstractmethod
     def error2(self, ranks: tuple[int, ...]) -> float:
         """Relative squared weight error ||W - W_hat||^2 / ||W||^2 at ``ranks``."""
@@ -151,11 +165,11 @@ class Decomposition(abc.ABC):
         return tuple(round_rank(r, f, round_to) for r, f in zip(ranks, self.full_ranks()))
 
     def options(self, round_to: int) -> list[Option]:
-        """Every rank choice on the grid, as (ranks, MACs, error)."""
+        """Every rank choice on the grid, as (ranks, MACs, error, weights)."""
         import itertools
 
         grids = [rank_grid(f, round_to) for f in self.full_ranks()]
-        return [Option(r, self.macs(r), self.error2(r)) for r in itertools.product(*grids)]
+        return [Option(r, self.macs(r), self.error2(r), self.params(r)) for r in itertools.product(*grids)]
 
 
 def _conv_cls(ndim: int, transposed: bool = False) -> type:

@@ -15,7 +15,7 @@ import numpy as np
 from medexport.compression import _layers
 from medexport.compression._registry import register_pass
 from medexport.compression.allocator import select_ranks
-from medexport.compression.base import CompressionPass, model_macs
+from medexport.compression.base import CompressionPass, model_macs, param_count
 from medexport.compression.config import LowRankConfig
 from medexport.compression.decompositions import SVD, Decomposition, SpatialSVD, Tucker2
 from medexport.compression.hsc import HSC, HSCConfig, cluster_count
@@ -46,7 +46,8 @@ class LowRankPass(CompressionPass):
                 allowed.append(layer)
         decomps = self.decompose(model, allowed, config)
         macs_before = model_macs(model, input_shape)
-        ranks = select_ranks(decomps, config, macs_before, model=model, input_shape=input_shape)
+        ranks = select_ranks(decomps, config, macs_before, total_params=param_count(model), model=model,
+                             input_shape=input_shape)
         records = []
         for name, d in decomps.items():
             if name not in ranks:

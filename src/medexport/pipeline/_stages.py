@@ -1,4 +1,5 @@
-"""The stages the verbs share: export, parity on real images, compression, quantization, validation.
+"""The stages the verbs share: export, parity on real images, fine-tuning, quantization, validation
+(compression is ``_compress``).
 
 Each function does one stage on a loaded model and returns JSON-able facts; the verbs in ``build`` and
 ``verbs`` decide the order.
@@ -124,23 +125,15 @@ def labelled_data(loaded: LoadedModel, config: BuildConfig):
 
 def validate(reference, runner, data, config: BuildConfig, artifact: str | None = None) -> dict:
     from medexport.evaluation import GuardRails
+    from medexport.pipeline._compress import families
     from medexport.evaluation.validation import validate_against
 
     rails = GuardRails(config.max_overall_drop, config.max_class_drop)
     result = validate_against(reference, runner, data, rails, artifact=artifact or config.target)
-    if config.compress and config.prune_rollback and _family(config) == "pruning":
+    if config.prune_rollback and "pruning" in families(config):
         result["note"] = ("the guard-railed compression search chose its steps on these same images, so this check "
                           "is not independent: confirm on other labelled images with `medexport validate --data`")
     return result
-
-
-def compress_label(config: BuildConfig) -> str:
-    """The compress stage's progress label: the pass and the target it is asked to meet."""
-    if _family(config) == "pruning":
-        return f"compress ({config.compress} ratio {config.prune_ratio})"
-    if config.compress_latency is not None:
-        return f"compress ({config.compress} latency {config.compress_latency} on {config.compress_backend})"
-    return f"compress ({config.compress} {config.budget})"
 
 
 def raise_guard_rail(rails: dict) -> None:
@@ -164,26 +157,6 @@ def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int)
     return images, {"count": int(len(images)), "source": f"bundled calibration images of {loaded.reference.name}"}
 
 
-def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
-    """Replace ``loaded.module`` by its compressed copy; return the pass record."""
-    from medexport.compression import get_pass, parse_budget
-
-    check_compress_options(config)
-    if loaded.module is None:
-        raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
-    compression = get_pass(config.compress)
-    if compression.family == "pruning":
-        pass_config = prune_config(loaded, config, compression.needs_calibration)
-    else:
-        rule = ({"latency": config.compress_latency, "backend": config.compress_backend,
-                 "payoff": config.compress_payoff}
-                if config.compress_latency is not None else {"budget": parse_budget(config.budget)})
-        pass_config = compression.config_type(**rule, exclude=tuple(config.compress_exclude),
-                                              calibration=_compression_images(loaded, config, compression))
-    loaded.module, record = compression.apply(loaded.module, (1, *loaded.input_shape[1:]), pass_config)
-    return record.to_dict()
-
-
 def finetune_label(config: BuildConfig) -> str:
     return f"fine-tune ({config.finetune_steps} steps of distillation from the original)"
 
@@ -201,66 +174,6 @@ def finetune(loaded: LoadedModel, original, config: BuildConfig) -> dict:
         result["note"] = ("fine-tuned on the same images the guard rails validate on (--calib = --data): the "
                           "validation is not independent")
     return result
-
-
-def _family(config: BuildConfig) -> str:
-    from medexport.compression import get_pass
-
-    return get_pass(config.compress).family
-
-
-def check_compress_options(config: BuildConfig) -> None:
-    """InputError for options the chosen pass family would ignore, rather than silently dropping them."""
-    defaults = BuildConfig.__dataclass_fields__
-    if _family(config) == "pruning":
-        if config.prune_scope != "global" and config.prune_max_ratio != defaults["prune_max_ratio"].default:
-            raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
-                             "(--scope layer removes --ratio from every group)")
-        ignored = ["--latency"] if config.compress_latency is not None else []
-        if config.compress_payoff != defaults["compress_payoff"].default:
-            ignored.append("--latency-payoff")
-    else:
-        if config.compress_latency is None and config.compress_payoff != defaults["compress_payoff"].default:
-            raise InputError("--latency-payoff applies to --latency mode; add --latency or drop it")
-        given = {"--rollback": config.prune_rollback,
-                 "--iterative": config.prune_steps != defaults["prune_steps"].default,
-                 "--scope": config.prune_scope != defaults["prune_scope"].default,
-                 "--max-ratio": config.prune_max_ratio != defaults["prune_max_ratio"].default}
-        ignored = [name for name, used in given.items() if used]
-    if ignored:
-        verb = "is" if len(ignored) == 1 else "are"
-        raise InputError(f"{', '.join(ignored)} {verb} not used by {config.compress} (a {_family(config)} pass); "
-                         "drop the option or choose a pass that uses it")
-
-
-def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -> np.ndarray | None:
-    """Real images for a data-aware pass (required) or the latency allocator's sensitivities (else weight error)."""
-    if not compression.needs_calibration and config.compress_latency is None:
-        return None
-    try:
-        return calibration_images(loaded, config.calib, config.calib_samples)[0]
-    except DataError:
-        if compression.needs_calibration:
-            raise
-        return None
-
-
-def prune_config(loaded: LoadedModel, config: BuildConfig, needs_calibration: bool):
-    """The PruneConfig of a pruning/merging pass, with calibration images and guard-rail data when it needs them."""
-    from medexport.compression.pruning import PruneConfig
-    from medexport.evaluation import GuardRails
-
-    calibration = calibration_images(loaded, config.calib, config.calib_samples)[0] if needs_calibration else None
-    heldout = None
-    if config.prune_rollback:
-        heldout = labelled_data(loaded, config)
-        if heldout is None:
-            raise InputError("--rollback validates every step on labelled images: pass --data (and --labels), "
-                             "or use a reference model")
-    return PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude), scope=config.prune_scope,
-                       max_ratio=config.prune_max_ratio, steps=config.prune_steps, calibration=calibration,
-                       heldout=heldout,
-                       rails=GuardRails(config.max_overall_drop, config.max_class_drop) if config.prune_rollback else None)
 
 
 def original_runner(loaded: LoadedModel, original, fallback):

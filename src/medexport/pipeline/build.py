@@ -14,7 +14,8 @@ from typing import Any
 
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
-from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare, compress, compress_label,
+from medexport.pipeline._compress import compress, compress_label
+from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare,
                                         export, external_files, finetune, finetune_label, ir_result, labelled_data,
                                         original_runner, parity_inputs, profile_cost, quantize, quiet_stage,
                                         raise_guard_rail, reference_runner, reject_on_failure, run_batched, validate)

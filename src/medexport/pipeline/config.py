@@ -39,13 +39,20 @@ class BuildConfig:
     latency: bool = True
     latency_batch: int = 1
     latency_iterations: int = 30
-    compress: str | None = None  # a registered compression pass ("svd", "spatial-svd", "tucker")
-    budget: str = "3x"  # MACs reduction factor for a low-rank pass
+    # a registered compression pass ("svd", "tucker", "prune-l2", ...), or a comma-separated chain of one low-rank
+    # and one pruning pass, run in that order ("tucker,prune-l2")
+    compress: str | None = None
+    budget: str = "3x"  # reduction factor of budget_metric for a low-rank pass
+    budget_metric: str = "macs"  # what budget divides: "macs" or "params"
+    rank_ratio: float | None = None  # low-rank rank rules that replace the budget: a fraction of every full rank,
+    energy: float | None = None  # the squared singular-value energy kept per layer,
+    vbmf: bool = False  # or EVBMF's rank per layer
     compress_latency: float | None = None  # low-rank: latency target as a fraction of the original's (not budget)
     compress_backend: str = "openvino"  # where compress_latency is measured
     compress_payoff: float = 0.85  # latency mode: least measured realized/ideal speed-up a chosen factorization keeps
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
+    compress_exclude_types: tuple[str, ...] = ()  # low-rank: layer class names kept as they are ("Linear")
     prune_steps: int = 1  # pruning/merging: iterative steps
     prune_scope: str = "layer"  # pruning/merging: "layer" (uniform) or "global" (capped global ranking)
     prune_max_ratio: float = 0.75  # pruning/merging, global scope: cap per group
@@ -101,6 +108,11 @@ class BuildConfig:
         if not self.model.dynamic_batch and self.latency_batch != 1:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
 
+    @property
+    def compress_methods(self) -> tuple[str, ...]:
+        """The compression passes to run, in order (empty: none)."""
+        return tuple(m.strip() for m in self.compress.split(",")) if self.compress else ()
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
                 "tolerance": self.tolerance, "rtol": self.rtol, "simplify": self.simplify, "parity_samples": self.parity_samples,
@@ -109,7 +121,9 @@ class BuildConfig:
                 "precision": self.precision,
                 "int8_engine": self.int8_engine if self.precision == "int8" else None,
                 "int8_layout": self.int8_layout if self.precision == "int8" else None,
-                "compression": {"method": self.compress, "budget": self.budget, "prune_ratio": self.prune_ratio,
+                "compression": {"method": self.compress, "budget": self.budget, "budget_metric": self.budget_metric,
+                                "rank_ratio": self.rank_ratio, "energy": self.energy, "vbmf": self.vbmf,
+                                "exclude_types": list(self.compress_exclude_types), "prune_ratio": self.prune_ratio,
                                 "latency": self.compress_latency, "latency_backend": self.compress_backend,
                                 "latency_payoff": self.compress_payoff,
                                 "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,

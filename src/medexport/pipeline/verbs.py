@@ -6,7 +6,8 @@ from typing import Any
 from medexport._io import write_json
 from medexport.errors import InputError
 from medexport.loading import load_model
-from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compress, compress_label, export,
+from medexport.pipeline._compress import compress, compress_label
+from medexport.pipeline._stages import (Stage, calibration_images, check_parity, export,
                                         finetune, finetune_label, labelled_data, original_runner, parity_inputs,
                                         quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
                                         run_batched, validate)

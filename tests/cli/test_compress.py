@@ -159,9 +159,11 @@ def test_a_chain_runs_tucker_then_pruning_and_records_both(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--energy", "0.9", "--budget", "6x"], "--budget and --energy are two rank rules"),
-    (["--vbmf", "--rank-ratio", "0.5"], "--rank-ratio and --vbmf are two rank rules"),
+    (["--energy", "0.9", "--budget", "3x"], "--budget and --energy are competing rank rules"),
+    (["--vbmf", "--rank-ratio", "0.5", "--budget", "6x"], "--budget, --rank-ratio and --vbmf are competing rank rules"),
     (["--energy", "0.9", "--budget-metric", "params"], "--budget-metric says what --budget divides"),
+    (["--ratio", "0.3"], "--ratio is not used by svd (a lowrank pass); drop the option or choose a pass that uses it "
+                         "(low-rank passes keep a fraction of each rank with --rank-ratio)"),
 ])
 def test_conflicting_rank_rules_are_one_line_errors(tmp_path, options, message):
     proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "svd", *options, "--out", "c"],
@@ -188,3 +190,18 @@ def test_rank_rules_other_than_a_budget_reach_the_pass(tmp_path, rule, check):
     record = run_compress(config)["compression"]
     assert {k: v for k, v in record["config"].items() if k in rule} == rule and "budget" not in record["config"]
     assert check(record["layers"])
+
+
+def test_compression_options_without_a_pass_are_refused_before_the_folder_loses_its_manifest(tmp_path):
+    """`build --energy 0.9` without --compress would silently build the uncompressed model; and a refused option
+    must not unverify an existing build folder (its manifest is removed only once work starts)."""
+    from medexport.errors import InputError
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    for options, message in (({"energy": 0.9}, "--energy configure compression; add --compress"),
+                             ({"compress": "svd", "energy": 0.9, "budget": "3x"}, "competing rank rules")):
+        with pytest.raises(InputError, match=message):
+            run_build(BuildConfig(model=ModelSpec(), out_dir=out, **options))
+        assert (out / "manifest.json").read_text() == "{}"

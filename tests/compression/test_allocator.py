@@ -75,14 +75,40 @@ def test_a_weights_budget_divides_the_parameter_count(method, budget):
     assert record.ratio < record.params_ratio   # the big low-resolution layers hold most weights, fewer MACs
 
 
-def test_every_chain_counts_its_weights_as_its_macs_at_one_position():
-    """Option.params (what the weights budget reads) equals the emitted chain's real parameter count."""
-    from medexport.compression.decompositions import SpatialSVD, Tucker2
+def _weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if getattr(m, "weight", None) is not None)
 
-    layers = discover(_net(), (1, 1, 16, 16))
-    for decomposition, ranks in ((SVD, (8,)), (Tucker2, (16, 24)), (SpatialSVD, (12,))):
-        d = decomposition(layers[2])
-        chain = d.build(ranks)
-        weights = sum(m.weight.numel() for m in chain.modules() if hasattr(m, "weight") and m.weight is not None)
-        assert d.params(ranks) == weights
-    assert layers[2].params == layers[2].module.weight.numel()
+
+@pytest.mark.parametrize("net, shape, cases", [
+    (_net(), (1, 1, 16, 16), [("svd", (8,)), ("tucker", (16, 24)), ("tucker", (64, 24)), ("spatial-svd", (12,)),
+                              ("hsc", (8,))]),
+    (nn.Sequential(nn.Conv3d(1, 32, 3, padding=1), nn.ConvTranspose3d(32, 48, 3, stride=2, padding=1,
+                                                                      output_padding=1), nn.Conv3d(48, 2, 1)),
+     (1, 1, 6, 6, 6), [("svd", (8,)), ("tucker", (16, 32)), ("hsc", (4,))]),
+    (nn.Sequential(nn.Linear(16, 48), nn.Linear(48, 40), nn.Linear(40, 4)), (1, 10, 16), [("svd", (8,))]),
+])
+def test_every_chain_counts_its_weights_as_its_macs_at_one_position(net, shape, cases):
+    """Option.params (what the weights budget reads) equals the emitted chain's real weight count, for convs,
+    a transposed 3D conv, HSC's grouped chain and a Linear on (batch, tokens, channels)."""
+    import numpy as np
+
+    from medexport.compression.decompositions import SpatialSVD, Tucker2
+    from medexport.compression.hsc import HSC
+
+    layer = discover(net.eval(), shape)[1]
+    assert layer.params == layer.module.weight.numel()
+    for method, ranks in cases:
+        d = {"svd": lambda: SVD(layer), "tucker": lambda: Tucker2(layer), "spatial-svd": lambda: SpatialSVD(layer),
+             "hsc": lambda: HSC(layer, np.arange(layer.in_channels), 4)}[method]()
+        assert d.params(ranks) == _weights(d.build(ranks)), (method, ranks)
+
+
+def test_a_weights_budget_never_makes_a_layer_dearer_in_macs():
+    """Tucker-2 on a strided conv runs its first 1x1 at the input resolution: ranks that save weights can cost more
+    MACs there, and a weights budget must not pick them."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 64, 3, padding=1), nn.Conv3d(64, 64, 3, stride=2, padding=1),
+                        nn.Conv3d(64, 64, 3, padding=1), nn.Conv3d(64, 2, 1)).eval()
+    _, record = get_pass("tucker").apply(net, (1, 1, 8, 8, 8), LowRankConfig(budget=1.3, budget_metric="params"))
+    assert record.layers and all(layer.macs_after < layer.macs_before for layer in record.layers)
+    assert abs(record.params_ratio / 1.3 - 1) <= 0.05

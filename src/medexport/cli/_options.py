@@ -70,14 +70,16 @@ def compression_options(required: bool) -> Callable:
                          type=PassChain(list_passes()),
                          help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*) "
                               "or filter merging (merge: hybrid crossover, merge-medoid). A comma-separated chain "
-                              "(e.g. tucker,prune-l2) runs one low-rank and one pruning pass in that order, each "
-                              "with its own options."),
-            click.option("--budget", default="3x", show_default=True,
-                         help="Low-rank passes: reduction target of --budget-metric, e.g. 3x or 6x."),
+                              "(e.g. tucker,prune-l2) runs one low-rank and one pruning pass in the order given, "
+                              "each with its own options."),
+            click.option("--budget", default=None,
+                         help="Low-rank passes: reduction target of --budget-metric, e.g. 3x or 6x (default 3x, "
+                              "unless another rank rule is given)."),
             click.option("--budget-metric", "budget_metric", type=click.Choice(["macs", "params"]), default="macs",
                          show_default=True, help="Low-rank --budget: what it divides, MACs or parameters."),
             click.option("--rank-ratio", "rank_ratio", type=float, default=None,
-                         help="Low-rank passes: keep this fraction of every layer's full rank (replaces --budget)."),
+                         help="Low-rank passes: keep this fraction of every layer's full rank (Tucker-2: of its "
+                              "channel counts) (replaces --budget)."),
             click.option("--energy", type=float, default=None,
                          help="Low-rank passes: smallest ranks keeping this fraction of each layer's squared singular "
                               "values, e.g. 0.9 (replaces --budget)."),
@@ -113,7 +115,8 @@ def compression_options(required: bool) -> Callable:
             click.option("--exclude-layer", "compress_exclude", multiple=True,
                          help="Layer name glob kept uncompressed (repeatable; the first conv and the head always are)."),
             click.option("--exclude-type", "compress_exclude_types", multiple=True,
-                         help="Layer class kept uncompressed, e.g. Linear or ConvTranspose3d (repeatable)."),
+                         help="Low-rank passes: layer class kept uncompressed, e.g. Linear or ConvTranspose3d "
+                              "(repeatable)."),
         ]
 
         @functools.wraps(func)

@@ -1,4 +1,4 @@
-"""`medexport compress`: low-rank compression to a MACs budget, exported and checked against the original."""
+"""`medexport compress`: one compression pass or a chain, exported and checked against the original."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +22,8 @@ from medexport.cli._options import (compression_options, console, data_options, 
 @click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
 def command(compression, data_path, labels_path, task, classes, calib, calib_samples, out_dir, max_overall_drop,
             max_class_drop, **model_kw) -> None:
-    """Factorize layers to meet --budget (low-rank) or remove --ratio of channels (prune-*); write
-    OUT/model.compressed.onnx and compress.json (every layer or channel group changed)."""
+    """Factorize layers (low-rank: to --budget, --latency or a rank rule) or remove --ratio of channels (prune-*,
+    merge), or both in a chain; write OUT/model.compressed.onnx and compress.json (every layer or group changed)."""
     from medexport.pipeline import BuildConfig, run_compress
 
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), **compression,

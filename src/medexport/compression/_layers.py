@@ -78,8 +78,8 @@ class LayerInfo:
         """This layer seen at one input and one output position, where any chain's MACs equal its weight count."""
         import dataclasses
 
-        ones = (1,) * (len(self.in_shape) - 2)
-        return dataclasses.replace(self, in_shape=(1, self.in_shape[1], *ones), out_shape=(1, self.out_shape[1], *ones))
+        ones = (1,) * (len(self.in_shape) - 2)   # channel counts from the weight: Linear on (B, T, C) too
+        return dataclasses.replace(self, in_shape=(1, self.in_channels, *ones), out_shape=(1, self.out_channels, *ones))
 
     def std_weight(self) -> "torch.Tensor":
         """The weight as (out, in, *kernel) whatever the layer type (a transposed conv stores (in, out, ...))."""

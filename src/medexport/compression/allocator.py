@@ -39,6 +39,8 @@ def select_ranks(decomps: dict[str, "Decomposition"], config: "LowRankConfig", t
         return allocate_latency(decomps, config, model, input_shape, total_macs)
     if config.budget is not None:
         total = total_params if config.budget_metric == "params" else total_macs
+        if total is None:
+            raise InputError("a weights budget needs the model's parameter count (total_params)")
         return allocate_budget(decomps, total, config.budget, config.round_to, config.tolerance,
                                config.budget_metric)
     chosen: dict[str, tuple[int, ...]] = {}
@@ -121,7 +123,8 @@ class _Choices:
 
 
 def _choices(d: "Decomposition", round_to: int, metric: str = "macs") -> _Choices:
-    options = [o for o in d.options(round_to) if o.cost(metric) < _layer_cost(d, metric)]
+    """Choices cheaper than the layer in ``metric`` and never dearer in MACs (a weights budget must not slow it)."""
+    options = [o for o in d.options(round_to) if o.cost(metric) < _layer_cost(d, metric) and o.macs < d.layer.macs]
     return _Choices([o.ranks for o in options], np.array([o.cost(metric) for o in options], dtype=np.float64),
                     np.array([o.error2 for o in options], dtype=np.float64))
 

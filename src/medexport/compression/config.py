@@ -28,7 +28,7 @@ class LowRankConfig:
     reads the input and the last one that produces the output. ``round_to`` rounds ranks to
     multiples the hardware likes on layers whose full rank is at least ``4 * round_to``.
     ``only_if_smaller`` never factorizes a layer whose factorized MACs are not smaller (turn it off
-    only to check the rewiring at full rank). ``tolerance`` is the allowed relative miss of a budget.
+    only to check the rewiring at full rank; a budget, on MACs or weights, never offers such ranks). ``tolerance`` is the allowed relative miss of a budget.
     ``calibration`` holds real images (N, C, *spatial) for data-aware passes (hsc) and for the latency
     allocator's sensitivities; it is not part of the recipe (``to_dict`` gives the count the pass reads).
     ``threads`` are the backend's inference threads while it measures (None: its default).

@@ -18,6 +18,8 @@ layers (DESIGN decision 4):
 from __future__ import annotations
 
 import abc
+import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -123,11 +125,13 @@ class Decomposition(abc.ABC):
     def params(self, ranks: tuple[int, ...]) -> int:
         """Weights of the factorized chain at ``ranks`` (bias aside): its MACs at a single position, since every
         chain here is linear layers whose MACs are positions x weights."""
-        import copy
+        return self._at_one_position.macs(ranks)
 
+    @functools.cached_property
+    def _at_one_position(self) -> "Decomposition":
         unit = copy.copy(self)
         unit.layer = self.layer.at_one_position()
-        return unit.macs(ranks)
+        return unit
 
     @abc.abstractmethod
     def error2(self, ranks: tuple[int, ...]) -> float:

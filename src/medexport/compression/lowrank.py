@@ -1,7 +1,7 @@
 """The low-rank passes: ``svd``, ``spatial-svd``, ``tucker`` and ``hsc``, one registered class each.
 
 They share one schedule (:class:`LowRankPass`): find the layers, drop the excluded and unsupported
-ones, decompose the rest once, pick ranks (ratio, energy, VBMF, MACs budget or measured latency),
+ones, decompose the rest once, pick ranks (ratio, energy, VBMF, MACs or weights budget, or measured latency),
 swap the dense chains in. A new method is a
 :class:`~medexport.compression.decompositions.Decomposition` plus three lines here.
 """
@@ -51,7 +51,9 @@ class LowRankPass(CompressionPass):
         records = []
         for name, d in decomps.items():
             if name not in ranks:
-                skipped[name] = "factorized MACs would not be smaller"
+                skipped[name] = ("left whole by the allocator (the target was met without it, or no rank pays)"
+                                 if config.budget is not None or config.latency is not None
+                                 else "factorized MACs would not be smaller")
                 continue
             _layers.replace(model, name, d.build(ranks[name]))
             records.append(LayerRecord(name, self.name, d.layer.kind, tuple(ranks[name]), d.layer.macs,

@@ -50,7 +50,9 @@ class PassRecord:
 
 def chain_summary(records: list[PassRecord]) -> dict:
     """One record of passes run in a chain: the first pass's before, the last one's after, every layer (each
-    names its method), and each pass's own record under ``passes``. A single pass gives its own record."""
+    names its method), ``config`` and ``skipped`` keyed by method, and each pass's own record under ``passes``.
+    A single pass gives its own record (``config`` is that pass's, no ``passes``): read a chain's per-pass
+    settings from ``passes``."""
     if len(records) == 1:
         return records[0].to_dict()
     first, last = records[0], records[-1]

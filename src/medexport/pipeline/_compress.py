@@ -1,8 +1,8 @@
 """The compress stage: the options checked against the passes asked for, then each pass configured and run.
 
 ``BuildConfig.compress`` names one registered pass or a chain of one low-rank and one pruning pass
-("tucker,prune-l2"), run in that order on the model the previous pass returned; each reads only its own
-family's options (--budget/--latency/--rank-ratio/--energy/--vbmf, or --ratio/--iterative/--scope/--rollback).
+("tucker,prune-l2"), run in the order given, each on the model the previous pass returned; each reads only its
+own family's options (--budget/--latency/--rank-ratio/--energy/--vbmf, or --ratio/--iterative/--scope/--rollback).
 A pruning pass with --rollback judges its steps against the model it receives; the build's final validation
 is always against the original.
 """
@@ -20,19 +20,15 @@ _CHOICES = "--budget, --latency, --rank-ratio, --energy or --vbmf"
 
 
 def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
-    """Replace ``loaded.module`` by its compressed copy; return the record (a chain's: see ``chain_summary``)."""
-    from medexport.compression import get_pass
+    """Replace ``loaded.module`` by its compressed copy; return the record (a chain's: see ``chain_summary``).
+    The caller has run :func:`check_compress_options` before any work."""
+    from medexport.compression import chain, get_pass
     from medexport.compression.record import chain_summary
 
-    check_compress_options(config)
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
-    records = []
-    for method in config.compress_methods:
-        compression = get_pass(method)
-        loaded.module, record = compression.apply(loaded.module, (1, *loaded.input_shape[1:]),
-                                                  _pass_config(loaded, config, compression))
-        records.append(record)
+    steps = [(method, _pass_config(loaded, config, get_pass(method))) for method in config.compress_methods]
+    loaded.module, records = chain(loaded.module, (1, *loaded.input_shape[1:]), steps)
     return chain_summary(records)
 
 
@@ -53,7 +49,8 @@ def compress_label(config: BuildConfig) -> str:
         elif config.vbmf:
             labels.append(f"{method} VBMF ranks")
         else:
-            labels.append(f"{method} {config.budget}{' of the parameters' if config.budget_metric == 'params' else ''}")
+            labels.append(f"{method} {config.effective_budget}"
+                          f"{' of the parameters' if config.budget_metric == 'params' else ''}")
     return f"compress ({', then '.join(labels)})"
 
 
@@ -66,13 +63,13 @@ def families(config: BuildConfig) -> list[str]:
 
 def check_compress_options(config: BuildConfig) -> None:
     """InputError for a chain we cannot run, conflicting rank rules, or options no pass asked for would read,
-    rather than silently dropping them."""
+    rather than silently dropping them. Needs only the config: the verbs call it before any work."""
     defaults = {name: f.default for name, f in BuildConfig.__dataclass_fields__.items()}
     chain = families(config)
     if len(set(chain)) != len(chain):
         raise InputError(f"a compression chain takes at most one low-rank and one pruning pass (each reads its own "
                          f"options), got {config.compress}")
-    lowrank = {"--budget": config.budget != defaults["budget"], "--budget-metric":
+    lowrank = {"--budget": config.budget is not None, "--budget-metric":
                config.budget_metric != defaults["budget_metric"], "--rank-ratio": config.rank_ratio is not None,
                "--energy": config.energy is not None, "--vbmf": config.vbmf,
                "--latency": config.compress_latency is not None,
@@ -89,10 +86,13 @@ def check_compress_options(config: BuildConfig) -> None:
         _check_rank_rule(config, lowrank)
     ignored = [name for family, given in (("lowrank", lowrank), ("pruning", pruning)) if family not in chain
                for name, used in given.items() if used]
+    if ignored and not chain:
+        raise InputError(f"{', '.join(ignored)} configure compression; add --compress METHOD or drop them")
     if ignored:
         verb = "is" if len(ignored) == 1 else "are"
+        hint = " (low-rank passes keep a fraction of each rank with --rank-ratio)" if "--ratio" in ignored else ""
         raise InputError(f"{', '.join(ignored)} {verb} not used by {config.compress} (a {chain[0]} pass); "
-                         "drop the option or choose a pass that uses it")
+                         f"drop the option or choose a pass that uses it{hint}")
 
 
 def _check_rank_rule(config: BuildConfig, given: dict[str, bool]) -> None:
@@ -100,7 +100,7 @@ def _check_rank_rule(config: BuildConfig, given: dict[str, bool]) -> None:
         raise InputError("--latency-payoff applies to --latency mode; add --latency or drop it")
     rules = [name for name in ("--budget", "--latency", "--rank-ratio", "--energy", "--vbmf") if given[name]]
     if len(rules) > 1:
-        raise InputError(f"{' and '.join(rules)} are two rank rules; give one of {_CHOICES}")
+        raise InputError(f"{', '.join(rules[:-1])} and {rules[-1]} are competing rank rules; give one of {_CHOICES}")
     if given["--budget-metric"] and rules and rules != ["--budget"]:
         raise InputError(f"--budget-metric says what --budget divides; it does not apply to {rules[0]}")
 
@@ -126,7 +126,7 @@ def _rank_rule(config: BuildConfig) -> dict[str, Any]:
         return {"energy": config.energy}
     if config.vbmf:
         return {"vbmf": True}
-    return {"budget": parse_budget(config.budget), "budget_metric": config.budget_metric}
+    return {"budget": parse_budget(config.effective_budget), "budget_metric": config.budget_metric}
 
 
 def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
-from medexport.pipeline._compress import compress, compress_label
+from medexport.pipeline._compress import check_compress_options, compress, compress_label
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare,
                                         export, external_files, finetune, finetune_label, ir_result, labelled_data,
                                         original_runner, parity_inputs, profile_cost, quantize, quiet_stage,
@@ -39,8 +39,10 @@ class BuildReport:
 
 def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     """Run the whole chain for one target; raise a MedexportError (one line) on the first failure."""
-    # check the backend first: a missing TensorRT should fail before minutes of work
+    # check the backend and the compression options first: a missing TensorRT or a conflicting option should fail
+    # before minutes of work, and before an existing folder loses its manifest
     get_backend(config.target)
+    check_compress_options(config)
     out = config.out_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")

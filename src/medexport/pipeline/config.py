@@ -14,6 +14,7 @@ FP32_TOLERANCE = 1e-4
 
 
 FP32_RTOL = 1e-4
+DEFAULT_BUDGET = "3x"
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_ENGINES = ("qdq", "nncf")
 # the QDQ layout a target gets unless --int8-layout says otherwise: the portable TensorRT one, except on
@@ -42,7 +43,8 @@ class BuildConfig:
     # a registered compression pass ("svd", "tucker", "prune-l2", ...), or a comma-separated chain of one low-rank
     # and one pruning pass, run in that order ("tucker,prune-l2")
     compress: str | None = None
-    budget: str = "3x"  # reduction factor of budget_metric for a low-rank pass
+    budget: str | None = None  # reduction factor of budget_metric for a low-rank pass (None: DEFAULT_BUDGET, unless
+    # another rank rule is given)
     budget_metric: str = "macs"  # what budget divides: "macs" or "params"
     rank_ratio: float | None = None  # low-rank rank rules that replace the budget: a fraction of every full rank,
     energy: float | None = None  # the squared singular-value energy kept per layer,
@@ -109,6 +111,12 @@ class BuildConfig:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
 
     @property
+    def effective_budget(self) -> str | None:
+        """The budget a low-rank pass meets: the one given, else DEFAULT_BUDGET when no other rank rule is given."""
+        others = (self.compress_latency, self.rank_ratio, self.energy, self.vbmf or None)
+        return self.budget or (DEFAULT_BUDGET if all(rule is None for rule in others) else None)
+
+    @property
     def compress_methods(self) -> tuple[str, ...]:
         """The compression passes to run, in order (empty: none)."""
         return tuple(m.strip() for m in self.compress.split(",")) if self.compress else ()
@@ -121,7 +129,8 @@ class BuildConfig:
                 "precision": self.precision,
                 "int8_engine": self.int8_engine if self.precision == "int8" else None,
                 "int8_layout": self.int8_layout if self.precision == "int8" else None,
-                "compression": {"method": self.compress, "budget": self.budget, "budget_metric": self.budget_metric,
+                "compression": {"method": self.compress, "budget": self.effective_budget,
+                                "budget_metric": self.budget_metric,
                                 "rank_ratio": self.rank_ratio, "energy": self.energy, "vbmf": self.vbmf,
                                 "exclude_types": list(self.compress_exclude_types), "prune_ratio": self.prune_ratio,
                                 "latency": self.compress_latency, "latency_backend": self.compress_backend,

@@ -6,7 +6,7 @@ from typing import Any
 from medexport._io import write_json
 from medexport.errors import InputError
 from medexport.loading import load_model
-from medexport.pipeline._compress import compress, compress_label
+from medexport.pipeline._compress import check_compress_options, compress, compress_label
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, export,
                                         finetune, finetune_label, labelled_data, original_runner, parity_inputs,
                                         quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
@@ -79,6 +79,7 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
 
     if not config.compress:
         raise InputError("no compression method given")
+    check_compress_options(config)
     loaded = load_model(config.model)
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")

@@ -205,3 +205,18 @@ def test_compression_options_without_a_pass_are_refused_before_the_folder_loses_
         with pytest.raises(InputError, match=message):
             run_build(BuildConfig(model=ModelSpec(), out_dir=out, **options))
         assert (out / "manifest.json").read_text() == "{}"
+
+
+def test_finetune_with_iterative_pruning_recovers_every_step_before_it_is_judged(tmp_path):
+    """--iterative 2 --finetune 200 --rollback: 100 distillation steps after each pruning step (the prune /
+    fine-tune loop), each step judged by the guard rails once recovered, so a quarter of every group, which
+    breaks the rails when pruned at once without recovery, stays pruned; recorded per round."""
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2", prune_ratio=0.25, prune_steps=2,
+                         prune_rollback=True, finetune_steps=200)
+    result = run_compress(config)
+    tuned, record = result["finetune"], result["compression"]
+    assert tuned["steps"] == 200 and [r["steps"] for r in tuned["rounds"]] == [100, 100]
+    assert tuned["schedule"] == "100 steps after each pruning step"
+    assert [entry["passed"] for entry in record["log"] if "passed" in entry] == [True, True]
+    assert not any(reason.startswith("locked") for reason in record["skipped"].values())
+    assert result["validation"]["guard_rails"]["passed"]

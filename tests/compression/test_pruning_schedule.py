@@ -105,6 +105,27 @@ def test_a_step_that_breaks_the_guard_rails_is_rolled_back_and_its_group_locked(
     assert record.to_dict()["config"]["guard_rails"] == rails.to_dict()
 
 
+def test_each_step_is_recovered_before_the_guard_rails_judge_it(unet2d):
+    """PruneConfig.recover (here 100 steps of distillation) runs on every step's pruned model before validation:
+    the quarter of every group that breaks the rails all at once (the test above) holds them once recovered,
+    so nothing is rolled back or locked."""
+    from medexport.finetune import DistillConfig, distill
+
+    ref, model, data, calibration = unet2d
+    recovered = []
+
+    def recover(pruned):
+        recovered.append(sum(p.numel() for p in pruned.parameters()))
+        return distill(pruned, model, calibration, DistillConfig(steps=100, seed=len(recovered)))[0]
+
+    config = PruneConfig(ratio=0.25, steps=2, heldout=data, rails=GuardRails(1.0, 3.0), recover=recover)
+    small, record = get_pass("prune-l2").apply(model, ref.input_shape, config)
+    assert [entry["passed"] for entry in record.log if "passed" in entry] == [True, True]
+    assert len(recovered) == 2 and recovered[1] < recovered[0]   # once per step, each on the smaller model
+    assert not any(reason.startswith("locked") for reason in record.skipped.values())
+    assert all(g.note == "2 step(s)" for g in record.layers) and "recover" not in record.to_dict()["config"]
+
+
 @pytest.mark.slow
 def test_the_guard_railed_iterative_search_on_the_2d_reference_model_takes_under_5_minutes(unet2d):
     ref, model, data, calibration = unet2d

@@ -72,8 +72,9 @@ def _compression_lines(record: dict[str, Any] | None, tuned: dict[str, Any] | No
         lines.append(f"| {layer['method']} | `{layer['name']}` | {change} | {layer['macs_before'] / 1e6:.2f} | "
                      f"{layer['macs_after'] / 1e6:.2f} |")
     if tuned:
-        lines += ["", f"Fine-tuned by {tuned['method']} from the original: {tuned['steps']} steps on {tuned['images']} "
-                      f"images ({tuned.get('data', {}).get('source', 'the --calib images')}), "
+        schedule = f" ({tuned['schedule']})" if tuned.get("schedule") else ""
+        lines += ["", f"Fine-tuned by {tuned['method']} from the original: {tuned['steps']} steps{schedule} on "
+                      f"{tuned['images']} images ({tuned.get('data', {}).get('source', 'the --calib images')}), "
                       f"loss {tuned['loss_first']:.3f} -> {tuned['loss_last']:.3f}."]
     return lines + [""]
 

@@ -19,17 +19,20 @@ from medexport.pipeline.config import BuildConfig
 _CHOICES = "--budget, --latency, --rank-ratio, --energy or --vbmf"
 
 
-def compress(loaded: LoadedModel, config: BuildConfig) -> dict:
-    """Replace ``loaded.module`` by its compressed copy; return the record (a chain's: see ``chain_summary``).
-    The caller has run :func:`check_compress_options` before any work."""
+def compress(loaded: LoadedModel, config: BuildConfig) -> tuple[dict, dict | None]:
+    """Replace ``loaded.module`` by its compressed copy; return the record (a chain's: see ``chain_summary``) and,
+    when --finetune ran inside the pruning schedule, that fine-tuning's record (else None: the caller fine-tunes
+    after compression if asked). The caller has run :func:`check_compress_options` before any work."""
     from medexport.compression import chain, get_pass
     from medexport.compression.record import chain_summary
+    from medexport.pipeline._finetune import recovery_for_pruning
 
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
-    steps = [(method, _pass_config(loaded, config, get_pass(method))) for method in config.compress_methods]
+    recovery = recovery_for_pruning(loaded, loaded.module, config)
+    steps = [(method, _pass_config(loaded, config, get_pass(method), recovery)) for method in config.compress_methods]
     loaded.module, records = chain(loaded.module, (1, *loaded.input_shape[1:]), steps)
-    return chain_summary(records)
+    return chain_summary(records), recovery.summary() if recovery is not None else None
 
 
 def compress_label(config: BuildConfig) -> str:
@@ -39,7 +42,9 @@ def compress_label(config: BuildConfig) -> str:
     labels = []
     for method in config.compress_methods:
         if get_pass(method).family == "pruning":
-            labels.append(f"{method} ratio {config.prune_ratio}")
+            tuned = (f", fine-tuned {max(1, config.finetune_steps // config.prune_steps)} steps after each of "
+                     f"{config.prune_steps}" if config.finetune_steps else "")
+            labels.append(f"{method} ratio {config.prune_ratio}{tuned}")
         elif config.compress_latency is not None:
             labels.append(f"{method} latency {config.compress_latency} on {config.compress_backend}")
         elif config.rank_ratio is not None:
@@ -105,10 +110,11 @@ def _check_rank_rule(config: BuildConfig, given: dict[str, bool]) -> None:
         raise InputError(f"--budget-metric says what --budget divides; it does not apply to {rules[0]}")
 
 
-def _pass_config(loaded: LoadedModel, config: BuildConfig, compression) -> Any:
-    """The config object ``compression`` takes, filled from the build options and real images it reads."""
+def _pass_config(loaded: LoadedModel, config: BuildConfig, compression, recovery=None) -> Any:
+    """The config object ``compression`` takes, filled from the build options and real images it reads
+    (a pruning pass also gets ``recovery``, run after each of its steps)."""
     if compression.family == "pruning":
-        return prune_config(loaded, config, compression.needs_calibration)
+        return prune_config(loaded, config, compression.needs_calibration, recovery)
     return compression.config_type(**_rank_rule(config), exclude=tuple(config.compress_exclude),
                                    exclude_types=tuple(config.compress_exclude_types),
                                    calibration=_compression_images(loaded, config, compression))
@@ -143,7 +149,7 @@ def _compression_images(loaded: LoadedModel, config: BuildConfig, compression) -
         return None
 
 
-def prune_config(loaded: LoadedModel, config: BuildConfig, needs_calibration: bool):
+def prune_config(loaded: LoadedModel, config: BuildConfig, needs_calibration: bool, recover=None):
     """The PruneConfig of a pruning/merging pass, with calibration images and guard-rail data when it needs them."""
     from medexport.compression.pruning import PruneConfig
     from medexport.evaluation import GuardRails
@@ -158,5 +164,5 @@ def prune_config(loaded: LoadedModel, config: BuildConfig, needs_calibration: bo
                              "or use a reference model")
     return PruneConfig(ratio=config.prune_ratio, exclude=tuple(config.compress_exclude), scope=config.prune_scope,
                        max_ratio=config.prune_max_ratio, steps=config.prune_steps, calibration=calibration,
-                       heldout=heldout,
+                       heldout=heldout, recover=recover,
                        rails=GuardRails(config.max_overall_drop, config.max_class_drop) if config.prune_rollback else None)

@@ -1,5 +1,5 @@
-"""The stages the verbs share: export, parity on real images, fine-tuning, quantization, validation
-(compression is ``_compress``).
+"""The stages the verbs share: export, parity on real images, quantization, validation (compression is
+``_compress``, recovery fine-tuning ``_finetune``).
 
 Each function does one stage on a loaded model and returns JSON-able facts; the verbs in ``build`` and
 ``verbs`` decide the order.
@@ -155,25 +155,6 @@ def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int)
                         "(medexport never calibrates on random data)")
     images = loaded.reference.calibration()[:max_samples]
     return images, {"count": int(len(images)), "source": f"bundled calibration images of {loaded.reference.name}"}
-
-
-def finetune_label(config: BuildConfig) -> str:
-    return f"fine-tune ({config.finetune_steps} steps of distillation from the original)"
-
-
-def finetune(loaded: LoadedModel, original, config: BuildConfig) -> dict:
-    """Distil the compressed ``loaded.module`` from ``original`` on the calibration images (the user's --calib, else
-    the reference model's training-side images; never the held-out images the guard rails judge on)."""
-    from medexport.finetune import DistillConfig, distill
-
-    images, source = calibration_images(loaded, config.calib, config.calib_samples)
-    loaded.module, record = distill(loaded.module, original, images, DistillConfig(steps=config.finetune_steps),
-                                    progress=True)
-    result = {**record.to_dict(), "data": source}
-    if config.calib is not None and config.data is not None and Path(config.calib).resolve() == Path(config.data).resolve():
-        result["note"] = ("fine-tuned on the same images the guard rails validate on (--calib = --data): the "
-                          "validation is not independent")
-    return result
 
 
 def original_runner(loaded: LoadedModel, original, fallback):

@@ -15,8 +15,9 @@ from typing import Any
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
 from medexport.pipeline._compress import check_compress_options, compress, compress_label
+from medexport.pipeline._finetune import finetune, finetune_label
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare,
-                                        export, external_files, finetune, finetune_label, ir_result, labelled_data,
+                                        export, external_files, ir_result, labelled_data,
                                         original_runner, parity_inputs, profile_cost, quantize, quiet_stage,
                                         raise_guard_rail, reference_runner, reject_on_failure, run_batched, validate)
 from medexport.pipeline.config import BuildConfig
@@ -64,10 +65,11 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     original = loaded.module
     if config.compress:
         with timed(compress_label(config)):
-            report.data["compression"] = compress(loaded, config)
-        if config.finetune_steps:
+            report.data["compression"], tuned = compress(loaded, config)
+        if config.finetune_steps and tuned is None:
             with timed(finetune_label(config)):
-                report.data["finetune"] = finetune(loaded, original, config)
+                tuned = finetune(loaded, original, config)
+        report.data["finetune"] = tuned
     if loaded.module is not None:
         with timed("profile"):
             report.data["profile"] = profile_cost(loaded)["totals"]

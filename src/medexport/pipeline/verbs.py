@@ -7,8 +7,9 @@ from medexport._io import write_json
 from medexport.errors import InputError
 from medexport.loading import load_model
 from medexport.pipeline._compress import check_compress_options, compress, compress_label
+from medexport.pipeline._finetune import finetune, finetune_label
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, export,
-                                        finetune, finetune_label, labelled_data, original_runner, parity_inputs,
+                                        labelled_data, original_runner, parity_inputs,
                                         quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
                                         run_batched, validate)
 from medexport.pipeline.config import BuildConfig
@@ -85,10 +86,13 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
     original = loaded.module
     with stage(compress_label(config)):
-        result: dict[str, Any] = {"compression": compress(loaded, config)}
-    if config.finetune_steps:
+        record, tuned = compress(loaded, config)
+        result: dict[str, Any] = {"compression": record}
+    if config.finetune_steps and tuned is None:
         with stage(finetune_label(config)):
-            result["finetune"] = finetune(loaded, original, config)
+            tuned = finetune(loaded, original, config)
+    if tuned is not None:
+        result["finetune"] = tuned
     onnx_path = config.out_dir / "model.compressed.onnx"
     with stage("export"):
         result["export"] = export(loaded, onnx_path, config)

@@ -4,11 +4,13 @@
     PruneConfig(ratio=0.3, round_to=16, exclude=("encoder.0*",))
     PruneConfig(ratio=0.5, scope="global", max_ratio=0.75, steps=4,          # capped non-uniform, iterative,
                 calibration=images, heldout=data, rails=GuardRails(1.0, 3.0))  # guard-railed with rollback
+    PruneConfig(ratio=0.5, steps=4, recover=lambda m: distill(m, original, images, DistillConfig(75))[0])
+                                                            # prune, fine-tune, (validate,) prune again ...
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 from medexport.errors import InputError
 
@@ -23,8 +25,10 @@ class PruneConfig:
     ``round_min_channels`` channels (smaller ones keep ``round(channels * (1 - ratio))``, at least one).
     ``exclude`` are shell globs on qualified module names: a group touching a matching layer is left whole.
     With ``heldout`` (and ``rails``), every step is validated and a step that breaks a guard rail is rolled
-    back and its group locked. ``calibration``, ``heldout`` and ``rails`` are data, not recipe: they are
-    left out of :meth:`to_dict`.
+    back and its group locked. ``recover``, when given, takes each step's pruned model and returns it
+    recovered (e.g. fine-tuned by distillation) before it is validated and before the next step scores it:
+    the classic prune / fine-tune loop. ``calibration``, ``heldout``, ``rails`` and ``recover`` are data, not
+    recipe: they are left out of :meth:`to_dict`.
     """
 
     ratio: float = 0.5
@@ -37,6 +41,7 @@ class PruneConfig:
     calibration: Any = field(default=None, repr=False, compare=False)  # images for activation scores / merging
     heldout: Any = field(default=None, repr=False, compare=False)  # LabelledData: validate each step (rollback)
     rails: Any = field(default=None, repr=False, compare=False)  # GuardRails used with ``heldout``
+    recover: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)  # after each step
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:

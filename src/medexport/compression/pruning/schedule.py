@@ -6,7 +6,8 @@
   gone, no group losing more than ``max_ratio`` (the capped non-uniform sparsity of the pathology
   paper). Targets are rounded to multiples of ``round_to``.
 * :func:`run_schedule` reaches those targets in ``steps`` equal steps, re-analysing and re-scoring the
-  smaller model before each (iterative pruning). With held-out data, each step is validated against the
+  smaller model before each (iterative pruning), each step optionally recovered (``config.recover``, e.g.
+  fine-tuned) before it is judged. With held-out data, each step is validated against the
   ORIGINAL model; a step that breaks a guard rail is undone and retried group by group, and a group
   whose own step breaks it is rolled back and locked while the search goes on elsewhere (the
   filter-merging paper's scheme). Example::
@@ -172,11 +173,14 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
 
 def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfig, targets: dict[str, int],
          guard: _Guard | None, label: str, log: list) -> tuple["nn.Module", bool]:
-    """Apply one step to a copy; keep it if the guard rails hold (or there are none), else keep ``model``."""
+    """Apply one step to a copy (recovered by ``config.recover`` if given); keep it if the guard rails hold (or
+    there are none), else keep ``model``."""
     if not targets:
         return model, True
     candidate = copy.deepcopy(model)
     prune.step(candidate, input_shape, config, targets)
+    if config.recover is not None:
+        candidate = config.recover(candidate)
     if guard is None:
         return candidate, True
     result = guard.check(candidate, label)

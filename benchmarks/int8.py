@@ -3,7 +3,8 @@
 and the calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
-                              [--prune prune-l2:0.1,0.25,0.5] [--search] [--finetune STEPS] [--calib256]
+                              [--prune prune-l2:0.1,0.25,0.5] [--search] [--finetune STEPS] [--subpixel]
+                              [--calib256]
 
 For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's bundled
 calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the same images.
@@ -19,12 +20,14 @@ OpenVINO only).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OURS_LABEL = "OpenVINO on our QDQ ONNX --int8-layout openvino"
 AA_LABEL = "A/A control: our --int8-layout openvino file again (noise floor)"
 
 
@@ -40,7 +43,10 @@ def main() -> None:
                              "on the held-out images with rollback (default: one-shot, no guard rails)")
     parser.add_argument("--finetune", type=int, default=0,
                         help="fine-tune every compressed model this many steps by distillation from the original on "
-                             "its calibration images (medexport's --finetune)")
+                             "its calibration images (medexport's --finetune; with --search, spread over the 4 "
+                             "steps, each fine-tuned before it is judged)")
+    parser.add_argument("--subpixel", action="store_true",
+                        help="also time every model after the subpixel rewrite (medexport's --compress ...,subpixel)")
     parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
     args = parser.parse_args()
     from medexport.zoo import get_model
@@ -51,14 +57,16 @@ def main() -> None:
             print(f"\n{name}: not trained yet (no weights/data in the zoo), skipped", file=sys.stderr)
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            print(_bench_model(ref, Path(tmp), args.rounds, args.method, args.prune, args.search, args.finetune),
+            print(_bench_model(ref, Path(tmp), args.rounds, args.method, args.prune, args.search, args.finetune,
+                               args.subpixel),
                   flush=True)
     if args.calib256:
         with tempfile.TemporaryDirectory() as tmp:
             print(_calibration_time(Path(tmp), args.method))
 
 
-def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool, finetune: int) -> str:
+def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool, finetune: int,
+                 subpixel: bool) -> str:
     from medexport.benchmarks import interleaved_medians
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
@@ -83,7 +91,7 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
         "OpenVINO FP32": OvRunner(fp32),
         "OpenVINO FP16 (IR + f16 hint)": OvRunner(_ov_fp16(fp32, tmp), precision="fp16"),
         "OpenVINO on our QDQ ONNX (TensorRT layout)": OvRunner(quant.path, precision="int8"),
-        "OpenVINO on our QDQ ONNX --int8-layout openvino": OvRunner(ours_ov, precision="int8"),
+        OURS_LABEL: OvRunner(ours_ov, precision="int8"),
         "OpenVINO NNCF default PTQ": OvRunner(nncf_xml, precision="int8"),
         # the same file compiled and timed again: how far two timings of one model differ in this run
         AA_LABEL: OvRunner(ours_ov, precision="int8"),
@@ -96,7 +104,11 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     for spec in filter(None, prune.split(";")):
         method_name, ratios = spec.split(":")
         for ratio in ratios.split(","):
-            runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method, search, finetune))
+            runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method, search, finetune,
+                                       subpixel))
+    if subpixel:
+        runners.update(_ov_pair(_subpixel(ref.build(), ref), ref, calibration, tmp / "model.subpixel",
+                                "subpixel (exact rewrite)", method))
     batch = real_inputs(tuple(ref.input_shape), 1)   # a real image at the model input size (3D: a crop)
     medians = interleaved_medians({k: r.infer for k, r in runners.items()}, batch, rounds=rounds, warmup=5,
                                   iterations=30, min_seconds=0.5)
@@ -110,7 +122,7 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
              "|---|---:|---:|---:|:---:|---:|"]
     for label, runner in runners.items():
         same = "ORT FP32" if label.startswith("ORT") else "OpenVINO FP32"
-        if label.startswith("pruned"):
+        if label.startswith(("pruned", "subpixel")):
             same = label.split(" / ")[0] + " / OpenVINO FP32"
         verdict = rails.check(reference, evaluate(runner, data.images, data.labels, **common)[0], artifact=label)
         worst = min((r["delta_points"] for r in verdict.to_dict()["rows"] if r["scope"] == "class"),
@@ -118,42 +130,70 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
         lines.append(f"| {label} | {medians[label]:.2f} | {medians[same] / medians[label]:.2f}x | "
                      f"{medians['OpenVINO FP32'] / medians[label]:.2f}x | "
                      f"{'held' if verdict.passed else 'BROKEN'} | {worst:+.2f} |")
+    # ours against NNCF head to head: only those three runners, more rounds, so a few per cent can be told from noise
+    trio = {k: runners[k].infer for k in (OURS_LABEL, "OpenVINO NNCF default PTQ", AA_LABEL)}
+    head = interleaved_medians(trio, batch, rounds=max(11, rounds), warmup=5, iterations=30, min_seconds=0.5)
+    ours, nncf, again = head.values()
+    lines += ["", f"Head to head ({max(11, rounds)} rounds, these three alone): ours {ours:.2f} ms, NNCF default PTQ "
+                  f"{nncf:.2f} ms ({100 * (ours / nncf - 1):+.1f}%), ours again {again:.2f} ms (the A/A control: "
+                  f"{100 * abs(ours / again - 1):.1f}%, the noise floor)."]
     for runner in runners.values():
         runner.close()
-    ours, again, nncf = (medians[k] for k in ("OpenVINO on our QDQ ONNX --int8-layout openvino", AA_LABEL,
-                                               "OpenVINO NNCF default PTQ"))
-    lines += ["", f"Ours vs NNCF default PTQ: {100 * (ours / nncf - 1):+.1f}% latency; the same file timed twice "
-                  f"differs by {100 * abs(ours / again - 1):.1f}% (the A/A control), so a gap smaller than that is noise."]
     return "\n".join(lines)
 
 
 def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, method: str, search: bool,
-                finetune: int) -> dict:
-    """The pruned model (fine-tuned by distillation if ``finetune`` steps) on OpenVINO in FP32 and on our QDQ ONNX."""
-    from medexport.calibration.quantize import QuantConfig, quantize_qdq
+                finetune: int, subpixel: bool) -> dict:
+    """The pruned model (fine-tuned by distillation if ``finetune`` steps) on OpenVINO in FP32 and on our QDQ ONNX
+    (and, with ``subpixel``, the same after the subpixel rewrite)."""
     from medexport.compression import get_pass
     from medexport.compression.pruning import PruneConfig
     from medexport.evaluation import GuardRails
     from medexport.evaluation.validation import reference_data
+    from medexport.finetune import DistillConfig, distill
+
+    config = PruneConfig(ratio=ratio, calibration=calibration)
+    if search:   # as `--iterative 4 --scope global --rollback [--finetune N]`: each step recovered, then judged
+        seeds = itertools.count()   # another seed each round, as the pipeline's recovery
+
+        def recover(model):
+            return distill(model, ref.build(), calibration, DistillConfig(steps=max(1, finetune // 4),
+                                                                          seed=next(seeds)))[0]
+
+        config = PruneConfig(ratio=ratio, calibration=calibration, steps=4, scope="global",
+                             heldout=reference_data(ref), rails=GuardRails(1.0, 3.0),
+                             recover=recover if finetune else None)
+    pruned, _ = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), config)
+    if finetune and not search:
+        pruned, _ = distill(pruned, ref.build(), calibration, DistillConfig(steps=finetune))
+    label = (f"pruned {method_name} {ratio:g}{' (guard-railed search)' if search else ''}"
+             f"{f' + {finetune} fine-tuning steps' if finetune else ''}")
+    runners = _ov_pair(pruned, ref, calibration, tmp / f"pruned{ratio}", label, method)
+    if subpixel:
+        runners.update(_ov_pair(_subpixel(pruned, ref), ref, calibration, tmp / f"pruned{ratio}.subpixel",
+                                f"{label} + subpixel", method))
+    return runners
+
+
+def _ov_pair(model, ref, calibration, stem: Path, label: str, method: str) -> dict:
+    """``model`` on OpenVINO in FP32 and on our QDQ ONNX in the OpenVINO target's default layout."""
+    from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.exporter import export_onnx
     from medexport.runtimes.openvino import Runner as OvRunner
 
-    config = PruneConfig(ratio=ratio, calibration=calibration)
-    if search:
-        config = PruneConfig(ratio=ratio, calibration=calibration, steps=4, scope="global",
-                             heldout=reference_data(ref), rails=GuardRails(1.0, 3.0))
-    pruned, _ = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), config)
-    if finetune:
-        from medexport.finetune import DistillConfig, distill
-
-        pruned, _ = distill(pruned, ref.build(), calibration, DistillConfig(steps=finetune))
-    path = export_onnx(pruned, ref.input_shape, tmp / f"pruned{ratio}.onnx").path
-    qdq = quantize_qdq(path, calibration, tmp / f"pruned{ratio}.int8.qdq.onnx",
-                       QuantConfig(method=method, layout="openvino")).path   # the OpenVINO target's default layout
-    label = (f"pruned {method_name} {ratio:g}{' (guard-railed search)' if search else ''}"
-             f"{f' + {finetune} fine-tuning steps' if finetune else ''}")
+    path = export_onnx(model, ref.input_shape, stem.with_suffix(".onnx")).path
+    qdq = quantize_qdq(path, calibration, stem.with_suffix(".int8.qdq.onnx"),
+                       QuantConfig(method=method, layout="openvino")).path
     return {f"{label} / OpenVINO FP32": OvRunner(path),
             f"{label} / OpenVINO on our QDQ ONNX (openvino layout)": OvRunner(qdq, precision="int8")}
+
+
+def _subpixel(model, ref):
+    """``model`` with the transposed convs that measure faster on OpenVINO rewritten (medexport's subpixel pass)."""
+    from medexport.compression import get_pass
+    from medexport.compression.subpixel import SubPixelConfig
+
+    return get_pass("subpixel").apply(model, tuple(ref.input_shape), SubPixelConfig(backend="openvino"))[0]
 
 
 def _ov_fp16(fp32: Path, tmp: Path) -> Path:

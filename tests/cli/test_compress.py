@@ -175,7 +175,7 @@ def test_conflicting_rank_rules_are_one_line_errors(tmp_path, options, message):
 def test_a_chain_of_two_low_rank_passes_is_refused(tmp_path):
     from medexport.errors import InputError
 
-    with pytest.raises(InputError, match="at most one low-rank and one pruning pass"):
+    with pytest.raises(InputError, match="at most one low-rank, one pruning and one rewrite pass"):
         run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="tucker,svd"))
 
 
@@ -220,3 +220,25 @@ def test_finetune_with_iterative_pruning_recovers_every_step_before_it_is_judged
     assert [entry["passed"] for entry in record["log"] if "passed" in entry] == [True, True]
     assert not any(reason.startswith("locked") for reason in record["skipped"].values())
     assert result["validation"]["guard_rails"]["passed"]
+
+
+def test_subpixel_comes_last_in_a_chain_and_changes_no_numbers(tmp_path):
+    """prune-l2,subpixel: the exact rewrite of the transposed convs that measure faster runs on the pruned model;
+    whether the head pays is the backend's answer here, so either way the record says what was measured."""
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2,subpixel", prune_ratio=0.25,
+                         finetune_steps=100, compress_backend="onnxruntime")
+    result = run_compress(config)
+    pruned, rewrite = result["compression"]["passes"]
+    assert (pruned["method"], rewrite["method"]) == ("prune-l2", "subpixel") and rewrite["config"]["backend"] == "onnxruntime"
+    decided = {layer["name"]: layer["ms_before"] / layer["ms_after"] for layer in rewrite["layers"]}
+    decided.update({name: why for name, why in rewrite["skipped"].items() if "measured" in why})
+    assert "model.2.conv" in decided   # the 3-class full-resolution head was timed both ways
+    assert all(ratio >= 1.1 for ratio in decided.values() if isinstance(ratio, float))
+    assert result["onnx_parity"]["passed"] and result["validation"]["guard_rails"]["passed"]
+
+
+def test_a_rewrite_before_another_pass_is_refused(tmp_path):
+    from medexport.errors import InputError
+
+    with pytest.raises(InputError, match="must come last in a chain"):
+        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="subpixel,prune-l2"))

@@ -111,7 +111,7 @@ def test_parse_budget():
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InputError, match="known methods: hsc, .*spatial-svd, svd, tucker"):
+    with pytest.raises(InputError, match="known methods: hsc, .*spatial-svd, subpixel, svd, tucker"):
         get_pass("cp-als")
 
 

@@ -67,8 +67,14 @@ def _compression_lines(record: dict[str, Any] | None, tuned: dict[str, Any] | No
              f"{record['params_after']:,} parameters ({record['params_ratio']:.2f}x).", "",
              "| pass | layer or group | change | MMACs before | MMACs after |", "|---|---|---|---:|---:|"]
     for layer in record["layers"]:
-        change = (f"ranks {tuple(layer['ranks'])}, weight error {layer['weight_error']:.3f}" if "ranks" in layer
-                  else f"{layer['kept']} of {layer['channels']} channels kept")
+        if "ranks" in layer:
+            change = f"ranks {tuple(layer['ranks'])}, weight error {layer['weight_error']:.3f}"
+        elif "kept" in layer:
+            change = f"{layer['kept']} of {layer['channels']} channels kept"
+        else:
+            timed = (f", {layer['ms_before']:.2f} -> {layer['ms_after']:.2f} ms alone"
+                     if layer.get("ms_before") is not None else "")
+            change = f"sub-pixel convolution (exact){timed}"
         lines.append(f"| {layer['method']} | `{layer['name']}` | {change} | {layer['macs_before'] / 1e6:.2f} | "
                      f"{layer['macs_after'] / 1e6:.2f} |")
     if tuned:

@@ -68,10 +68,11 @@ def compression_options(required: bool) -> Callable:
         options = [
             click.option("--compress" if not required else "--method", "compress", required=required, default=None,
                          type=PassChain(list_passes()),
-                         help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*) "
-                              "or filter merging (merge: hybrid crossover, merge-medoid). A comma-separated chain "
-                              "(e.g. tucker,prune-l2) runs one low-rank and one pruning pass in the order given, "
-                              "each with its own options."),
+                         help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*), "
+                              "filter merging (merge: hybrid crossover, merge-medoid), or subpixel (transposed convs "
+                              "rewritten exactly as convs + pixel shuffle where that measures faster). A comma-"
+                              "separated chain (e.g. tucker,prune-l2 or prune-l2,subpixel) runs at most one pass per "
+                              "family in the order given, subpixel last, each with its own options."),
             click.option("--budget", default=None,
                          help="Low-rank passes: reduction target of --budget-metric, e.g. 3x or 6x (default 3x, "
                               "unless another rank rule is given)."),
@@ -90,7 +91,8 @@ def compression_options(required: bool) -> Callable:
                          help="Low-rank passes: target latency as a fraction of the original's, measured on "
                               "--latency-backend (e.g. 0.5); replaces --budget."),
             click.option("--latency-backend", "compress_backend", type=click.Choice(["openvino", "onnxruntime"]),
-                         default="openvino", show_default=True, help="Backend --latency is measured on."),
+                         default="openvino", show_default=True,
+                         help="Backend --latency and subpixel are measured on."),
             click.option("--latency-payoff", "compress_payoff", type=float, default=0.85, show_default=True,
                          help="Low-rank --latency: least measured realized/ideal speed-up (latency ratio over MACs "
                               "ratio) the chosen factorizations keep; lower it to reach deeper targets."),

@@ -11,6 +11,7 @@ one registered pass per method). Example::
 from medexport.compression import lowrank as _lowrank  # noqa: F401  (registers the passes)
 from medexport.compression import pruning as _pruning  # noqa: F401  (registers the prune-* passes)
 from medexport.compression.pruning import merge as _merge  # noqa: F401  (registers merge, merge-medoid)
+from medexport.compression import subpixel as _subpixel  # noqa: F401  (registers subpixel, an exact rewrite)
 from medexport.compression._registry import get_pass, list_passes, register_pass
 from medexport.compression.base import CompressionPass, chain, model_macs
 from medexport.compression.config import LowRankConfig, parse_budget

@@ -1,8 +1,9 @@
 """The compress stage: the options checked against the passes asked for, then each pass configured and run.
 
-``BuildConfig.compress`` names one registered pass or a chain of one low-rank and one pruning pass
-("tucker,prune-l2"), run in the order given, each on the model the previous pass returned; each reads only its
-own family's options (--budget/--latency/--rank-ratio/--energy/--vbmf, or --ratio/--iterative/--scope/--rollback).
+``BuildConfig.compress`` names one registered pass or a chain of at most one pass per family ("tucker,prune-l2",
+"prune-l2,subpixel"), run in the order given, each on the model the previous pass returned, an exact rewrite
+(subpixel) last; each reads only its own family's options (--budget/--latency/--rank-ratio/--energy/--vbmf, or
+--ratio/--iterative/--scope/--rollback; --latency-backend for what is measured).
 A pruning pass with --rollback judges its steps against the model it receives; the build's final validation
 is always against the original.
 """
@@ -45,6 +46,8 @@ def compress_label(config: BuildConfig) -> str:
             tuned = (f", fine-tuned {max(1, config.finetune_steps // config.prune_steps)} steps after each of "
                      f"{config.prune_steps}" if config.finetune_steps else "")
             labels.append(f"{method} ratio {config.prune_ratio}{tuned}")
+        elif get_pass(method).family == "rewrite":
+            labels.append(f"{method}, measured on {config.compress_backend}")
         elif config.compress_latency is not None:
             labels.append(f"{method} latency {config.compress_latency} on {config.compress_backend}")
         elif config.rank_ratio is not None:
@@ -72,8 +75,11 @@ def check_compress_options(config: BuildConfig) -> None:
     defaults = {name: f.default for name, f in BuildConfig.__dataclass_fields__.items()}
     chain = families(config)
     if len(set(chain)) != len(chain):
-        raise InputError(f"a compression chain takes at most one low-rank and one pruning pass (each reads its own "
-                         f"options), got {config.compress}")
+        raise InputError(f"a compression chain takes at most one low-rank, one pruning and one rewrite pass (each "
+                         f"reads its own options), got {config.compress}")
+    if "rewrite" in chain[:-1]:
+        raise InputError(f"{config.compress_methods[chain.index('rewrite')]} rewrites layers exactly for speed and "
+                         f"must come last in a chain (e.g. prune-l2,subpixel), got {config.compress}")
     lowrank = {"--budget": config.budget is not None, "--budget-metric":
                config.budget_metric != defaults["budget_metric"], "--rank-ratio": config.rank_ratio is not None,
                "--energy": config.energy is not None, "--vbmf": config.vbmf,
@@ -115,6 +121,8 @@ def _pass_config(loaded: LoadedModel, config: BuildConfig, compression, recovery
     (a pruning pass also gets ``recovery``, run after each of its steps)."""
     if compression.family == "pruning":
         return prune_config(loaded, config, compression.needs_calibration, recovery)
+    if compression.family == "rewrite":
+        return compression.config_type(backend=config.compress_backend, exclude=tuple(config.compress_exclude))
     return compression.config_type(**_rank_rule(config), exclude=tuple(config.compress_exclude),
                                    exclude_types=tuple(config.compress_exclude_types),
                                    calibration=_compression_images(loaded, config, compression))

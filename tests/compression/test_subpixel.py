@@ -1,0 +1,108 @@
+"""subpixel: transposed convolutions rewritten exactly as convolution + pixel shuffle, where that measures faster."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medexport.compression import get_pass
+from medexport.compression.subpixel import SubPixelConfig, subpixel_module, unsupported
+from medexport.errors import InputError
+from tests.compression.conftest import build_net
+
+GEOMETRIES = [  # (kernel, stride, padding, output_padding): MONAI's 3/2/1/1, DynUNet's 2/2/0/0, odd strides, crops
+    (3, 2, 1, 1), (2, 2, 0, 0), (4, 2, 1, 0), (3, 2, 0, 0), (3, 2, 1, 0), (5, 3, 2, 1), (3, 3, 1, 2), (1, 2, 0, 1),
+    (4, 4, 0, 0)]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("kernel, stride, padding, output_padding", GEOMETRIES)
+def test_the_rewrite_computes_what_the_transposed_conv_computes(dims, kernel, stride, padding, output_padding):
+    torch.manual_seed(0)
+    deconv = (nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d)(5, 4, kernel, stride=stride, padding=padding,
+                                                                        output_padding=output_padding).eval()
+    x = torch.randn(2, 5, *(5,) * dims)
+    with torch.no_grad():
+        expected, got = deconv(x), subpixel_module(deconv, tuple(x.shape[2:]))(x)
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+
+
+def test_anisotropic_strides_and_no_bias():
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose3d(3, 2, (3, 3, 1), stride=(2, 2, 1), padding=(1, 1, 0), output_padding=(1, 1, 0),
+                                bias=False).eval()
+    x = torch.randn(1, 3, 4, 5, 6)
+    with torch.no_grad():
+        assert torch.allclose(subpixel_module(deconv, (4, 5, 6))(x), deconv(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("module, reason", [
+    (nn.ConvTranspose2d(4, 4, 3, stride=2, groups=2), "grouped"),
+    (nn.ConvTranspose2d(4, 4, 3, stride=2, dilation=2), "dilated"),
+    (nn.ConvTranspose2d(4, 4, 3, stride=1), "stride 1"),
+    (nn.Conv2d(4, 4, 3), "not a 2D/3D transposed convolution"),
+])
+def test_layers_it_cannot_rewrite_say_why(module, reason):
+    assert reason in unsupported(module)
+    with pytest.raises(InputError, match=reason):
+        subpixel_module(module, (8, 8))
+
+
+@pytest.mark.parametrize("net", ["unet2d", "unet3d", "dynunet", "brain-tissue-unet2d"])
+def test_every_transposed_conv_of_a_unet_rewritten_keeps_its_outputs_and_exports(net, tmp_path):
+    """measure=False rewrites every eligible layer: the network's outputs stay, and its ONNX (ordinary Conv,
+    Reshape, Transpose) passes the checker and runs on ONNX Runtime with the same numbers."""
+    from medexport.exporter import check_onnx, export_onnx
+    from medexport.runtimes.onnxruntime.runner import Runner
+
+    model, shape = build_net(net)
+    deconvs = [n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvTransposeNd)]
+    fast, record = get_pass("subpixel").apply(model, shape, SubPixelConfig(measure=False))
+    assert sorted(layer.name for layer in record.layers) == sorted(deconvs) and deconvs
+    # the zero taps are counted, not hidden (DynUNet's 2x2 stride-2 up-convolutions have none: each phase is a 1x1)
+    assert record.macs_after > record.macs_before or net == "dynunet" and record.macs_after == record.macs_before
+    batch = np.random.default_rng(0).random((2, *shape[1:]), dtype=np.float32)
+    with torch.no_grad():
+        expected, got = model(torch.from_numpy(batch)), fast(torch.from_numpy(batch))
+    scale = max(float(expected.abs().max()), 1.0)
+    assert float((got - expected).abs().max()) / scale < 1e-5
+    path = export_onnx(fast, shape, tmp_path / "model.onnx").path
+    assert "ConvTranspose" not in {n.op_type for n in check_onnx(path).graph.node}
+    with Runner(path) as runner:
+        assert float(np.abs(runner.infer(batch) - expected.numpy()).max()) / scale < 1e-4
+
+
+def test_only_rewrites_that_make_the_model_faster_are_kept(monkeypatch):
+    """Each candidate is judged by the whole model's time with it rewritten. The clock is a stand-in (a latency is
+    not a unit-test quantity): the model takes 10 ms, less what each rewritten layer saves; the decisions and the
+    record are the pass's own."""
+    from medexport.compression import subpixel
+
+    saves = {"model.2.conv": 2.0, "model.1.submodule.2.conv": -1.0, "model.1.submodule.1.submodule.2.conv": 0.1}
+
+    class Clock:
+        def __init__(self, config, input_shape):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def open(self, model):
+            return 10.0 - sum(s for name, s in saves.items() if type(model.get_submodule(name)).__name__ == "SubPixel")
+
+        def close(self, handle):
+            pass
+
+        def compare(self, before, after):
+            return before, after
+
+    monkeypatch.setattr(subpixel, "_Clock", Clock)
+    model, shape = build_net("brain-tissue-unet2d")
+    fast, record = get_pass("subpixel").apply(model, shape, SubPixelConfig(min_speedup=1.03))
+    assert [(layer.name, layer.ms_before, layer.ms_after) for layer in record.layers] == [("model.2.conv", 10.0, 8.0)]
+    assert "below the 1.03x it must gain" in record.skipped["model.1.submodule.1.submodule.2.conv"]   # 8.0 -> 7.9
+    assert set(record.skipped) == {"model.1.submodule.2.conv", "model.1.submodule.1.submodule.2.conv"}
+    assert type(fast.get_submodule("model.2.conv")).__name__ == "SubPixel"

@@ -181,8 +181,8 @@ def _ov_pair(model, ref, calibration, stem: Path, label: str, method: str) -> di
     from medexport.exporter import export_onnx
     from medexport.runtimes.openvino import Runner as OvRunner
 
-    path = export_onnx(model, ref.input_shape, stem.with_suffix(".onnx")).path
-    qdq = quantize_qdq(path, calibration, stem.with_suffix(".int8.qdq.onnx"),
+    path = export_onnx(model, ref.input_shape, stem.parent / f"{stem.name}.onnx").path
+    qdq = quantize_qdq(path, calibration, stem.parent / f"{stem.name}.int8.qdq.onnx",
                        QuantConfig(method=method, layout="openvino")).path
     return {f"{label} / OpenVINO FP32": OvRunner(path),
             f"{label} / OpenVINO on our QDQ ONNX (openvino layout)": OvRunner(qdq, precision="int8")}

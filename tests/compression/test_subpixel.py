@@ -106,3 +106,25 @@ def test_only_rewrites_that_make_the_model_faster_are_kept(monkeypatch):
     assert "below the 1.03x it must gain" in record.skipped["model.1.submodule.1.submodule.2.conv"]   # 8.0 -> 7.9
     assert set(record.skipped) == {"model.1.submodule.2.conv", "model.1.submodule.1.submodule.2.conv"}
     assert type(fast.get_submodule("model.2.conv")).__name__ == "SubPixel"
+
+
+def test_the_rewrite_refuses_an_input_size_it_was_not_made_for():
+    """The reshapes are specialised to the size the layer ran at (as the exported ONNX is): another size is an error,
+    not a silently transposed output."""
+    layer = subpixel_module(nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1), (4, 6))
+    with pytest.raises(AssertionError, match="input size it was made for"):
+        layer(torch.zeros(1, 4, 6, 4))
+
+
+def test_fine_tuning_runs_before_the_exact_rewrite_and_not_for_it_alone(tmp_path):
+    """tucker,subpixel --finetune: the low-rank model is fine-tuned, then rewritten (fine-tuned after, the zero
+    taps would not stay zero); --finetune with subpixel alone has nothing to recover."""
+    from medexport.loading import ModelSpec
+    from medexport.pipeline import BuildConfig, run_compress
+
+    result = run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path / "a", compress="tucker,subpixel",
+                                      budget="1.5x", finetune_steps=20, max_overall_drop=100, max_class_drop=100))
+    assert result["finetune"]["steps"] == 20 and [p["method"] for p in result["compression"]["passes"]] == [
+        "tucker", "subpixel"]
+    with pytest.raises(InputError, match="--finetune recovers what a lossy pass changed"):
+        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path / "b", compress="subpixel", finetune_steps=20))

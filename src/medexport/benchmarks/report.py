@@ -72,7 +72,7 @@ def _compression_lines(record: dict[str, Any] | None, tuned: dict[str, Any] | No
         elif "kept" in layer:
             change = f"{layer['kept']} of {layer['channels']} channels kept"
         else:
-            timed = (f", {layer['ms_before']:.2f} -> {layer['ms_after']:.2f} ms alone"
+            timed = (f", model {layer['ms_before']:.2f} -> {layer['ms_after']:.2f} ms"
                      if layer.get("ms_before") is not None else "")
             change = f"sub-pixel convolution (exact){timed}"
         lines.append(f"| {layer['method']} | `{layer['name']}` | {change} | {layer['macs_before'] / 1e6:.2f} | "

@@ -91,8 +91,9 @@ def compression_options(required: bool) -> Callable:
                          help="Low-rank passes: target latency as a fraction of the original's, measured on "
                               "--latency-backend (e.g. 0.5); replaces --budget."),
             click.option("--latency-backend", "compress_backend", type=click.Choice(["openvino", "onnxruntime"]),
-                         default="openvino", show_default=True,
-                         help="Backend --latency and subpixel are measured on."),
+                         default=None,
+                         help="Backend --latency and subpixel are measured on (default: build's --target when it is "
+                              "one of these, else openvino)."),
             click.option("--latency-payoff", "compress_payoff", type=float, default=0.85, show_default=True,
                          help="Low-rank --latency: least measured realized/ideal speed-up (latency ratio over MACs "
                               "ratio) the chosen factorizations keep; lower it to reach deeper targets."),
@@ -116,7 +117,8 @@ def compression_options(required: bool) -> Callable:
                               "2 CPU cores): after a low-rank pass; with a pruning pass, spread over its --iterative "
                               "steps, each step fine-tuned before it is judged and before the next."),
             click.option("--exclude-layer", "compress_exclude", multiple=True,
-                         help="Layer name glob kept uncompressed (repeatable; the first conv and the head always are)."),
+                         help="Layer name glob kept as it is by every pass of the chain (repeatable; low-rank and "
+                              "pruning passes also keep the first conv and the head)."),
             click.option("--exclude-type", "compress_exclude_types", multiple=True,
                          help="Low-rank passes: layer class kept uncompressed, e.g. Linear or ConvTranspose3d "
                               "(repeatable)."),

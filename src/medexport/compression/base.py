@@ -31,7 +31,7 @@ class CompressionPass(abc.ABC):
     """
 
     name: str = ""
-    family: str = ""  # "lowrank" | "pruning": which config the pass takes
+    family: str = ""  # "lowrank" | "pruning" | "rewrite": which config the pass takes
     config_type: type = object  # LowRankConfig | PruneConfig
     needs_calibration: bool = False  # True: the config must carry real calibration images
 

@@ -9,7 +9,7 @@ is always against the original.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 
@@ -20,31 +20,51 @@ from medexport.pipeline.config import BuildConfig
 _CHOICES = "--budget, --latency, --rank-ratio, --energy or --vbmf"
 
 
-def compress(loaded: LoadedModel, config: BuildConfig) -> tuple[dict, dict | None]:
-    """Replace ``loaded.module`` by its compressed copy; return the record (a chain's: see ``chain_summary``) and,
-    when --finetune ran inside the pruning schedule, that fine-tuning's record (else None: the caller fine-tunes
-    after compression if asked). The caller has run :func:`check_compress_options` before any work."""
+def compress(loaded: LoadedModel, config: BuildConfig, stage: Callable[[str], ContextManager[None]]
+             ) -> tuple[dict, dict | None]:
+    """Replace ``loaded.module`` by its compressed copy; return the record (a chain's: see ``chain_summary``) and the
+    fine-tuning's (None without --finetune). In order, each under its own ``stage``: the lossy passes (a pruning
+    pass fine-tuned step by step), the fine-tuning after them when no pruning pass took it, then an exact rewrite,
+    which must see the final weights (fine-tuned after it, its zero taps would not stay zero). The caller has run
+    :func:`check_compress_options` before any work."""
     from medexport.compression import chain, get_pass
     from medexport.compression.record import chain_summary
-    from medexport.pipeline._finetune import recovery_for_pruning
+    from medexport.pipeline._finetune import finetune, finetune_label, recovery_for_pruning
 
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
-    recovery = recovery_for_pruning(loaded, loaded.module, config)
-    steps = [(method, _pass_config(loaded, config, get_pass(method), recovery)) for method in config.compress_methods]
-    loaded.module, records = chain(loaded.module, (1, *loaded.input_shape[1:]), steps)
-    return chain_summary(records), recovery.summary() if recovery is not None else None
+    original, shape = loaded.module, (1, *loaded.input_shape[1:])
+    lossy = [m for m in config.compress_methods if get_pass(m).family != "rewrite"]
+    exact = [m for m in config.compress_methods if get_pass(m).family == "rewrite"]
+    recovery = recovery_for_pruning(loaded, original, config)
+    records, tuned = [], None
+    if lossy:
+        with stage(compress_label(config, lossy)):
+            loaded.module, done = chain(loaded.module, shape, [(m, _pass_config(loaded, config, get_pass(m), recovery))
+                                                                for m in lossy])
+        records += done
+        tuned = recovery.summary() if recovery is not None else None
+        if config.finetune_steps and recovery is None:
+            with stage(finetune_label(config)):
+                tuned = finetune(loaded, original, config)
+    if exact:
+        with stage(compress_label(config, exact)):
+            loaded.module, done = chain(loaded.module, shape, [(m, _pass_config(loaded, config, get_pass(m)))
+                                                                for m in exact])
+        records += done
+    return chain_summary(records), tuned
 
 
-def compress_label(config: BuildConfig) -> str:
-    """The compress stage's progress label: each pass and the target it is asked to meet."""
+def compress_label(config: BuildConfig, methods: list[str] | None = None) -> str:
+    """A compress stage's progress label: each pass (of ``methods``, default all) and the target it is asked
+    to meet."""
     from medexport.compression import get_pass
 
     labels = []
-    for method in config.compress_methods:
+    for method in methods or config.compress_methods:
         if get_pass(method).family == "pruning":
-            tuned = (f", fine-tuned {max(1, config.finetune_steps // config.prune_steps)} steps after each of "
-                     f"{config.prune_steps}" if config.finetune_steps else "")
+            tuned = (f", fine-tuned {max(1, config.finetune_steps // config.prune_steps)} steps after each step tried"
+                     if config.finetune_steps else "")
             labels.append(f"{method} ratio {config.prune_ratio}{tuned}")
         elif get_pass(method).family == "rewrite":
             labels.append(f"{method}, measured on {config.compress_backend}")
@@ -63,7 +83,7 @@ def compress_label(config: BuildConfig) -> str:
 
 
 def families(config: BuildConfig) -> list[str]:
-    """The pass family of each compression method, in order ("lowrank", "pruning")."""
+    """The pass family of each compression method, in order ("lowrank", "pruning", "rewrite")."""
     from medexport.compression import get_pass
 
     return [get_pass(method).family for method in config.compress_methods]
@@ -77,6 +97,9 @@ def check_compress_options(config: BuildConfig) -> None:
     if len(set(chain)) != len(chain):
         raise InputError(f"a compression chain takes at most one low-rank, one pruning and one rewrite pass (each "
                          f"reads its own options), got {config.compress}")
+    if config.finetune_steps and chain and set(chain) == {"rewrite"}:
+        raise InputError(f"--finetune recovers what a lossy pass changed; {config.compress} is exact: drop --finetune "
+                         "or add a compression pass before it")
     if "rewrite" in chain[:-1]:
         raise InputError(f"{config.compress_methods[chain.index('rewrite')]} rewrites layers exactly for speed and "
                          f"must come last in a chain (e.g. prune-l2,subpixel), got {config.compress}")

@@ -40,14 +40,16 @@ class Recovery:
         return model
 
     def summary(self) -> dict | None:
-        """The recipe and outcome: the one round's record, or totals with ``rounds`` (None if it never ran)."""
+        """The recipe and outcome: the one round's record, or totals with ``rounds`` (None if it never ran). With
+        rollback, a step that still breaks the rails is retried group by group, each try recovered: ``rounds`` and
+        the totals count every round run, kept or rolled back, and ``loss_last`` is the last round's."""
         if not self.rounds:
             return None
         first, last = self.rounds[0].to_dict(), self.rounds[-1].to_dict()
         result = {**first, "data": self.source}
         if len(self.rounds) > 1:
             result.update(steps=sum(r.steps for r in self.rounds), seconds=round(sum(r.seconds for r in self.rounds), 2),
-                          loss_last=last["loss_last"], schedule=f"{self.steps} steps after each pruning step",
+                          loss_last=last["loss_last"], schedule=f"{self.steps} steps after each pruning step tried",
                           rounds=[r.to_dict() for r in self.rounds])
         calib, data = self.config.calib, self.config.data
         if calib is not None and data is not None and Path(calib).resolve() == Path(data).resolve():

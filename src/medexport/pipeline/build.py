@@ -14,8 +14,7 @@ from typing import Any
 
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS, LoadedModel, load_model
-from medexport.pipeline._compress import check_compress_options, compress, compress_label
-from medexport.pipeline._finetune import finetune, finetune_label
+from medexport.pipeline._compress import check_compress_options, compress
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, compare,
                                         export, external_files, ir_result, labelled_data,
                                         original_runner, parity_inputs, profile_cost, quantize, quiet_stage,
@@ -64,12 +63,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
 
     original = loaded.module
     if config.compress:
-        with timed(compress_label(config)):
-            report.data["compression"], tuned = compress(loaded, config)
-        if config.finetune_steps and tuned is None:
-            with timed(finetune_label(config)):
-                tuned = finetune(loaded, original, config)
-        report.data["finetune"] = tuned
+        report.data["compression"], report.data["finetune"] = compress(loaded, config, timed)
     if loaded.module is not None:
         with timed("profile"):
             report.data["profile"] = profile_cost(loaded)["totals"]

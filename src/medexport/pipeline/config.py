@@ -50,7 +50,7 @@ class BuildConfig:
     energy: float | None = None  # the squared singular-value energy kept per layer,
     vbmf: bool = False  # or EVBMF's rank per layer
     compress_latency: float | None = None  # low-rank: latency target as a fraction of the original's (not budget)
-    compress_backend: str = "openvino"  # where compress_latency is measured
+    compress_backend: str = "openvino"  # where compress_latency and the subpixel rewrite are measured
     compress_payoff: float = 0.85  # latency mode: least measured realized/ideal speed-up a chosen factorization keeps
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are

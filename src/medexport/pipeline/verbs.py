@@ -6,8 +6,7 @@ from typing import Any
 from medexport._io import write_json
 from medexport.errors import InputError
 from medexport.loading import load_model
-from medexport.pipeline._compress import check_compress_options, compress, compress_label
-from medexport.pipeline._finetune import finetune, finetune_label
+from medexport.pipeline._compress import check_compress_options, compress
 from medexport.pipeline._stages import (Stage, calibration_images, check_parity, export,
                                         labelled_data, original_runner, parity_inputs,
                                         quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
@@ -85,12 +84,8 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
     original = loaded.module
-    with stage(compress_label(config)):
-        record, tuned = compress(loaded, config)
-        result: dict[str, Any] = {"compression": record}
-    if config.finetune_steps and tuned is None:
-        with stage(finetune_label(config)):
-            tuned = finetune(loaded, original, config)
+    record, tuned = compress(loaded, config, stage)
+    result: dict[str, Any] = {"compression": record}
     if tuned is not None:
         result["finetune"] = tuned
     onnx_path = config.out_dir / "model.compressed.onnx"

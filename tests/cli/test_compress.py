@@ -242,3 +242,30 @@ def test_a_rewrite_before_another_pass_is_refused(tmp_path):
 
     with pytest.raises(InputError, match="must come last in a chain"):
         run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="subpixel,prune-l2"))
+
+
+@pytest.mark.parametrize("target, given, measured", [
+    ("openvino", None, "openvino"), ("onnxruntime", None, "onnxruntime"), ("tensorrt", None, "openvino"),
+    ("onnxruntime", "openvino", "openvino")])
+def test_the_backend_that_measures_follows_the_target_unless_named(tmp_path, target, given, measured):
+    """--latency and subpixel tune for the runtime being built for when it can be timed here (TensorRT cannot)."""
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, target=target, compress="subpixel",
+                         compress_backend=given)
+    assert config.measure_backend == measured and config.to_dict()["compression"]["latency_backend"] == measured
+
+
+@pytest.mark.parametrize("compress", ["prune-l2", "svd", None])
+def test_a_latency_backend_nothing_measures_on_is_refused(tmp_path, compress):
+    from medexport.errors import InputError
+
+    with pytest.raises(InputError, match="--latency-backend says where --latency and subpixel are measured"):
+        run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=compress, compress_backend="onnxruntime"))
+    assert not tmp_path.joinpath("manifest.json").exists()
+
+
+def test_finetune_runs_after_a_pruning_pass_that_found_nothing_to_prune(tmp_path):
+    """--finetune is never dropped silently: a pruning pass with every group excluded never calls its per-step
+    fine-tuning, so the steps run after compression (what a low-rank pass before it changed is recovered)."""
+    result = run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2", compress_exclude=("*",),
+                                      finetune_steps=10, max_overall_drop=100, max_class_drop=100))
+    assert result["finetune"]["steps"] == 10 and "rounds" not in result["finetune"]

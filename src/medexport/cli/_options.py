@@ -93,7 +93,7 @@ def compression_options(required: bool) -> Callable:
             click.option("--latency-backend", "compress_backend", type=click.Choice(["openvino", "onnxruntime"]),
                          default=None,
                          help="Backend --latency and subpixel are measured on (default: build's --target when it is "
-                              "one of these, else openvino)."),
+                              "one of these, else openvino; compress: openvino)."),
             click.option("--latency-payoff", "compress_payoff", type=float, default=0.85, show_default=True,
                          help="Low-rank --latency: least measured realized/ideal speed-up (latency ratio over MACs "
                               "ratio) the chosen factorizations keep; lower it to reach deeper targets."),

@@ -48,9 +48,6 @@ def command(compression, data_path, labels_path, task, classes, target, device,
     from medexport.pipeline import BuildConfig, run_build
 
     spec = model_spec(**model_kw)
-    # measure --latency and subpixel on the runtime being built for, when medexport can time it here
-    compression["compress_backend"] = compression["compress_backend"] or (
-        target if target in ("onnxruntime", "openvino") else "openvino")
     config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
                          tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
                          max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,

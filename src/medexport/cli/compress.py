@@ -26,7 +26,6 @@ def command(compression, data_path, labels_path, task, classes, calib, calib_sam
     merge), or both in a chain; write OUT/model.compressed.onnx and compress.json (every layer or group changed)."""
     from medexport.pipeline import BuildConfig, run_compress
 
-    compression["compress_backend"] = compression["compress_backend"] or "openvino"
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), **compression,
                          max_overall_drop=max_overall_drop, max_class_drop=max_class_drop, data=data_path,
                          labels=labels_path, task=task, classes=tuple(classes.split(",")) if classes else None,

@@ -202,9 +202,9 @@ class SubPixelPass(CompressionPass):
                 reason = unsupported(layer.module)
                 if reason is None and any(fnmatch.fnmatchcase(layer.name, pattern) for pattern in config.exclude):
                     reason = "excluded by name"
-                trial = None if reason else _rewritten(model, layer, input_shape)
+                trial, reason = (None, reason) if reason else _rewritten(model, layer, input_shape)
                 if trial is None:
-                    skipped[layer.name] = reason or "the rewritten model's output differs (a call with output_size?)"
+                    skipped[layer.name] = reason
                     continue
                 current = clock.open(model) if current is None else current
                 candidate = clock.open(trial)
@@ -222,23 +222,41 @@ class SubPixelPass(CompressionPass):
                                  skipped)
 
 
-def _rewritten(model: "nn.Module", layer: "_layers.LayerInfo", input_shape: tuple[int, ...]) -> "nn.Module | None":
-    """A copy of ``model`` with ``layer`` rewritten, or None when its output on one input is not the same (a layer
-    called with ``output_size=`` or a shape the rewrite did not see would show it)."""
+def _rewritten(model: "nn.Module", layer: "_layers.LayerInfo", input_shape: tuple[int, ...]
+               ) -> tuple["nn.Module | None", str | None]:
+    """A copy of ``model`` with ``layer`` rewritten, or None and why, when the copy fails on one input or its
+    outputs (every tensor of a tuple or dict) are not the same: a layer called with ``output_size=`` or a shape the
+    rewrite did not see would show it."""
     import copy
 
     import torch
+    from torch.utils._pytree import tree_flatten
 
     trial = copy.deepcopy(model)
     _layers.replace(trial, layer.name, subpixel_module(layer.module, layer.in_shape[2:]))
-    x = torch.linspace(0, 1, math.prod(input_shape)).reshape(input_shape)
+    weight = layer.module.weight
+    x = torch.linspace(0, 1, math.prod(input_shape), dtype=weight.dtype, device=weight.device).reshape(input_shape)
     try:
         with torch.no_grad():
-            expected, got = model(x), trial(x)
-    except (RuntimeError, TypeError):
-        return None
-    scale = max(float(expected.abs().max()), 1e-12)
-    return trial if got.shape == expected.shape and float((got - expected).abs().max()) <= 1e-4 * scale else None
+            (expected, tree), (got, got_tree) = tree_flatten(model(x)), tree_flatten(trial(x))
+    except (RuntimeError, TypeError) as error:
+        return None, f"the rewritten model fails on an input of shape {tuple(input_shape)}: {error}"
+    if tree == got_tree and all(_same(a, b) for a, b in zip(expected, got)):
+        return trial, None
+    return None, "the rewritten model's output differs (a call with output_size?)"
+
+
+def _same(expected, got) -> bool:
+    """One output leaf equal up to float rounding (1e-4 of its largest magnitude); non-tensor leaves exactly."""
+    import torch
+
+    if not torch.is_tensor(expected):
+        return not torch.is_tensor(got) and expected == got
+    if not torch.is_tensor(got) or got.shape != expected.shape:
+        return False
+    if not expected.numel():
+        return True
+    return float((got - expected).abs().max()) <= 1e-4 * max(float(expected.abs().max()), 1e-12)
 
 
 class _Clock:

@@ -44,7 +44,7 @@ def compress(loaded: LoadedModel, config: BuildConfig, stage: Callable[[str], Co
                                                                 for m in lossy])
         records += done
         tuned = recovery.summary() if recovery is not None else None
-        if config.finetune_steps and recovery is None:
+        if config.finetune_steps and tuned is None:   # no pruning pass, or one that found nothing to prune
             with stage(finetune_label(config)):
                 tuned = finetune(loaded, original, config)
     if exact:
@@ -55,21 +55,20 @@ def compress(loaded: LoadedModel, config: BuildConfig, stage: Callable[[str], Co
     return chain_summary(records), tuned
 
 
-def compress_label(config: BuildConfig, methods: list[str] | None = None) -> str:
-    """A compress stage's progress label: each pass (of ``methods``, default all) and the target it is asked
-    to meet."""
+def compress_label(config: BuildConfig, methods: list[str]) -> str:
+    """A compress stage's progress label: each pass of ``methods`` and the target it is asked to meet."""
     from medexport.compression import get_pass
 
     labels = []
-    for method in methods or config.compress_methods:
+    for method in methods:
         if get_pass(method).family == "pruning":
             tuned = (f", fine-tuned {max(1, config.finetune_steps // config.prune_steps)} steps after each step tried"
                      if config.finetune_steps else "")
             labels.append(f"{method} ratio {config.prune_ratio}{tuned}")
         elif get_pass(method).family == "rewrite":
-            labels.append(f"{method}, measured on {config.compress_backend}")
+            labels.append(f"{method}, measured on {config.measure_backend}")
         elif config.compress_latency is not None:
-            labels.append(f"{method} latency {config.compress_latency} on {config.compress_backend}")
+            labels.append(f"{method} latency {config.compress_latency} on {config.measure_backend}")
         elif config.rank_ratio is not None:
             labels.append(f"{method} rank ratio {config.rank_ratio}")
         elif config.energy is not None:
@@ -97,7 +96,7 @@ def check_compress_options(config: BuildConfig) -> None:
     if len(set(chain)) != len(chain):
         raise InputError(f"a compression chain takes at most one low-rank, one pruning and one rewrite pass (each "
                          f"reads its own options), got {config.compress}")
-    if config.finetune_steps and chain and set(chain) == {"rewrite"}:
+    if config.finetune_steps and set(chain) == {"rewrite"}:
         raise InputError(f"--finetune recovers what a lossy pass changed; {config.compress} is exact: drop --finetune "
                          "or add a compression pass before it")
     if "rewrite" in chain[:-1]:
@@ -118,6 +117,10 @@ def check_compress_options(config: BuildConfig) -> None:
                          "(--scope layer removes --ratio from every group)")
     if "lowrank" in chain:
         _check_rank_rule(config, lowrank)
+    if config.compress_backend is not None and "rewrite" not in chain and config.compress_latency is None:
+        what = f"{config.compress} measures nothing" if chain else "without --compress nothing is measured"
+        raise InputError(f"--latency-backend says where --latency and subpixel are measured; {what}: drop it, "
+                         "or add --latency (low-rank) or the subpixel pass")
     ignored = [name for family, given in (("lowrank", lowrank), ("pruning", pruning)) if family not in chain
                for name, used in given.items() if used]
     if ignored and not chain:
@@ -145,7 +148,7 @@ def _pass_config(loaded: LoadedModel, config: BuildConfig, compression, recovery
     if compression.family == "pruning":
         return prune_config(loaded, config, compression.needs_calibration, recovery)
     if compression.family == "rewrite":
-        return compression.config_type(backend=config.compress_backend, exclude=tuple(config.compress_exclude))
+        return compression.config_type(backend=config.measure_backend, exclude=tuple(config.compress_exclude))
     return compression.config_type(**_rank_rule(config), exclude=tuple(config.compress_exclude),
                                    exclude_types=tuple(config.compress_exclude_types),
                                    calibration=_compression_images(loaded, config, compression))
@@ -155,7 +158,7 @@ def _rank_rule(config: BuildConfig) -> dict[str, Any]:
     from medexport.compression import parse_budget
 
     if config.compress_latency is not None:
-        return {"latency": config.compress_latency, "backend": config.compress_backend,
+        return {"latency": config.compress_latency, "backend": config.measure_backend,
                 "payoff": config.compress_payoff}
     if config.rank_ratio is not None:
         return {"rank_ratio": config.rank_ratio}

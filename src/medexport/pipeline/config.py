@@ -50,7 +50,7 @@ class BuildConfig:
     energy: float | None = None  # the squared singular-value energy kept per layer,
     vbmf: bool = False  # or EVBMF's rank per layer
     compress_latency: float | None = None  # low-rank: latency target as a fraction of the original's (not budget)
-    compress_backend: str = "openvino"  # where compress_latency and the subpixel rewrite are measured
+    compress_backend: str | None = None  # where compress_latency and subpixel are measured (None: measure_backend)
     compress_payoff: float = 0.85  # latency mode: least measured realized/ideal speed-up a chosen factorization keeps
     prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
     compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
@@ -117,6 +117,12 @@ class BuildConfig:
         return self.budget or (DEFAULT_BUDGET if all(rule is None for rule in others) else None)
 
     @property
+    def measure_backend(self) -> str:
+        """Where --latency and subpixel are measured: --latency-backend, else the target when it is a runtime timed
+        here (the artifact is then tuned for the runtime it is built for), else OpenVINO."""
+        return self.compress_backend or (self.target if self.target in ("onnxruntime", "openvino") else "openvino")
+
+    @property
     def compress_methods(self) -> tuple[str, ...]:
         """The compression passes to run, in order (empty: none)."""
         return tuple(m.strip() for m in self.compress.split(",")) if self.compress else ()
@@ -133,7 +139,7 @@ class BuildConfig:
                                 "budget_metric": self.budget_metric,
                                 "rank_ratio": self.rank_ratio, "energy": self.energy, "vbmf": self.vbmf,
                                 "exclude_types": list(self.compress_exclude_types), "prune_ratio": self.prune_ratio,
-                                "latency": self.compress_latency, "latency_backend": self.compress_backend,
+                                "latency": self.compress_latency, "latency_backend": self.measure_backend,
                                 "latency_payoff": self.compress_payoff,
                                 "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,
                                 "prune_scope": self.prune_scope, "prune_max_ratio": self.prune_max_ratio,

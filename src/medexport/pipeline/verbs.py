@@ -1,6 +1,7 @@
 """The verbs that run part of the chain: `export`, `quantize`, `compress`."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from medexport._io import write_json
@@ -80,6 +81,8 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     if not config.compress:
         raise InputError("no compression method given")
     check_compress_options(config)
+    # no target to tune for: --latency and subpixel are measured on OpenVINO unless --latency-backend says otherwise
+    config = dataclasses.replace(config, compress_backend=config.compress_backend or "openvino")
     loaded = load_model(config.model)
     if loaded.module is None:
         raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")

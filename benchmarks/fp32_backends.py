@@ -42,7 +42,7 @@ def main() -> None:
 
     import torch
 
-    from medexport.benchmarks import busy_warning, environment, interleaved_medians
+    from medexport.bench import busy_warning, environment, interleaved_medians
     from medexport.exporter import export_onnx
     from medexport.loading import ModelSpec, load_model
     from medexport.runtimes.onnxruntime import Runner as OrtRunner

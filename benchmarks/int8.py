@@ -67,7 +67,7 @@ def main() -> None:
 
 def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool, finetune: int,
                  subpixel: bool) -> str:
-    from medexport.benchmarks import interleaved_medians
+    from medexport.bench import interleaved_medians
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
     from medexport.evaluation import evaluate
@@ -191,7 +191,7 @@ def _ov_pair(model, ref, calibration, stem: Path, label: str, method: str) -> di
 def _subpixel(model, ref):
     """``model`` with the transposed convs that measure faster on OpenVINO rewritten (medexport's subpixel pass)."""
     from medexport.compression import get_pass
-    from medexport.compression.subpixel import SubPixelConfig
+    from medexport.compression.rewrite.subpixel import SubPixelConfig
 
     return get_pass("subpixel").apply(model, tuple(ref.input_shape), SubPixelConfig(backend="openvino"))[0]
 

@@ -86,7 +86,7 @@ def bench_lock(path: str = "/tmp/bench.lock"):
 
 def side_by_side(runners: list, shape, rounds: int, seconds: float) -> list[float]:
     """Median over rounds of each runner's median latency (ms), runners timed in alternation."""
-    from medexport.benchmarks import interleaved_medians
+    from medexport.bench import interleaved_medians
 
     sample = np.random.default_rng(0).random(shape, dtype=np.float32)
     with bench_lock():

@@ -136,7 +136,7 @@ def test_calibration_images_of_the_wrong_shape_are_a_data_error(method, shape):
 def test_lowrank_recipe_lists_only_the_rule_in_use_and_the_images_read():
     import numpy as np
 
-    from medexport.compression.hsc import HSCConfig
+    from medexport.compression.lowrank.hsc import HSCConfig
 
     images = np.zeros((48, 1, 64, 64), np.float32)
     budget = LowRankConfig(budget=3, calibration=images).to_dict()

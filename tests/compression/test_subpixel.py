@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from medexport.compression import get_pass
-from medexport.compression.subpixel import SubPixelConfig, subpixel_module, unsupported
+from medexport.compression.rewrite.subpixel import SubPixelConfig, subpixel_module, unsupported
 from medexport.errors import InputError
 from tests.compression.conftest import build_net
 
@@ -100,7 +100,7 @@ def _stand_in_clock(saves: dict[str, float]):
 def test_only_rewrites_that_make_the_model_faster_are_kept(monkeypatch):
     """Each candidate is judged by the whole model's time with it rewritten. The clock is a stand-in (a latency is
     not a unit-test quantity); the decisions and the record are the pass's own, at the default 1.05x."""
-    from medexport.compression import subpixel
+    from medexport.compression.rewrite import subpixel
 
     saves = {"model.2.conv": 2.0, "model.1.submodule.2.conv": -1.0, "model.1.submodule.1.submodule.2.conv": 0.45}
     monkeypatch.setattr(subpixel, "_Clock", _stand_in_clock(saves))
@@ -116,7 +116,7 @@ def test_only_rewrites_that_make_the_model_faster_are_kept(monkeypatch):
 
 def test_each_comparison_is_measured_twice_and_the_less_favourable_pair_kept():
     """One lucky run must not keep a rewrite: of two interleaved runs, the one with the smaller gain counts."""
-    from medexport.compression.subpixel import _Clock
+    from medexport.compression.rewrite.subpixel import _Clock
 
     class Timer:
         runs = iter([(10.0, 8.0), (10.0, 9.5)])

@@ -1,5 +1,5 @@
-"""calibration stage: real medical images in, preprocessed model inputs and an anonymous manifest out."""
-from medexport.calibration.sources import ImageSet, SourceRecord, load_images, load_labeled
-from medexport.calibration.spec import PreprocessSpec
+"""calibration stage: real calibration images in, one QDQ ONNX (or NNCF's OpenVINO IR) out.
 
-__all__ = ["ImageSet", "PreprocessSpec", "SourceRecord", "load_images", "load_labeled"]
+The images come from :mod:`medexport.imaging`; this package computes the ranges, places the Q/DQ
+nodes, checks them against TensorRT's explicit-quantization rules and keeps sensitive layers in float.
+"""

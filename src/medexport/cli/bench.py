@@ -24,7 +24,7 @@ def command(artifact, target, device, batches, input_shape, iterations, warmup, 
     from rich.table import Table
 
     from medexport._io import write_json
-    from medexport.benchmarks.run import bench_artifact
+    from medexport.bench.run import bench_artifact
 
     sizes = _batch_sizes(batches)
     result = bench_artifact(Path(artifact), target=target, device=device, batches=sizes, input_shape=input_shape,

@@ -23,7 +23,7 @@ def command(artifact, target, device, data_path, labels_path, task, classes, max
     """Run ARTIFACT and the original model (--model; default: the bundled reference) on the same labelled
     images; fail if a guard rail breaks."""
     from medexport._io import write_json, write_text
-    from medexport.benchmarks.run import target_for
+    from medexport.bench.run import target_for
     from medexport.errors import GuardRailError, ModelLoadError
     from medexport.evaluation import GuardRails
     from medexport.evaluation.validation import reference_data, user_data, validate_against

@@ -44,7 +44,7 @@ def fingerprint(backend: str, threads: int | None) -> str:
     """What a latency depends on besides the model: cache schema, CPU model, backend version, thread count."""
     import importlib.metadata
 
-    from medexport.benchmarks.environment import cpu_model
+    from medexport.bench.environment import cpu_model
 
     try:
         version = importlib.metadata.version(backend)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from medexport.compression.config import LowRankConfig
+    from medexport.compression.lowrank.config import LowRankConfig
 
 
 @dataclass

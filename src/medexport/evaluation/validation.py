@@ -77,7 +77,7 @@ def user_data(data_path: str | Path, labels_path: str | Path | None, input_shape
     else:
         if labels_path is None:
             raise DataError("--labels is required with an image folder (masks paired with the images)")
-        from medexport.calibration import PreprocessSpec, load_labeled
+        from medexport.imaging import PreprocessSpec, load_labeled
 
         spec = PreprocessSpec(spatial_size=tuple(input_shape[2:]), channels=int(input_shape[1]))
         dataset = load_labeled(path, labels_path, spec)

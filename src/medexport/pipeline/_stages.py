@@ -145,7 +145,7 @@ def raise_guard_rail(rails: dict) -> None:
 def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int) -> tuple[np.ndarray, dict]:
     """Real calibration images: the user's folder, or the reference model's bundled training-side images."""
     if calib is not None:
-        from medexport.calibration import PreprocessSpec, load_images
+        from medexport.imaging import PreprocessSpec, load_images
 
         spec = PreprocessSpec(spatial_size=tuple(loaded.input_shape[2:]), channels=loaded.input_shape[1])
         dataset = load_images(calib, spec, max_samples=max_samples, progress=True)

@@ -139,7 +139,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage) -> BuildReport:
     finally:
         runner.close()
 
-    from medexport.benchmarks import environment
+    from medexport.bench import environment
 
     report.data["environment"] = environment()
     written += write_reports(out, report)
@@ -170,7 +170,7 @@ LATENCY_ROUNDS = 3
 def _latency(runner, reference, loaded: LoadedModel, config: BuildConfig, onnx_path: Path, original=None) -> dict:
     """The artifact's latency, and its speed-up over the torch reference, over FP32 of the same model on the same
     runtime (reduced precision) and over the uncompressed ``original`` in FP32 on the same runtime (compression)."""
-    from medexport.benchmarks import busy_warning, interleaved_rounds
+    from medexport.bench import busy_warning, interleaved_rounds
     from medexport.zoo.samples import real_inputs
 
     warnings = [busy_warning()]

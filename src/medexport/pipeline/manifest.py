@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def write_reports(out: Path, report: BuildReport) -> list[Path]:
-    from medexport.benchmarks.report import build_markdown
+    from medexport.bench.report import build_markdown
 
     return [write_json(out / "report.json", report.to_dict()),
             write_text(out / "report.md", build_markdown(report.to_dict()))]

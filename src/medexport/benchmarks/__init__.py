@@ -1,5 +1,0 @@
-"""Latency harness (warm-up, percentiles, throughput) and environment capture."""
-from medexport.benchmarks.environment import busy_warning, environment
-from medexport.benchmarks.latency import LatencyResult, interleaved_medians, interleaved_rounds, measure_latency
-
-__all__ = ["LatencyResult", "busy_warning", "environment", "interleaved_medians", "interleaved_rounds", "measure_latency"]

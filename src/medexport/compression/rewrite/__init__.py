@@ -1,0 +1,1 @@
+"""Exact rewrites for speed (the ``rewrite`` family): the model computes the same function, faster."""

@@ -62,7 +62,7 @@ def test_accuracy_control_is_driven_by_our_metric(ref, fp32, tmp_path):
 
 def test_nncf_engine_is_openvino_only():
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig
+    from medexport.pipeline import BuildConfig, QuantizationConfig
 
     with pytest.raises(InputError, match="use it with --target openvino"):
-        BuildConfig(model=ModelSpec(), out_dir="x", precision="int8", int8_engine="nncf")
+        BuildConfig(model=ModelSpec(), out_dir="x", quantization=QuantizationConfig(precision="int8", engine="nncf"))

@@ -165,10 +165,10 @@ def test_ort_u8s8_layout_is_checked_as_onnxruntime_only(fp32, images, ref, tmp_p
 
 def test_u8s8_is_refused_for_targets_other_than_onnxruntime():
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig
+    from medexport.pipeline import BuildConfig, QuantizationConfig
 
     with pytest.raises(InputError, match="with --target onnxruntime only"):
-        BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8", int8_layout="ort-u8s8")
+        BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8", layout="ort-u8s8"))
 
 
 def test_each_skip_concat_has_one_scale(fp32, images, tmp_path):
@@ -189,10 +189,10 @@ def test_each_skip_concat_has_one_scale(fp32, images, tmp_path):
 
 def test_openvino_layout_is_openvino_only_and_its_default():
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig
+    from medexport.pipeline import BuildConfig, QuantizationConfig
 
     for target in ("onnxruntime", "tensorrt"):
         with pytest.raises(InputError, match="with --target openvino only"):
-            BuildConfig(model=ModelSpec(), out_dir="x", target=target, precision="int8", int8_layout="openvino")
-        assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, precision="int8").int8_layout == "tensorrt"
-    assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", precision="int8").int8_layout == "openvino"
+            BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8", layout="openvino"))
+        assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8")).quantization.layout == "tensorrt"
+    assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8")).quantization.layout == "openvino"

@@ -5,13 +5,13 @@ import pytest
 
 from medexport._io import sha256
 from medexport.loading import ModelSpec
-from medexport.pipeline import BuildConfig, run_build
+from medexport.pipeline import BuildConfig, DataConfig, LatencyConfig, run_build
 
 
 @pytest.fixture(scope="module")
 def default_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
-    run_build(BuildConfig(model=ModelSpec(), out_dir=out, latency_iterations=5))
+    run_build(BuildConfig(model=ModelSpec(), out_dir=out, latency=LatencyConfig(iterations=5)))
     return out
 
 
@@ -72,7 +72,7 @@ def test_validate_fails_on_a_damaged_model_and_names_the_class(tmp_path):
 
 def test_manifest_vouches_only_for_what_the_build_wrote(tmp_path):
     (tmp_path / "stale_notes.txt").write_text("left over from something else")
-    run_build(BuildConfig(model=ModelSpec(input_shape=None, dynamic_batch=False), out_dir=tmp_path, latency=False))
+    run_build(BuildConfig(model=ModelSpec(input_shape=None, dynamic_batch=False), out_dir=tmp_path, latency=LatencyConfig(enabled=False)))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert "stale_notes.txt" not in manifest["files"]
     assert manifest["input"]["dynamic_batch"] is False  # static batch works through validation too
@@ -88,13 +88,11 @@ def test_user_model_with_user_data_runs_the_guard_rails(tmp_path):
     images, labels = ref.heldout()
     np.savez(tmp_path / "heldout.npz", images=images[:8], labels=labels[:8])
     user_model = ModelSpec(model=ref.factory, weights=str(ref.weights_path()), input_shape="1x1x128x128")
-    report = run_build(BuildConfig(model=user_model, out_dir=tmp_path / "with", latency=False,
-                                   data=str(tmp_path / "heldout.npz"), task="segmentation",
-                                   classes=("background", "grey_matter", "white_matter"))).to_dict()
+    report = run_build(BuildConfig(model=user_model, out_dir=tmp_path / "with", data=DataConfig(data=str(tmp_path / "heldout.npz"), task="segmentation", classes=("background", "grey_matter", "white_matter")), latency=LatencyConfig(enabled=False))).to_dict()
     assert report["validation"]["guard_rails"]["passed"]
     assert "heldout.npz" not in json.dumps(report["validation"]["data"])  # a count and a hash, not a path
     user_model = ModelSpec(model=ref.factory, weights=str(ref.weights_path()), input_shape="1x1x128x128")
-    report = run_build(BuildConfig(model=user_model, out_dir=tmp_path / "without", latency=False)).to_dict()
+    report = run_build(BuildConfig(model=user_model, out_dir=tmp_path / "without", latency=LatencyConfig(enabled=False))).to_dict()
     assert report["validation"]["skipped"].startswith("guard rails not run: no labelled data")
 
 
@@ -102,5 +100,5 @@ def test_weights_do_not_apply_to_the_reference_model(tmp_path):
     from medexport.errors import InputError
 
     with pytest.raises(InputError, match="not to the bundled reference model"):
-        run_build(BuildConfig(model=ModelSpec(weights="x.pt"), out_dir=tmp_path, latency=False))
+        run_build(BuildConfig(model=ModelSpec(weights="x.pt"), out_dir=tmp_path, latency=LatencyConfig(enabled=False)))
     assert not (tmp_path / "manifest.json").exists()

@@ -54,9 +54,9 @@ def test_exclude_reaches_the_shared_quantize_stage(tmp_path, shared_data):
 
 def test_build_int8_is_validated_against_the_fp32_original(tmp_path):
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig, run_build
+    from medexport.pipeline import BuildConfig, LatencyConfig, QuantizationConfig, run_build
 
-    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, precision="int8", latency=False)).to_dict()
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, quantization=QuantizationConfig(precision="int8"), latency=LatencyConfig(enabled=False))).to_dict()
     assert report["validation"]["guard_rails"]["passed"]
     ref = report["validation"]["reference"]["overall"]["dice"]["value"]
     art = report["validation"]["artifact"]["overall"]["dice"]["value"]
@@ -90,10 +90,9 @@ def test_accuracy_control_without_the_nncf_engine_is_refused(tmp_path):
 @pytest.mark.slow
 def test_build_with_the_nncf_engine_keeps_the_guard_rails(tmp_path):
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig, run_build
+    from medexport.pipeline import BuildConfig, LatencyConfig, QuantizationConfig, run_build
 
-    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", precision="int8",
-                                   int8_engine="nncf", latency=False)).to_dict()
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", quantization=QuantizationConfig(precision="int8", engine="nncf"), latency=LatencyConfig(enabled=False))).to_dict()
     assert report["build"]["artifact"] == "model.int8.nncf.xml"
     assert report["calibration"]["quantization"]["engine"] == "nncf"
     assert report["validation"]["guard_rails"]["passed"]
@@ -104,12 +103,11 @@ def test_build_with_the_nncf_engine_keeps_the_guard_rails(tmp_path):
 @pytest.mark.openvino
 def test_build_for_openvino_uses_the_openvino_layout_and_says_so(tmp_path):
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig, run_build
+    from medexport.pipeline import BuildConfig, LatencyConfig, QuantizationConfig, run_build
 
-    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", precision="int8",
-                                   latency=False)).to_dict()
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target="openvino", quantization=QuantizationConfig(precision="int8"), latency=LatencyConfig(enabled=False))).to_dict()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["config"]["int8_layout"] == "openvino"   # the OpenVINO target's default
+    assert manifest["config"]["quantization"]["layout"] == "openvino"   # the OpenVINO target's default
     assert report["calibration"]["quantization"]["config"]["layout"] == "openvino"
     assert report["validation"]["guard_rails"]["passed"]
     rows = {r["name"]: r for r in report["validation"]["guard_rails"]["rows"]}
@@ -122,10 +120,9 @@ def test_build_for_openvino_uses_the_openvino_layout_and_says_so(tmp_path):
 @pytest.mark.slow
 def test_an_onnxruntime_int8_build_says_when_it_is_slower_than_fp32(tmp_path):
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig, run_build
+    from medexport.pipeline import BuildConfig, LatencyConfig, QuantizationConfig, run_build
 
-    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, precision="int8",
-                                   latency_iterations=10)).to_dict()
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, quantization=QuantizationConfig(precision="int8"), latency=LatencyConfig(iterations=10))).to_dict()
     latency = report["latency"]
     assert latency["onnxruntime FP32"]["median_ms"] > 0
     # measured 0.56x on the 2D reference U-Net (benchmarks/int8.py): the TensorRT-layout QDQ file is slow on ORT's CPU

@@ -182,7 +182,8 @@ def test_fine_tuning_runs_before_the_exact_rewrite_and_not_for_it_alone(tmp_path
     import contextlib
 
     from medexport.loading import ModelSpec
-    from medexport.pipeline import BuildConfig, run_compress
+    from medexport.evaluation import GuardRails
+    from medexport.pipeline import BuildConfig, CompressionConfig, run_compress
 
     labels = []
 
@@ -191,12 +192,11 @@ def test_fine_tuning_runs_before_the_exact_rewrite_and_not_for_it_alone(tmp_path
         labels.append(label)
         yield
 
-    result = run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path / "a", compress="tucker,subpixel",
-                                      budget="1.5x", finetune_steps=20, max_overall_drop=100, max_class_drop=100),
+    result = run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path / "a", compression=CompressionConfig.from_flags("tucker,subpixel", {"--budget": "1.5x"}, 20), rails=GuardRails(max_overall_drop=100, max_class_drop=100)),
                           stage)
     assert result["finetune"]["steps"] == 20 and [p["method"] for p in result["compression"]["passes"]] == [
         "tucker", "subpixel"]
     assert [label.split(" ")[0] + " " + label.split(" ")[1].strip("(,") for label in labels[:3]] == [
         "compress tucker", "fine-tune 20", "compress subpixel"]
     with pytest.raises(InputError, match="--finetune recovers what a lossy pass changed"):
-        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path / "b", compress="subpixel", finetune_steps=20))
+        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path / "b", compression=CompressionConfig.from_flags("subpixel", {}, 20)))

@@ -31,109 +31,117 @@ def model_options(func: Callable) -> Callable:
     return func
 
 
-# the BuildConfig fields the compression options fill, handed to a command as one ``compression`` dict
-COMPRESSION_FIELDS = ("compress", "budget", "budget_metric", "rank_ratio", "energy", "vbmf", "compress_latency",
-                      "compress_backend", "compress_payoff", "prune_ratio", "prune_steps", "prune_scope",
-                      "prune_max_ratio", "prune_rollback", "finetune_steps", "compress_exclude",
-                      "compress_exclude_types")
-
-
 class PassChain(click.ParamType):
-    """A registered compression pass, or several joined by commas (run in that order)."""
+    """A registered compression pass, or several joined by commas (run in that order); names from the registry."""
 
     name = "pass"
 
-    def __init__(self, passes: list[str]) -> None:
-        self.passes = passes
-
     def get_metavar(self, param, ctx=None) -> str:
-        return f"[{'|'.join(self.passes)}][,...]"
+        from medexport.compression import list_passes
+
+        return f"[{'|'.join(list_passes())}][,...]"
 
     def convert(self, value, param, ctx):
+        from medexport.compression import list_passes
+
         names = [part.strip() for part in str(value).split(",")]
-        unknown = [n for n in names if n not in self.passes]
+        unknown = [n for n in names if n not in list_passes()]
         if unknown:
-            self.fail(f"unknown pass {unknown[0]!r}; choose from {', '.join(self.passes)}", param, ctx)
+            self.fail(f"unknown pass {unknown[0]!r}; choose from {', '.join(list_passes())}", param, ctx)
         return ",".join(names)
 
 
-def compression_options(required: bool) -> Callable:
-    """--method (or --compress) and every option of the pass families, with methods from the compression registry;
-    the command receives them as ``compression``, a dict of BuildConfig fields."""
-    import functools
+def _pass_params() -> list[click.Option]:
+    """One click option per flag any registered pass declares, built from the registry each time it is asked
+    (so a pass registered later, e.g. by a plugin or a test, gets its options)."""
+    from medexport.compression import get_pass, list_passes
 
-    from medexport.compression import list_passes
+    declared: dict[str, object] = {}
+    for name in list_passes():
+        for option in get_pass(name).options:
+            seen = declared.setdefault(option.flag, option)
+            if seen.field != option.field:
+                raise InputError(f"{option.flag} fills {seen.field!r} in one pass and {option.field!r} in {name}")
+    params = []
+    for option in declared.values():
+        choices = option.choice_list()
+        kwargs = {"flag_value": option.flag_value} if option.flag_value is not None else {}
+        params.append(click.Option([option.flag, option.param], type=click.Choice(choices) if choices else option.type,
+                                   default=option.default, is_flag=option.is_flag, multiple=option.multiple,
+                                   help=option.help, show_default=option.default not in (None, False), **kwargs))
+    return params
+
+
+class PassOptionsCommand(click.Command):
+    """A command that takes every registered pass's options; the callback receives the ones the user gave as
+    ``pass_options`` (flag -> value), which :meth:`CompressionConfig.from_flags` routes to the chain's passes."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = [*self.params, *_pass_params()]
+        help_option = self.get_help_option(ctx)
+        return [*params, help_option] if help_option is not None else params
+
+    def invoke(self, ctx: click.Context):
+        from click.core import ParameterSource
+
+        given = {}
+        for param in _pass_params():
+            value = ctx.params.pop(param.name, None)
+            if ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT):
+                given[param.opts[0]] = tuple(value) if param.multiple else value
+        ctx.params["pass_options"] = given
+        return super().invoke(ctx)
+
+
+def compression_options(required: bool) -> Callable:
+    """--method (compress) or --compress (build), and --finetune; the passes' own options come from the registry
+    through :class:`PassOptionsCommand`, which the command must use (``@click.command(cls=PassOptionsCommand)``)."""
 
     def decorate(func: Callable) -> Callable:
-        options = [
-            click.option("--compress" if not required else "--method", "compress", required=required, default=None,
-                         type=PassChain(list_passes()),
-                         help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*), "
-                              "filter merging (merge: hybrid crossover, merge-medoid), or subpixel (transposed convs "
-                              "rewritten exactly as convs + pixel shuffle where that measures faster). A comma-"
-                              "separated chain (e.g. tucker,prune-l2 or prune-l2,subpixel) runs at most one pass per "
-                              "family in the order given, subpixel last, each with its own options."),
-            click.option("--budget", default=None,
-                         help="Low-rank passes: reduction target of --budget-metric, e.g. 3x or 6x (default 3x, "
-                              "unless another rank rule is given)."),
-            click.option("--budget-metric", "budget_metric", type=click.Choice(["macs", "params"]), default="macs",
-                         show_default=True, help="Low-rank --budget: what it divides, MACs or parameters."),
-            click.option("--rank-ratio", "rank_ratio", type=float, default=None,
-                         help="Low-rank passes: keep this fraction of every layer's full rank (Tucker-2: of its "
-                              "channel counts) (replaces --budget)."),
-            click.option("--energy", type=float, default=None,
-                         help="Low-rank passes: smallest ranks keeping this fraction of each layer's squared singular "
-                              "values, e.g. 0.9 (replaces --budget)."),
-            click.option("--vbmf", is_flag=True,
-                         help="Low-rank passes: ranks from analytic variational Bayesian matrix factorization "
-                              "(EVBMF) of each layer (replaces --budget)."),
-            click.option("--latency", "compress_latency", type=float, default=None,
-                         help="Low-rank passes: target latency as a fraction of the original's, measured on "
-                              "--latency-backend (e.g. 0.5); replaces --budget."),
-            click.option("--latency-backend", "compress_backend", type=click.Choice(["openvino", "onnxruntime"]),
-                         default=None,
-                         help="Backend --latency and subpixel are measured on (default: build's --target when it is "
-                              "one of these, else openvino; compress: openvino)."),
-            click.option("--latency-payoff", "compress_payoff", type=float, default=0.85, show_default=True,
-                         help="Low-rank --latency: least measured realized/ideal speed-up (latency ratio over MACs "
-                              "ratio) the chosen factorizations keep; lower it to reach deeper targets."),
-            click.option("--ratio", "prune_ratio", type=float, default=0.5, show_default=True,
-                         help="Pruning passes: share of channels removed from every prunable group."),
-            click.option("--iterative", "prune_steps", type=int, default=1, is_flag=False, flag_value=4,
-                         help="Pruning/merging: reach --ratio in this many steps, re-scoring after each "
-                              "(--iterative alone: 4 steps)."),
-            click.option("--scope", "prune_scope", type=click.Choice(["layer", "global"]), default="layer",
-                         show_default=True,
-                         help="Pruning/merging: same ratio in every group, or per-group ratios from one global "
-                              "ranking capped by --max-ratio."),
-            click.option("--max-ratio", "prune_max_ratio", type=float, default=0.75, show_default=True,
-                         help="Pruning/merging with --scope global: most a single group may lose."),
-            click.option("--rollback", "prune_rollback", is_flag=True,
-                         help="Pruning/merging: validate every step on the labelled images; a step that breaks "
-                              "the guard rails is undone and its group locked."),
-            click.option("--finetune", "finetune_steps", type=int, default=0, is_flag=False, flag_value=300,
-                         help="Fine-tune this many steps by distillation from the original on the calibration "
-                              "images (--calib; --finetune alone: 300 steps, about 40 s on the 2D reference model on "
-                              "2 CPU cores): after a low-rank pass; with a pruning pass, spread over its --iterative "
-                              "steps, each step fine-tuned before it is judged and before the next."),
-            click.option("--exclude-layer", "compress_exclude", multiple=True,
-                         help="Layer name glob kept as it is by every pass of the chain (repeatable; low-rank and "
-                              "pruning passes also keep the first conv and the head)."),
-            click.option("--exclude-type", "compress_exclude_types", multiple=True,
-                         help="Low-rank passes: layer class kept uncompressed, e.g. Linear or ConvTranspose3d "
-                              "(repeatable)."),
-        ]
+        func = click.option("--finetune", "finetune_steps", type=int, default=0, is_flag=False, flag_value=300,
+                            help="Fine-tune this many steps by distillation from the original on the calibration "
+                                 "images (--calib; --finetune alone: 300 steps, about 40 s on the 2D reference model on "
+                                 "2 CPU cores): after a low-rank pass; with a pruning pass, spread over its --iterative "
+                                 "steps, each step fine-tuned before it is judged and before the next.")(func)
+        return click.option("--compress" if not required else "--method", "compress", required=required, default=None,
+                            type=PassChain(),
+                            help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*), "
+                                 "filter merging (merge: hybrid crossover, merge-medoid), or subpixel (transposed convs "
+                                 "rewritten exactly as convs + pixel shuffle where that measures faster). A comma-"
+                                 "separated chain (e.g. tucker,prune-l2 or prune-l2,subpixel) runs at most one pass per "
+                                 "family in the order given, subpixel last, each with its own options.")(func)
 
-        @functools.wraps(func)
-        def collect(*args, **kwargs):
-            compression = {name: kwargs.pop(name) for name in COMPRESSION_FIELDS}
-            compression["compress_exclude"] = tuple(compression["compress_exclude"])
-            compression["compress_exclude_types"] = tuple(compression["compress_exclude_types"])
-            return func(*args, compression=compression, **kwargs)
+    return decorate
 
-        for option in reversed(options):
-            collect = option(collect)
-        return collect
+
+def rail_options(func: Callable) -> Callable:
+    """--max-overall-drop/--max-class-drop, with the defaults of :class:`~medexport.evaluation.GuardRails`."""
+    from medexport.evaluation.guardrails import GuardRails
+
+    defaults = GuardRails()
+    func = click.option("--max-class-drop", type=float, default=defaults.max_class_drop, show_default=True,
+                        help="Guard rail: largest allowed drop of any class's metric, in percentage points.")(func)
+    return click.option("--max-overall-drop", type=float, default=defaults.max_overall_drop, show_default=True,
+                        help="Guard rail: largest allowed drop of the overall metric, in percentage points.")(func)
+
+
+def parity_options(func: Callable) -> Callable:
+    """--tolerance/--rtol of FP32 parity, with the defaults of :class:`~medexport.pipeline.config.ParityConfig`."""
+    from medexport.pipeline.config import FP32_RTOL, FP32_TOLERANCE
+
+    func = click.option("--rtol", type=float, default=FP32_RTOL, show_default=True,
+                        help="FP32 parity: extra bound relative to the output range (max |reference|).")(func)
+    return click.option("--tolerance", type=float, default=FP32_TOLERANCE, show_default=True,
+                        help="FP32 parity: absolute error bound.")(func)
+
+
+def calib_options(help_text: str) -> Callable:
+    """--calib/--calib-samples: the real unlabelled images calibration and fine-tuning read."""
+
+    def decorate(func: Callable) -> Callable:
+        func = click.option("--calib-samples", type=int, default=256, show_default=True,
+                            help="At most this many calibration images.")(func)
+        return click.option("--calib", default=None, help=help_text)(func)
 
     return decorate
 
@@ -152,6 +160,14 @@ def data_options(func: Callable) -> Callable:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def data_config(data_path, labels_path, task, classes, calib=None, calib_samples=256):
+    """The DataConfig of the image options a command received."""
+    from medexport.pipeline import DataConfig
+
+    return DataConfig(data=data_path, labels=labels_path, task=task,
+                      classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples)
 
 
 def model_spec(model, weights, model_kwargs, spec_file, input_shape, static_batch, trust_pickle) -> ModelSpec:

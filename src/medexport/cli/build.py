@@ -5,13 +5,16 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import (compression_options, console, data_options, int8_engine_options, model_options,
-                                    model_spec, stage_printer)
-from medexport.pipeline import FP32_RTOL, FP32_TOLERANCE
+from medexport.cli._options import (PassOptionsCommand, calib_options, compression_options, console, data_config,
+                                    data_options, int8_engine_options, model_options, model_spec, parity_options,
+                                    rail_options, stage_printer)
 from medexport.runtimes._registry import TARGETS
 
+# with --recipe, the options that may be given again (the files a manifest does not keep, and where to write)
+_RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "data_path", "labels_path", "calib"}
 
-@click.command("build")
+
+@click.command("build", cls=PassOptionsCommand)
 @model_options
 @compression_options(required=False)
 @data_options
@@ -20,14 +23,11 @@ from medexport.runtimes._registry import TARGETS
 @click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device (CPU, GPU).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: out/<model>-<target>).")
-@click.option("--tolerance", type=float, default=FP32_TOLERANCE, show_default=True,
-              help="FP32 parity: absolute error bound.")
-@click.option("--rtol", type=float, default=FP32_RTOL, show_default=True,
-              help="FP32 parity: extra bound relative to the output range (max |reference|).")
-@click.option("--max-overall-drop", type=float, default=1.0, show_default=True,
-              help="Guard rail: largest allowed drop of the overall metric, in percentage points.")
-@click.option("--max-class-drop", type=float, default=3.0, show_default=True,
-              help="Guard rail: largest allowed drop of any class's metric, in percentage points.")
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="Re-run the build a manifest.json records (give --model/--weights, --calib, --data/--labels "
+                   "again if it used your files; their hashes must match).")
+@parity_options
+@rail_options
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
@@ -35,30 +35,48 @@ from medexport.runtimes._registry import TARGETS
               help="int8: one QDQ ONNX calibrated on real images, built for the target. fp16: FP16 ONNX "
                    "(ONNX Runtime, TensorRT) or FP16 IR + f16 hint (OpenVINO).")
 @int8_engine_options
-@click.option("--calib", default=None,
-              help="Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
-@click.option("--calib-samples", type=int, default=256, show_default=True)
+@calib_options("Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True)
-def command(compression, data_path, labels_path, task, classes, target, device,
-            out_dir, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
+def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, target, device, out_dir,
+            recipe, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
             **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
-    from medexport.pipeline import BuildConfig, run_build
+    from medexport.errors import InputError
+    from medexport.evaluation import GuardRails
+    from medexport.pipeline import (BuildConfig, CompressionConfig, LatencyConfig, ParityConfig, QuantizationConfig,
+                                    read_recipe, run_build)
 
-    spec = model_spec(**model_kw)
-    config = BuildConfig(model=spec, out_dir=Path(out_dir or "out/pending"), target=target, device=device,
-                         tolerance=tolerance, rtol=rtol, simplify=not no_simplify, max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop, latency=not no_latency, latency_batch=latency_batch,
-                         **compression, data=data_path, labels=labels_path, task=task,
-                         classes=tuple(classes.split(",")) if classes else None, precision=precision, calib=calib,
-                         calib_samples=calib_samples, calib_method=calib_method, int8_engine=int8_engine,
-                         accuracy_control=accuracy_control, int8_layout=int8_layout)
+    expected = None
+    if recipe:
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        extra = sorted(f"--{name.replace('_', '-')}" for name in ctx.params if name not in _RECIPE_OPTIONS
+                       and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT))
+        if extra or pass_options:
+            raise InputError(f"--recipe re-runs the recorded build as it was; {', '.join(extra + list(pass_options))} "
+                             "would change it (drop them, or build without --recipe)")
+        model = {k: v for k, v in (("model", model_kw["model"]), ("weights", model_kw["weights"])) if v}
+        if model_kw["trust_pickle"]:
+            model["trust_pickle"] = True
+        config, expected = read_recipe(recipe, out_dir=out_dir or "out/pending", model=model, calib=calib,
+                                       data=data_path, labels=labels_path)
+    else:
+        config = BuildConfig(
+            model=model_spec(**model_kw), out_dir=Path(out_dir or "out/pending"), target=target, device=device,
+            simplify=not no_simplify, parity=ParityConfig(tolerance, rtol),
+            rails=GuardRails(max_overall_drop, max_class_drop),
+            data=data_config(data_path, labels_path, task, classes, calib, calib_samples),
+            compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
+            quantization=QuantizationConfig(precision=precision, engine=int8_engine, layout=int8_layout,
+                                            method=calib_method, accuracy_control=accuracy_control),
+            latency=LatencyConfig(enabled=not no_latency, batch=latency_batch))
     if out_dir is None:
-        config.out_dir = Path("out") / f"{_model_label(spec)}-{target}"
+        config.out_dir = Path("out") / f"{_model_label(config.model)}-{config.target}"
     out = console()
-    report = run_build(config, stage_printer(out))
+    report = run_build(config, stage_printer(out), expected=expected)
     _summary(out, report.to_dict(), config.out_dir)
 
 

@@ -5,31 +5,29 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import (compression_options, console, data_options, model_options, model_spec,
-                                    stage_printer)
+from medexport.cli._options import (PassOptionsCommand, calib_options, compression_options, console, data_config,
+                                    data_options, model_options, model_spec, rail_options, stage_printer)
 
 
-@click.command("compress")
+@click.command("compress", cls=PassOptionsCommand)
 @model_options
 @compression_options(required=True)
 @data_options
-@click.option("--calib", default=None,
-              help="Real images for hsc, merge, prune-act, --latency and --finetune (default: the reference "
-                   "model's bundled calibration images).")
-@click.option("--calib-samples", type=int, default=256, show_default=True)
+@calib_options("Real images for hsc, merge, prune-act, --latency and --finetune (default: the reference model's "
+               "bundled calibration images).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
-@click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
-@click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
-def command(compression, data_path, labels_path, task, classes, calib, calib_samples, out_dir, max_overall_drop,
-            max_class_drop, **model_kw) -> None:
+@rail_options
+def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, calib, calib_samples,
+            out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
     """Factorize layers (low-rank: to --budget, --latency or a rank rule) or remove --ratio of channels (prune-*,
     merge), or both in a chain; write OUT/model.compressed.onnx and compress.json (every layer or group changed)."""
-    from medexport.pipeline import BuildConfig, run_compress
+    from medexport.evaluation import GuardRails
+    from medexport.pipeline import BuildConfig, CompressionConfig, run_compress
 
-    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), **compression,
-                         max_overall_drop=max_overall_drop, max_class_drop=max_class_drop, data=data_path,
-                         labels=labels_path, task=task, classes=tuple(classes.split(",")) if classes else None,
-                         calib=calib, calib_samples=calib_samples)
+    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), target=None,
+                         compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
+                         rails=GuardRails(max_overall_drop, max_class_drop),
+                         data=data_config(data_path, labels_path, task, classes, calib, calib_samples))
     out = console()
     result = run_compress(config, stage_printer(out))
     record = result["compression"]

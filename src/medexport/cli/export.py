@@ -5,24 +5,20 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console, model_options, model_spec, stage_printer
-from medexport.pipeline import FP32_RTOL, FP32_TOLERANCE
+from medexport.cli._options import console, model_options, model_spec, parity_options, stage_printer
 
 
 @click.command("export")
 @model_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
-@click.option("--tolerance", type=float, default=FP32_TOLERANCE, show_default=True,
-              help="FP32 parity: absolute error bound.")
-@click.option("--rtol", type=float, default=FP32_RTOL, show_default=True,
-              help="FP32 parity: extra bound relative to the output range (max |reference|).")
+@parity_options
 def command(out_dir, no_simplify, tolerance, rtol, **model_kw) -> None:
     """Export the model to OUT/model.onnx and check it against torch on real images."""
-    from medexport.pipeline import BuildConfig, run_export
+    from medexport.pipeline import BuildConfig, ParityConfig, run_export
 
-    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), simplify=not no_simplify,
-                         tolerance=tolerance, rtol=rtol)
+    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), target=None, simplify=not no_simplify,
+                         parity=ParityConfig(tolerance, rtol))
     out = console()
     result = run_export(config, stage_printer(out))
     parity = result["parity"]

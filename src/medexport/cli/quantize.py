@@ -5,33 +5,34 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console, int8_engine_options, model_options, model_spec, stage_printer
+from medexport.cli._options import (calib_options, console, int8_engine_options, model_options, model_spec,
+                                    rail_options, stage_printer)
 
 
 @click.command("quantize")
 @model_options
-@click.option("--calib", default=None,
-              help="Real images for calibration: a folder or file of DICOM, NIfTI, NRRD, PNG/JPEG or NPY "
-                   "(default: the reference model's bundled calibration images).")
-@click.option("--calib-samples", type=int, default=256, show_default=True, help="At most this many images.")
+@calib_options("Real images for calibration: a folder or file of DICOM, NIfTI, NRRD, PNG/JPEG or NPY (default: the "
+               "reference model's bundled calibration images).")
 @click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
               show_default=True, help="Activation range calibration.")
 @click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
-@click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
-@click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
+@rail_options
 @int8_engine_options
 def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, int8_engine,
             accuracy_control, int8_layout, **model_kw) -> None:
     """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready unless
     --int8-layout picks a one-backend layout)."""
-    from medexport.pipeline import BuildConfig, run_quantize
+    from medexport.evaluation import GuardRails
+    from medexport.pipeline import BuildConfig, DataConfig, QuantizationConfig, run_quantize
 
     openvino_only = int8_engine == "nncf" or int8_layout == "openvino"   # default: the portable TensorRT layout
-    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), max_overall_drop=max_overall_drop,
-                         max_class_drop=max_class_drop, precision="int8", calib=calib, calib_samples=calib_samples,
-                         calib_method=method, int8_engine=int8_engine, accuracy_control=accuracy_control,
-                         int8_layout=int8_layout, int8_exclude=tuple(exclude),
+    config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir),
+                         rails=GuardRails(max_overall_drop, max_class_drop),
+                         data=DataConfig(calib=calib, calib_samples=calib_samples),
+                         quantization=QuantizationConfig(precision="int8", engine=int8_engine, layout=int8_layout,
+                                                         method=method, exclude=tuple(exclude),
+                                                         accuracy_control=accuracy_control),
                          target="openvino" if openvino_only else "onnxruntime")
     out = console()
     recipe = run_quantize(config, stage_printer(out))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console, data_options, model_options, model_spec, stage_printer
+from medexport.cli._options import console, data_options, model_options, model_spec, rail_options, stage_printer
 
 
 @click.command("validate")
@@ -14,8 +14,7 @@ from medexport.cli._options import console, data_options, model_options, model_s
 @click.option("--target", default=None, help="Backend of ARTIFACT (default: from the file: .onnx, .xml, .plan).")
 @click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")
 @data_options
-@click.option("--max-overall-drop", type=float, default=1.0, show_default=True, help="Percentage points.")
-@click.option("--max-class-drop", type=float, default=3.0, show_default=True, help="Percentage points.")
+@rail_options
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for validation.json/.md (default: the artifact's folder).")
 def command(artifact, target, device, data_path, labels_path, task, classes, max_overall_drop, max_class_drop,

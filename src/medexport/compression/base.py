@@ -20,6 +20,7 @@ from medexport.errors import DataError, InputError
 if TYPE_CHECKING:
     from torch import nn
 
+    from medexport.compression.options import PassData, PassOption
     from medexport.compression.record import PassRecord
 
 
@@ -31,9 +32,29 @@ class CompressionPass(abc.ABC):
     """
 
     name: str = ""
-    family: str = ""  # "lowrank" | "pruning" | "rewrite": which config the pass takes
-    config_type: type = object  # LowRankConfig | PruneConfig
+    family: str = ""  # "lowrank" | "pruning" | "rewrite" | ...: a chain runs at most one pass per family
+    config_type: type = object  # LowRankConfig | PruneConfig | SubPixelConfig | ...
     needs_calibration: bool = False  # True: the config must carry real calibration images
+    options: tuple["PassOption", ...] = ()  # the CLI options that fill config_type (see compression.options)
+    exact: bool = False  # True: computes the same function (a rewrite for speed): runs last, never fine-tuned
+    stepwise: bool = False  # True: takes steps a fine-tuning hook can follow (PassData.recover)
+
+    def configure(self, given: dict[str, Any], *, backend: str) -> Any:
+        """The validated config from the options the user gave (config field -> value; defaults for the rest).
+        ``backend`` is where a pass that measures latency measures it unless the user said otherwise."""
+        return self.config_type(**given)
+
+    def bind(self, config: Any, data: "PassData") -> Any:
+        """``config`` with the data this pass reads at run time (images, labelled data, hooks); default none."""
+        return config
+
+    def describe(self, config: Any) -> str:
+        """A short label of what this pass is asked to do, for progress output."""
+        return self.name
+
+    def reads(self, field: str, config: Any) -> bool:
+        """Whether ``config`` uses the option filling ``field`` (a given option no pass reads is refused)."""
+        return any(option.field == field for option in self.options)
 
     def apply(self, model: "nn.Module", input_shape: tuple[int, ...], config: Any) -> tuple["nn.Module", "PassRecord"]:
         """A compressed copy of ``model`` (shapes taken at ``input_shape``) and the record of what changed."""

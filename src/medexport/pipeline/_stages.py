@@ -1,40 +1,32 @@
-"""The stages the verbs share: export, parity on real images, quantization, validation (compression is
-``_compress``, recovery fine-tuning ``_finetune``).
+"""The stages the verbs share: export (checked against the reference), parity, quantization, validation.
 
-Each function does one stage on a loaded model and returns JSON-able facts; the verbs in ``build`` and
-``verbs`` decide the order.
+Each function does one stage on a :class:`~medexport.pipeline.context.RunContext` and returns JSON-able facts;
+the verbs in ``build`` and ``verbs`` are compositions of them (compression is ``_compress``).
 """
 from __future__ import annotations
 
-import contextlib
 import shutil
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable
 
 import numpy as np
 
-from medexport.errors import DataError, InputError, MedexportError
-from medexport.loading import LoadedModel
-from medexport.pipeline.config import BuildConfig
+from medexport.errors import InputError, MedexportError
+from medexport.pipeline.context import RunContext, run_batched
 
 
-Stage = Callable[[str], ContextManager[None]]
-
-
-@contextlib.contextmanager
-def quiet_stage(name: str):
-    yield
-
-
-def profile_cost(loaded: LoadedModel) -> dict:
+def profile_cost(ctx: RunContext) -> dict:
     from medexport.graph import capture, profile
 
+    loaded = ctx.loaded
     return profile(capture(loaded.module, (1, *loaded.input_shape[1:]))).to_dict()
 
 
-def export(loaded: LoadedModel, onnx_path: Path, config: BuildConfig) -> dict:
+def export(ctx: RunContext, onnx_path: Path) -> dict:
+    """The model as it is now (compressed or not) as a checked ONNX at ``onnx_path``; an ONNX input is copied."""
     from medexport.exporter.onnx_export import describe_onnx, export_onnx
 
+    loaded, config = ctx.loaded, ctx.config
     if loaded.module is None:
         if loaded.onnx_path.resolve() != onnx_path.resolve():
             from medexport._io import atomic_path
@@ -45,9 +37,19 @@ def export(loaded: LoadedModel, onnx_path: Path, config: BuildConfig) -> dict:
             with atomic_path(onnx_path) as tmp:
                 shutil.copyfile(loaded.onnx_path, tmp)
         return describe_onnx(onnx_path).to_dict()
-    shape = (1, *loaded.input_shape[1:])
-    return export_onnx(loaded.module, shape, onnx_path, dynamic_batch=config.model.dynamic_batch,
-                       simplify=config.simplify).to_dict()
+    return export_onnx(loaded.module, (1, *loaded.input_shape[1:]), onnx_path,
+                       dynamic_batch=config.model.dynamic_batch, simplify=config.simplify).to_dict()
+
+
+def export_checked(ctx: RunContext, onnx_path: Path, what: str, check: bool = True) -> dict:
+    """Export, then (for a torch model, unless ``check`` is False) FP32 parity of the ONNX against the torch model
+    on real images; a failing ONNX is removed. The facts of both, parity under ``onnx_parity``."""
+    with ctx.stage("export"):
+        info = export(ctx, onnx_path)
+    if ctx.loaded.module is not None and check:
+        with ctx.stage(f"{what} parity"):
+            info["onnx_parity"] = check_parity(ctx, onnx_path, what)
+    return info
 
 
 def external_files(onnx_path: Path) -> list[str]:
@@ -59,45 +61,20 @@ def external_files(onnx_path: Path) -> list[str]:
     return sorted(names)
 
 
-def parity_inputs(loaded: LoadedModel, n: int) -> tuple[np.ndarray, str]:
-    """Real images for parity: the reference model's held-out images, or bundled real images resized."""
-    if loaded.reference is not None:
-        images, _ = loaded.reference.heldout()
-        if tuple(images.shape[1:]) == tuple(loaded.input_shape[1:]):
-            return images[:n].astype(np.float32), f"held-out images of {loaded.reference.name}"
-    from medexport.zoo.samples import real_inputs
-
-    return real_inputs(tuple(loaded.input_shape), n), "bundled real MRI images resized to the input shape"
-
-
-def reference_runner(loaded: LoadedModel, onnx_path: Path):
-    """torch for torch models; ONNX Runtime on the ONNX itself when the user started from an ONNX file."""
-    if loaded.module is not None:
-        from medexport.runtimes.torch import Runner
-
-        return Runner(loaded.module, loaded.input_shape)
-    from medexport.runtimes.onnxruntime import Runner
-
-    return Runner(onnx_path)
-
-
-def run_batched(runner, inputs: np.ndarray, batch: int = 4) -> np.ndarray:
-    fixed = runner.input_shape[0]
-    step = fixed if fixed else batch
-    return np.concatenate([runner.infer(inputs[i:i + step]) for i in range(0, len(inputs), step)])
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray, config: BuildConfig):
+def compare(ctx: RunContext, candidate: np.ndarray, onnx_path: Path):
+    """Parity of ``candidate`` outputs on the parity inputs against the reference's."""
     from medexport.exporter.parity import compare_outputs
 
-    return compare_outputs(reference, candidate, tolerance=config.tolerance, rtol=config.rtol)
+    parity = ctx.config.parity
+    return compare_outputs(ctx.reference_outputs(onnx_path), candidate, tolerance=parity.tolerance, rtol=parity.rtol)
 
 
-def check_parity(onnx_path: Path, ref_out: np.ndarray, inputs: np.ndarray, config: BuildConfig, what: str) -> dict:
+def check_parity(ctx: RunContext, onnx_path: Path, what: str) -> dict:
+    """The ONNX on ONNX Runtime against the reference on the parity inputs; the ONNX is removed if it fails."""
     from medexport.runtimes.onnxruntime import Runner
 
     with Runner(onnx_path) as ort_runner:
-        parity = compare(ref_out, run_batched(ort_runner, inputs), config)
+        parity = compare(ctx, run_batched(ort_runner, ctx.parity_inputs()[0]), onnx_path)
     reject_on_failure([onnx_path], onnx_path, lambda: parity.raise_if_failed(what))
     return parity.to_dict()
 
@@ -113,24 +90,12 @@ def reject_on_failure(files: list[Path], onnx_path: Path, check: Callable[[], No
         raise
 
 
-def labelled_data(loaded: LoadedModel, config: BuildConfig):
-    """Labelled images for the guard rails: the user's --data, else the reference model's held-out set."""
-    from medexport.evaluation.validation import reference_data, user_data
-
-    if config.data is not None:
-        return user_data(config.data, config.labels, loaded.input_shape, task=config.task, classes=config.classes,
-                         reference_model=loaded.reference)
-    return reference_data(loaded.reference) if loaded.reference is not None else None
-
-
-def validate(reference, runner, data, config: BuildConfig, artifact: str | None = None) -> dict:
-    from medexport.evaluation import GuardRails
-    from medexport.pipeline._compress import families
+def validate(ctx: RunContext, reference, runner, artifact: str | None = None) -> dict:
+    """``runner`` against ``reference`` on the labelled images, per class, with the run's guard rails."""
     from medexport.evaluation.validation import validate_against
 
-    rails = GuardRails(config.max_overall_drop, config.max_class_drop)
-    result = validate_against(reference, runner, data, rails, artifact=artifact or config.target)
-    if config.prune_rollback and "pruning" in families(config):
+    result = validate_against(reference, runner, ctx.labelled(), ctx.rails, artifact=artifact or ctx.config.target)
+    if any(getattr(config, "rollback", False) for _, config in ctx.config.passes):
         result["note"] = ("the guard-railed compression search chose its steps on these same images, so this check "
                           "is not independent: confirm on other labelled images with `medexport validate --data`")
     return result
@@ -142,51 +107,37 @@ def raise_guard_rail(rails: dict) -> None:
     raise GuardRailError(rails["message"])
 
 
-def calibration_images(loaded: LoadedModel, calib: str | None, max_samples: int) -> tuple[np.ndarray, dict]:
-    """Real calibration images: the user's folder, or the reference model's bundled training-side images."""
-    if calib is not None:
-        from medexport.imaging import PreprocessSpec, load_images
-
-        spec = PreprocessSpec(spatial_size=tuple(loaded.input_shape[2:]), channels=loaded.input_shape[1])
-        dataset = load_images(calib, spec, max_samples=max_samples, progress=True)
-        return dataset.images, dataset.manifest()
-    if loaded.reference is None:
-        raise DataError("no calibration data: pass --calib with a folder of real images "
-                        "(medexport never calibrates on random data)")
-    images = loaded.reference.calibration()[:max_samples]
-    return images, {"count": int(len(images)), "source": f"bundled calibration images of {loaded.reference.name}"}
-
-
-def original_runner(loaded: LoadedModel, original, fallback):
+def original_runner(ctx: RunContext, fallback):
     """The uncompressed model, which guard rails compare against; ``fallback`` when nothing was compressed."""
-    if original is None or original is loaded.module:
+    if not ctx.compressed:
         return fallback
     from medexport.runtimes.torch import Runner
 
-    return Runner(original, loaded.input_shape)
+    return Runner(ctx.original, ctx.loaded.input_shape)
 
 
-def quantize(onnx_path: Path, calibration: np.ndarray, data, config: BuildConfig) -> dict:
+def quantize(ctx: RunContext, onnx_path: Path) -> dict:
     """One QDQ ONNX beside ``onnx_path``; with labelled data, sensitive layers stay float until the rails hold.
-    With ``int8_engine="nncf"``: NNCF's OpenVINO IR instead (accuracy-controlled on ``data`` if asked)."""
+    With the nncf engine: NNCF's OpenVINO IR instead (accuracy-controlled on the labelled data if asked)."""
     from medexport.calibration.quantize import QuantConfig, quantize_qdq, quantize_with_guard_rails
-    from medexport.evaluation import GuardRails
 
-    if config.int8_engine == "nncf":
+    quant, calibration, data = ctx.config.quantization, ctx.calibration(), ctx.labelled()
+    if quant.engine == "nncf":
         from medexport.calibration.nncf_ptq import NNCF_FILENAME, overall_metric, quantize_nncf
 
-        if config.accuracy_control and data is None:
+        if quant.accuracy_control and data is None:
             raise InputError("--accuracy-control needs labelled data (--data, or a reference model)")
         control = {"metric": overall_metric(data), "validation": list(data.images[:1]),
-                   "max_drop_points": config.max_overall_drop} if config.accuracy_control else {}
-        return {"quantization": quantize_nncf(onnx_path, calibration, onnx_path.with_name(NNCF_FILENAME),
-                                              **control).to_dict()}
-    dest = onnx_path.with_name("model.int8.qdq.onnx")
-    quant = QuantConfig(method=config.calib_method, nodes_to_exclude=config.int8_exclude, layout=config.int8_layout)
-    if data is None:
-        return {"quantization": quantize_qdq(onnx_path, calibration, dest, quant).to_dict()}
-    rails = GuardRails(config.max_overall_drop, config.max_class_drop)
-    return quantize_with_guard_rails(onnx_path, calibration, dest, data, rails, quant).to_dict()
+                   "max_drop_points": ctx.rails.max_overall_drop} if quant.accuracy_control else {}
+        result = {"quantization": quantize_nncf(onnx_path, calibration, onnx_path.with_name(NNCF_FILENAME),
+                                                **control).to_dict()}
+    else:
+        dest = onnx_path.with_name("model.int8.qdq.onnx")
+        qconfig = QuantConfig(method=quant.method, nodes_to_exclude=quant.exclude, layout=quant.layout)
+        result = (quantize_with_guard_rails(onnx_path, calibration, dest, data, ctx.rails, qconfig).to_dict()
+                  if data is not None else {"quantization": quantize_qdq(onnx_path, calibration, dest, qconfig).to_dict()})
+    result["calibration_data"] = ctx.calibration_source()
+    return result
 
 
 def ir_result(xml: Path, device: str | None):

@@ -1,147 +1,296 @@
-"""The build configuration: every option of `medexport build` and its sibling verbs, validated, serialisable."""
+"""The build configuration: a few nested, validated dataclasses that round-trip through the manifest.
+
+``BuildConfig.to_dict()`` is what a manifest stores and ``BuildConfig.from_dict()`` rebuilds it, so a build
+can be re-run from its manifest (``medexport build --recipe out/manifest.json``). Paths to the user's
+images are not stored (a folder name can name a patient): the dict says that they were given, and the
+manifest keeps the digests of what was read, which a re-run checks. Example::
+
+    config = BuildConfig(model=ModelSpec(), out_dir="out/x", target="openvino",
+                         compression=CompressionConfig((("prune-l2", {"ratio": 0.5}),), finetune_steps=300),
+                         quantization=QuantizationConfig(precision="int8"))
+    BuildConfig.from_dict(config.to_dict(), out_dir="out/x") == config
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medexport.errors import InputError
+from medexport.evaluation.guardrails import GuardRails
 from medexport.loading import ModelSpec
-from medexport.runtimes._registry import TARGETS
-
 
 FP32_TOLERANCE = 1e-4
-
-
 FP32_RTOL = 1e-4
-DEFAULT_BUDGET = "3x"
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_ENGINES = ("qdq", "nncf")
 # the QDQ layout a target gets unless --int8-layout says otherwise: the portable TensorRT one, except on
 # OpenVINO, where uint8 ReLU outputs (as NNCF makes them) measured faster (benchmarks/int8.py)
 DEFAULT_LAYOUTS = {"openvino": "openvino"}
+GIVEN = "<given>"  # stands for a path to the user's images in a serialised config
+
+
+@dataclass
+class ParityConfig:
+    """FP32 parity on real images: ``max |ref - out| <= tolerance + rtol * max |ref|`` on ``samples`` images."""
+
+    tolerance: float = FP32_TOLERANCE
+    rtol: float = FP32_RTOL
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        if self.tolerance <= 0 or self.rtol < 0:
+            raise InputError("--tolerance must be positive and --rtol not negative")
+        if self.samples < 1:
+            raise InputError("the number of parity samples must be at least 1")
+
+
+@dataclass
+class DataConfig:
+    """The user's images: labelled ones for the guard rails (``data``/``labels``), unlabelled ones for calibration
+    and fine-tuning (``calib``). None: the reference model's bundled images."""
+
+    data: str | None = None
+    labels: str | None = None
+    task: str | None = None
+    classes: tuple[str, ...] | None = None
+    calib: str | None = None
+    calib_samples: int = 256
+
+    def __post_init__(self) -> None:
+        if self.classes is not None:
+            self.classes = tuple(self.classes)
+        if self.calib_samples < 1:
+            raise InputError("--calib-samples must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("data", "labels", "calib"):
+            out[key] = GIVEN if out[key] is not None else None
+        out["classes"] = list(self.classes) if self.classes else None
+        return out
+
+    def missing(self) -> list[str]:
+        """Options that stand for the user's images in a recipe and must be given again."""
+        return [f"--{key}" for key in ("data", "labels", "calib") if getattr(self, key) == GIVEN]
+
+
+@dataclass
+class CompressionConfig:
+    """A chain of registered passes, each with the options the user gave it (config field -> value), run in order;
+    then ``finetune_steps`` of distillation from the original (spread over the steps of a stepwise pass)."""
+
+    chain: tuple[tuple[str, dict[str, Any]], ...] = ()
+    finetune_steps: int = 0
+
+    def __post_init__(self) -> None:
+        from medexport.compression import get_pass
+
+        self.chain = tuple((method, dict(options)) for method, options in self.chain)
+        families = [get_pass(method).family for method in self.methods]
+        if len(set(families)) != len(families):
+            raise InputError(f"a compression chain takes at most one pass per family (one low-rank, one pruning, one "
+                             f"rewrite pass; each reads its own options), got {self.label}")
+        exact = [get_pass(method).exact for method in self.methods]
+        if True in exact[:-1]:
+            raise InputError(f"{self.methods[exact.index(True)]} rewrites layers exactly for speed and must come last "
+                             f"in a chain (e.g. prune-l2,subpixel), got {self.label}")
+        if self.finetune_steps < 0:
+            raise InputError(f"--finetune takes a number of steps (0: off), got {self.finetune_steps}")
+        if self.finetune_steps and not self.chain:
+            raise InputError("--finetune recovers a compressed model's accuracy; add a compression method "
+                             "(--compress for build, --method for compress)")
+        if self.finetune_steps and all(exact):
+            raise InputError(f"--finetune recovers what a lossy pass changed; {self.label} is exact: drop --finetune "
+                             "or add a compression pass before it")
+        for method, options in self.chain:
+            known = {option.field for option in get_pass(method).options}
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise InputError(f"{method} has no option {', '.join(unknown)}; it takes "
+                                 f"{', '.join(sorted(known)) or 'none'}")
+
+    @classmethod
+    def from_flags(cls, methods: str | None, given: dict[str, Any], finetune_steps: int = 0) -> "CompressionConfig":
+        """Route the command-line options the user gave (flag -> value) to the passes of ``methods`` that declare
+        them; an option no pass of the chain declares is refused."""
+        from medexport.compression import get_pass
+
+        names = [m.strip() for m in methods.split(",")] if methods else []
+        if not names and given:
+            raise InputError(f"{', '.join(given)} configure compression; add --compress METHOD or drop them")
+        chain, used = [], set()
+        for name in names:
+            declared = {option.flag: option.field for option in get_pass(name).options}
+            chain.append((name, {declared[flag]: value for flag, value in given.items() if flag in declared}))
+            used |= set(declared) & set(given)
+        stray = [flag for flag in given if flag not in used]
+        if stray:
+            _refuse_unused(stray, names)
+        return cls(tuple(chain), finetune_steps)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(method for method, _ in self.chain)
+
+    @property
+    def label(self) -> str:
+        return ",".join(self.methods)
+
+    def configured(self, backend: str) -> list[tuple[str, Any]]:
+        """Each pass's validated config, without data: ``[(method, config), ...]``. ``backend`` is where a pass
+        that measures latency measures it unless its options say otherwise. An option given that no pass of the
+        chain reads as configured (``--latency-backend`` to a low-rank pass without ``--latency``) is refused."""
+        from medexport.compression import get_pass
+
+        configs = [get_pass(method).configure(options, backend=backend) for method, options in self.chain]
+        given = {field for _, options in self.chain for field in options}
+        unread = [field for field in given if not any(field in options and get_pass(method).reads(field, config)
+                                                     for (method, options), config in zip(self.chain, configs))]
+        if unread:
+            flags = {option.field: option.flag for method in self.methods for option in get_pass(method).options}
+            _refuse_unused(sorted(flags[field] for field in unread), list(self.methods), configured=True)
+        return list(zip(self.methods, configs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chain": [{"method": method, "options": _plain(options)} for method, options in self.chain],
+                "finetune_steps": self.finetune_steps}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CompressionConfig":
+        return cls(tuple((step["method"], step["options"]) for step in data.get("chain", ())),
+                   data.get("finetune_steps", 0))
+
+
+def _refuse_unused(flags: list[str], methods: list[str], configured: bool = False) -> None:
+    from medexport.compression import get_pass
+
+    verb = "is" if len(flags) == 1 else "are"
+    families = " and ".join(sorted({get_pass(m).family for m in methods}))
+    what = f"a {families} pass" if len(methods) == 1 else f"a {families} chain"
+    how = " as configured" if configured else ""
+    raise InputError(f"{', '.join(flags)} {verb} not used by {','.join(methods)} ({what}){how}; drop the option or "
+                     "choose a pass that uses it")
+
+
+@dataclass
+class QuantizationConfig:
+    """Reduced precision: ``int8`` is one QDQ ONNX calibrated on real images (``engine="qdq"``, in ``layout``), or
+    NNCF's OpenVINO IR (``engine="nncf"``); ``exclude`` are ONNX node names kept in float."""
+
+    precision: str = "fp32"
+    engine: str = "qdq"
+    layout: str | None = None  # None: the target's default
+    method: str = "minmax"
+    exclude: tuple[str, ...] = ()
+    accuracy_control: bool = False
+
+    def __post_init__(self) -> None:
+        self.exclude = tuple(self.exclude)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.engine not in INT8_ENGINES:
+            raise InputError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got '{self.engine}'")
+        if self.accuracy_control and self.engine != "nncf":
+            raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
+                             "sensitive layers in float until the guard rails hold)")
+
+    @property
+    def int8(self) -> bool:
+        return self.precision == "int8"
+
+
+@dataclass
+class LatencyConfig:
+    """The latency stage: on or off, the batch timed, and the fewest calls per variant and round."""
+
+    enabled: bool = True
+    batch: int = 1
+    iterations: int = 30
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.iterations < 1:
+            raise InputError("--batch and the latency iterations must be at least 1")
 
 
 @dataclass
 class BuildConfig:
-    """Everything `medexport build` needs; serialised into the manifest."""
+    """Everything `medexport build` and its sibling verbs need; serialised into the manifest.
+
+    ``target`` None: no backend is built (``compress``, ``export``, ``quantize`` alone); passes that measure
+    latency then measure on OpenVINO unless told otherwise."""
 
     model: ModelSpec
     out_dir: Path
-    target: str = "onnxruntime"
+    target: str | None = "onnxruntime"
     device: str | None = None  # backend device: ONNX Runtime provider ("cpu", "cuda") or OpenVINO device ("CPU")
-    tolerance: float = FP32_TOLERANCE
-    rtol: float = FP32_RTOL
     simplify: bool = True
-    parity_samples: int = 8
     validate: bool = True
-    max_overall_drop: float = 1.0
-    max_class_drop: float = 3.0
-    latency: bool = True
-    latency_batch: int = 1
-    latency_iterations: int = 30
-    # a registered compression pass ("svd", "tucker", "prune-l2", ...), or a comma-separated chain of one low-rank
-    # and one pruning pass, run in that order ("tucker,prune-l2")
-    compress: str | None = None
-    budget: str | None = None  # reduction factor of budget_metric for a low-rank pass (None: DEFAULT_BUDGET, unless
-    # another rank rule is given)
-    budget_metric: str = "macs"  # what budget divides: "macs" or "params"
-    rank_ratio: float | None = None  # low-rank rank rules that replace the budget: a fraction of every full rank,
-    energy: float | None = None  # the squared singular-value energy kept per layer,
-    vbmf: bool = False  # or EVBMF's rank per layer
-    compress_latency: float | None = None  # low-rank: latency target as a fraction of the original's (not budget)
-    compress_backend: str | None = None  # where compress_latency and subpixel are measured (None: measure_backend)
-    compress_payoff: float = 0.85  # latency mode: least measured realized/ideal speed-up a chosen factorization keeps
-    prune_ratio: float = 0.5  # share of channels a pruning pass removes from every prunable group
-    compress_exclude: tuple[str, ...] = ()  # layer name globs kept as they are
-    compress_exclude_types: tuple[str, ...] = ()  # low-rank: layer class names kept as they are ("Linear")
-    prune_steps: int = 1  # pruning/merging: iterative steps
-    prune_scope: str = "layer"  # pruning/merging: "layer" (uniform) or "global" (capped global ranking)
-    prune_max_ratio: float = 0.75  # pruning/merging, global scope: cap per group
-    prune_rollback: bool = False  # pruning/merging: guard rails on every step, roll back and lock on a break
-    finetune_steps: int = 0  # after compression: steps of distillation from the original on the calibration images
-    data: str | None = None  # labelled images for the guard rails (default: the reference model's held-out set)
-    labels: str | None = None
-    task: str | None = None
-    classes: tuple[str, ...] | None = None
-    precision: str = "fp32"  # "fp32" | "fp16" | "int8" (one QDQ ONNX calibrated on real images)
-    calib: str | None = None  # calibration images (default: the reference model's bundled ones)
-    calib_samples: int = 256
-    calib_method: str = "minmax"
-    int8_engine: str = "qdq"  # "qdq" (our QDQ ONNX, every backend) | "nncf" (NNCF PTQ, OpenVINO only)
-    accuracy_control: bool = False  # nncf engine: nncf.quantize_with_accuracy_control on the labelled data
-    # qdq engine: "tensorrt" (every backend) | "ort-u8s8" (ONNX Runtime only) | "openvino" (OpenVINO only);
-    # None: the target's default (DEFAULT_LAYOUTS)
-    int8_layout: str | None = None
-    int8_exclude: tuple[str, ...] = ()  # qdq engine: ONNX node names kept in float (`medexport quantize --exclude`)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    rails: GuardRails = field(default_factory=GuardRails)
+    data: DataConfig = field(default_factory=DataConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
+        from medexport.runtimes._registry import TARGETS
+
         self.out_dir = Path(self.out_dir)
-        if self.target not in TARGETS:
+        if self.target is not None and self.target not in TARGETS:
             raise InputError(f"unknown target '{self.target}'; choose one of: {', '.join(TARGETS)}")
-        if self.tolerance <= 0 or self.rtol < 0:
-            raise InputError("--tolerance must be positive and --rtol not negative")
-        if self.parity_samples < 1 or self.latency_batch < 1:
-            raise InputError("the number of parity samples and --batch must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
-        if self.int8_engine not in INT8_ENGINES:
-            raise InputError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got '{self.int8_engine}'")
-        if self.int8_engine == "nncf" and self.target != "openvino":
+        quant = self.quantization
+        if quant.engine == "nncf" and self.target != "openvino":
             raise InputError("--int8-engine nncf makes an OpenVINO IR; use it with --target openvino "
                              "(the default qdq engine serves every backend)")
-        self.int8_layout = self.int8_layout or DEFAULT_LAYOUTS.get(self.target, "tensorrt")
-        if self.int8_layout == "ort-u8s8" and self.target != "onnxruntime":
+        quant.layout = quant.layout or DEFAULT_LAYOUTS.get(self.target, "tensorrt")
+        if quant.layout == "ort-u8s8" and self.target != "onnxruntime":
             raise InputError("--int8-layout ort-u8s8 is onnxruntime's own layout (uint8 activations), which TensorRT "
                              "rejects; use it with --target onnxruntime only")
-        if self.int8_layout == "openvino" and self.target != "openvino":
+        if quant.layout == "openvino" and self.target != "openvino":
             raise InputError("--int8-layout openvino has uint8 activations, which TensorRT rejects; use it with "
                              "--target openvino only (the default tensorrt layout serves every backend)")
-        if self.accuracy_control and self.int8_engine != "nncf":
-            raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
-                             "sensitive layers in float until the guard rails hold)")
-        if self.finetune_steps < 0:
-            raise InputError(f"--finetune takes a number of steps (0: off), got {self.finetune_steps}")
-        if self.finetune_steps and not self.compress:
-            raise InputError("--finetune recovers a compressed model's accuracy; add a compression method "
-                             "(--compress for build, --method for compress)")
-        if self.calib_samples < 1:
-            raise InputError("--calib-samples must be at least 1")
-        if not self.model.dynamic_batch and self.latency_batch != 1:
+        if not self.model.dynamic_batch and self.latency.batch != 1:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
-
-    @property
-    def effective_budget(self) -> str | None:
-        """The budget a low-rank pass meets: the one given, else DEFAULT_BUDGET when no other rank rule is given."""
-        others = (self.compress_latency, self.rank_ratio, self.energy, self.vbmf or None)
-        return self.budget or (DEFAULT_BUDGET if all(rule is None for rule in others) else None)
+        self.passes = self.compression.configured(self.measure_backend)
 
     @property
     def measure_backend(self) -> str:
-        """Where --latency and subpixel are measured: --latency-backend, else the target when it is a runtime timed
-        here (the artifact is then tuned for the runtime it is built for), else OpenVINO."""
-        return self.compress_backend or (self.target if self.target in ("onnxruntime", "openvino") else "openvino")
+        """Where passes that measure latency measure it unless told otherwise: the target when it is a runtime
+        timed here (the artifact is then tuned for the runtime it is built for), else OpenVINO."""
+        from medexport.runtimes import timed_backends
 
-    @property
-    def compress_methods(self) -> tuple[str, ...]:
-        """The compression passes to run, in order (empty: none)."""
-        return tuple(m.strip() for m in self.compress.split(",")) if self.compress else ()
+        return self.target if self.target in timed_backends() else "openvino"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: what a manifest stores, and :meth:`from_dict` reads back (without ``out_dir``)."""
         return {"model": self.model.to_dict(), "target": self.target, "device": self.device,
-                "tolerance": self.tolerance, "rtol": self.rtol, "simplify": self.simplify, "parity_samples": self.parity_samples,
-                "guard_rails": {"max_overall_drop": self.max_overall_drop, "max_class_drop": self.max_class_drop},
-                "latency_batch": self.latency_batch,
-                "precision": self.precision,
-                "int8_engine": self.int8_engine if self.precision == "int8" else None,
-                "int8_layout": self.int8_layout if self.precision == "int8" else None,
-                "compression": {"method": self.compress, "budget": self.effective_budget,
-                                "budget_metric": self.budget_metric,
-                                "rank_ratio": self.rank_ratio, "energy": self.energy, "vbmf": self.vbmf,
-                                "exclude_types": list(self.compress_exclude_types), "prune_ratio": self.prune_ratio,
-                                "latency": self.compress_latency, "latency_backend": self.measure_backend,
-                                "latency_payoff": self.compress_payoff,
-                                "exclude": list(self.compress_exclude), "prune_steps": self.prune_steps,
-                                "prune_scope": self.prune_scope, "prune_max_ratio": self.prune_max_ratio,
-                                "prune_rollback": self.prune_rollback, "finetune_steps": self.finetune_steps}
-                if self.compress else None}
+                "simplify": self.simplify, "validate": self.validate,
+                "parity": dataclasses.asdict(self.parity), "guard_rails": self.rails.to_dict(),
+                "data": self.data.to_dict(), "compression": self.compression.to_dict(),
+                "quantization": _plain(dataclasses.asdict(self.quantization)),
+                "latency": dataclasses.asdict(self.latency)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], out_dir: str | Path) -> "BuildConfig":
+        """The config :meth:`to_dict` wrote; a key this version does not know is an InputError, not ignored."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"out_dir", "rails"} | {"guard_rails"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"the recipe has settings this medexport does not know: {', '.join(unknown)}")
+        try:
+            model = dict(data.get("model") or {})
+            return cls(model=ModelSpec(**model), out_dir=Path(out_dir), target=data.get("target"),
+                       device=data.get("device"), simplify=data.get("simplify", True),
+                       validate=data.get("validate", True), parity=ParityConfig(**data.get("parity", {})),
+                       rails=GuardRails(**data.get("guard_rails", {})), data=DataConfig(**data.get("data", {})),
+                       compression=CompressionConfig.from_dict(data.get("compression") or {}),
+                       quantization=QuantizationConfig(**data.get("quantization", {})),
+                       latency=LatencyConfig(**data.get("latency", {})))
+        except TypeError as exc:
+            raise InputError(f"the recipe's settings do not fit this medexport: {exc}") from None
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}

@@ -41,6 +41,7 @@ def write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: 
         "target": config.target,
         "artifact": data["build"]["artifact"],
         "config": config.to_dict(),
+        "data_digests": data.get("data_digests"),  # sha256 of the images read, checked by `build --recipe`
         "parity": {"onnx": data.get("onnx_parity"), config.target: data.get("backend_parity")},
         "metrics": _metrics_summary(data.get("validation")),
         "latency": data.get("latency"),

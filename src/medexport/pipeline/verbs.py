@@ -1,33 +1,23 @@
-"""The verbs that run part of the chain: `export`, `quantize`, `compress`."""
+"""The verbs that run part of the chain: `export`, `quantize`, `compress`; compositions of the shared stages."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
 from medexport._io import write_json
-from medexport.errors import InputError
-from medexport.loading import load_model
-from medexport.pipeline._compress import check_compress_options, compress
-from medexport.pipeline._stages import (Stage, calibration_images, check_parity, export,
-                                        labelled_data, original_runner, parity_inputs,
-                                        quantize, quiet_stage, raise_guard_rail, reference_runner, reject_on_failure,
-                                        run_batched, validate)
+from medexport.errors import GuardRailError, InputError
+from medexport.pipeline._compress import compress
+from medexport.pipeline._stages import export_checked, original_runner, quantize, raise_guard_rail, reject_on_failure, validate
 from medexport.pipeline.config import BuildConfig
+from medexport.pipeline.context import RunContext, Stage, quiet_stage, reference_runner
 
 
 def run_export(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any]:
     """Only the first stages: load, export ``model.onnx`` into ``config.out_dir``, parity against torch."""
-    loaded = load_model(config.model)
+    ctx = RunContext(config, stage)
     onnx_path = config.out_dir / "model.onnx"
-    with stage("export"):
-        info = export(loaded, onnx_path, config)
-    if loaded.module is None:
-        info["parity"] = None  # an ONNX input has no torch model to compare with
-    else:
-        with stage("parity"):
-            inputs, _ = parity_inputs(loaded, config.parity_samples)
-            ref_out = run_batched(reference_runner(loaded, onnx_path), inputs)
-            info["parity"] = check_parity(onnx_path, ref_out, inputs, config, "exported ONNX")
+    info = export_checked(ctx, onnx_path, "exported ONNX")
+    info["parity"] = info.pop("onnx_parity", None)  # None: an ONNX input has no torch model to compare with
     info["path"] = str(onnx_path)
     return info
 
@@ -37,72 +27,53 @@ def run_quantize(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     uses: with labelled data (a reference model's held-out images), sensitive layers stay float until the guard
     rails hold. Writes and returns the calibration recipe (``quantize.json``).
 
-    With ``config.int8_engine == "nncf"``: NNCF's OpenVINO IR ``model.int8.nncf.xml`` instead, checked
-    against the same guard rails (and removed if it breaks them)."""
-    loaded = load_model(config.model)
+    With the nncf engine: NNCF's OpenVINO IR ``model.int8.nncf.xml`` instead, checked against the same guard
+    rails (and removed if it breaks them)."""
+    ctx = RunContext(config, stage)
     with stage("calibration images"):  # before any work: no real data is an error, never random data
-        images, source = calibration_images(loaded, config.calib, config.calib_samples)
+        ctx.calibration()
     onnx_path = config.out_dir / "model.onnx"
-    with stage("export"):
-        export(loaded, onnx_path, config)
-    if loaded.module is not None:
-        with stage("parity"):
-            inputs, _ = parity_inputs(loaded, config.parity_samples)
-            check_parity(onnx_path, run_batched(reference_runner(loaded, onnx_path), inputs), inputs, config,
-                    "exported ONNX")
-    data = labelled_data(loaded, config)
-    nncf = config.int8_engine == "nncf"
+    export_checked(ctx, onnx_path, "exported ONNX")
+    nncf = config.quantization.engine == "nncf"
     with stage("quantize (nncf)" if nncf else "quantize"):
-        recipe = quantize(onnx_path, images, data, config)
-    if nncf and data is not None and config.validate:
-        recipe.update(_validate_ir(onnx_path, config.out_dir / recipe["quantization"]["path"], data, config, stage))
-    recipe["calibration_data"] = source
+        recipe = quantize(ctx, onnx_path)
+    if nncf and ctx.labelled() is not None and config.validate:
+        recipe.update(_validate_ir(ctx, onnx_path, config.out_dir / recipe["quantization"]["path"]))
     write_json(config.out_dir / "quantize.json", recipe)
     return recipe
 
 
-def _validate_ir(onnx_path, xml, data, config: BuildConfig, stage: Stage) -> dict[str, Any]:
+def _validate_ir(ctx: RunContext, onnx_path, xml) -> dict[str, Any]:
     """The guard rails on NNCF's IR against the FP32 ONNX; the IR is removed if it breaks them."""
     from medexport.runtimes.onnxruntime import Runner as OrtRunner
     from medexport.runtimes.openvino import Runner as OvRunner
 
-    with stage("validate against FP32"), OrtRunner(onnx_path) as fp32, OvRunner(xml, precision="int8") as int8:
-        result = validate(fp32, int8, data, config, artifact=xml.name)
+    with ctx.stage("validate against FP32"), OrtRunner(onnx_path) as fp32, OvRunner(xml, precision="int8") as int8:
+        result = validate(ctx, fp32, int8, artifact=xml.name)
     if not result["guard_rails"]["passed"]:
         reject_on_failure([xml, xml.with_suffix(".bin")], onnx_path, lambda: raise_guard_rail(result["guard_rails"]))
     return result
 
 
 def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any]:
-    """Compress, export ``model.compressed.onnx``, check parity with the compressed torch model, and (for
-    reference models) validate against the ORIGINAL model with the guard rails. Writes ``compress.json``."""
-    from medexport.errors import GuardRailError
-
-    if not config.compress:
+    """Compress, export ``model.compressed.onnx``, check parity with the compressed torch model, and (with labelled
+    images) validate against the ORIGINAL model with the guard rails. Writes ``compress.json``."""
+    if not config.compression.chain:
         raise InputError("no compression method given")
-    check_compress_options(config)
-    # no target to tune for: --latency and subpixel are measured on OpenVINO unless --latency-backend says otherwise
-    config = dataclasses.replace(config, compress_backend=config.compress_backend or "openvino")
-    loaded = load_model(config.model)
-    if loaded.module is None:
-        raise InputError("compression rewrites torch layers; give a torch model, not an ONNX file")
-    original = loaded.module
-    record, tuned = compress(loaded, config, stage)
+    if config.target is not None:   # no backend is built: passes measure on OpenVINO unless told otherwise
+        config = dataclasses.replace(config, target=None)
+    ctx = RunContext(config, stage)
+    record, tuned = compress(ctx)
     result: dict[str, Any] = {"compression": record}
     if tuned is not None:
         result["finetune"] = tuned
     onnx_path = config.out_dir / "model.compressed.onnx"
-    with stage("export"):
-        result["export"] = export(loaded, onnx_path, config)
-    with stage("parity"):
-        inputs, _ = parity_inputs(loaded, config.parity_samples)
-        compressed = reference_runner(loaded, onnx_path)
-        result["onnx_parity"] = check_parity(onnx_path, run_batched(compressed, inputs), inputs, config, "compressed ONNX")
-    data = labelled_data(loaded, config)
-    if data is not None and config.validate:
+    result["export"] = export_checked(ctx, onnx_path, "compressed ONNX")
+    result["onnx_parity"] = result["export"].pop("onnx_parity")
+    if ctx.labelled() is not None and config.validate:
         with stage("validate against the original"):
-            result["validation"] = validate(original_runner(loaded, original, compressed), compressed, data, config,
-                                             artifact=onnx_path.name)
+            compressed = reference_runner(ctx.loaded, onnx_path)
+            result["validation"] = validate(ctx, original_runner(ctx, compressed), compressed, artifact=onnx_path.name)
     write_json(config.out_dir / "compress.json", result)
     rails = (result.get("validation") or {}).get("guard_rails")
     if rails and not rails["passed"]:

@@ -4,7 +4,7 @@ Backends are imported lazily through :func:`get_backend`, so ``import medexport`
 OpenVINO or TensorRT installed.
 """
 from medexport.runtimes._base import BuildResult, Builder, Runner
-from medexport.runtimes._registry import BACKENDS, BackendSpec, get_backend, list_backends, make_builder, open_runner
+from medexport.runtimes._registry import BACKENDS, BackendSpec, get_backend, list_backends, make_builder, open_runner, timed_backends
 
 __all__ = ["BACKENDS", "BackendSpec", "BuildResult", "Builder", "Runner", "get_backend", "list_backends",
-           "make_builder", "open_runner"]
+           "make_builder", "open_runner", "timed_backends"]

@@ -67,6 +67,10 @@ BACKENDS: dict[str, BackendSpec] = {
 TARGETS = ("onnxruntime", "openvino", "tensorrt")
 
 
+def timed_backends() -> list[str]:
+    return ["onnxruntime", "openvino"]
+
+
 def list_backends() -> list[str]:
     return list(BACKENDS)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medexport.compression import _layers
+from medexport.compression.lowrank import options as lowrank_options
 from medexport.compression._registry import register_pass
 from medexport.compression.lowrank.allocator import select_ranks
 from medexport.compression.base import CompressionPass, model_macs, param_count
@@ -32,6 +33,20 @@ class LowRankPass(CompressionPass):
     decomposition: type[Decomposition] = Decomposition
     family = "lowrank"
     config_type = LowRankConfig
+    options = lowrank_options.OPTIONS
+
+    def configure(self, given: dict, *, backend: str) -> LowRankConfig:
+        return lowrank_options.configure(self.config_type, given, backend)
+
+    def bind(self, config: LowRankConfig, data) -> LowRankConfig:
+        return lowrank_options.bind(config, data, self.needs_calibration)
+
+    def describe(self, config: LowRankConfig) -> str:
+        return lowrank_options.describe(self.name, config)
+
+    def reads(self, field: str, config: LowRankConfig) -> bool:
+        """The latency rule's backend and payoff mean nothing to the other rank rules."""
+        return config.latency is not None or field not in ("backend", "payoff")
 
     def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
                    config: LowRankConfig) -> tuple["nn.Module", PassRecord]:

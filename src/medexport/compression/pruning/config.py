@@ -3,7 +3,7 @@
     PruneConfig(ratio=0.5)                                  # half the channels of every prunable group
     PruneConfig(ratio=0.3, round_to=16, exclude=("encoder.0*",))
     PruneConfig(ratio=0.5, scope="global", max_ratio=0.75, steps=4,          # capped non-uniform, iterative,
-                calibration=images, heldout=data, rails=GuardRails(1.0, 3.0))  # guard-railed with rollback
+                calibration=images, heldout=data, rails=GuardRails())  # guard-railed with rollback
     PruneConfig(ratio=0.5, steps=4, recover=lambda m: distill(m, original, images, DistillConfig(75))[0])
                                                             # prune, fine-tune, (validate,) prune again ...
 """
@@ -38,6 +38,7 @@ class PruneConfig:
     scope: str = "layer"  # "layer": every group loses ``ratio``; "global": per-group ratios from one global ranking
     max_ratio: float = 0.75  # global scope: no group loses more than this share (the pathology paper's cap)
     steps: int = 1  # iterative: reach ``ratio`` in this many steps, re-scoring (and re-checking) after each
+    rollback: bool = False  # validate every step on ``heldout`` (set whenever ``heldout`` is given)
     calibration: Any = field(default=None, repr=False, compare=False)  # images for activation scores / merging
     heldout: Any = field(default=None, repr=False, compare=False)  # LabelledData: validate each step (rollback)
     rails: Any = field(default=None, repr=False, compare=False)  # GuardRails used with ``heldout``
@@ -56,6 +57,8 @@ class PruneConfig:
             raise InputError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
         if self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
+        if self.heldout is not None:
+            object.__setattr__(self, "rollback", True)
         if self.heldout is not None and self.rails is None:
             from medexport.evaluation import GuardRails
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from medexport.compression._registry import register_pass
 from medexport.compression.base import CompressionPass
 from medexport.compression.pruning import importance as scores
+from medexport.compression.pruning import options as prune_options
 from medexport.compression.pruning.config import PruneConfig
 from medexport.compression.pruning.dependency import DependencyGraph, Group, analyze
 from medexport.compression.pruning.mutate import prune_layer
@@ -130,6 +131,17 @@ class PrunePass(CompressionPass):
     importance: "Importance" = staticmethod(scores.l2_norm)
     family = "pruning"
     config_type = PruneConfig
+    options = prune_options.OPTIONS
+    stepwise = True
+
+    def configure(self, given: dict, *, backend: str) -> PruneConfig:
+        return prune_options.configure(self.config_type, given)
+
+    def bind(self, config: PruneConfig, data) -> PruneConfig:
+        return prune_options.bind(config, data, self.needs_calibration)
+
+    def describe(self, config: PruneConfig) -> str:
+        return prune_options.describe(self.name, config)
 
     def importance_for(self, config: PruneConfig) -> "Importance":
         return type(self).importance

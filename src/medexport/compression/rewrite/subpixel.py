@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from medexport.compression import _layers
 from medexport.compression._registry import register_pass
+from medexport.compression.options import EXCLUDE_LAYER, LATENCY_BACKEND
 from medexport.compression.base import CompressionPass, model_macs
 from medexport.errors import InputError
 
@@ -185,6 +186,14 @@ class SubPixelPass(CompressionPass):
 
     family = "rewrite"
     config_type = SubPixelConfig
+    options = (LATENCY_BACKEND, EXCLUDE_LAYER)
+    exact = True
+
+    def configure(self, given: dict, *, backend: str) -> SubPixelConfig:
+        return SubPixelConfig(**{"backend": backend, **given})
+
+    def describe(self, config: SubPixelConfig) -> str:
+        return f"{self.name}, measured on {config.backend}"
 
     def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
                    config: SubPixelConfig) -> tuple["nn.Module", "PassRecord"]:

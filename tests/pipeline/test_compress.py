@@ -7,11 +7,12 @@ import pytest
 
 from medexport.errors import GuardRailError
 from medexport.loading import ModelSpec
-from medexport.pipeline import BuildConfig, run_build, run_compress
+from medexport.evaluation import GuardRails
+from medexport.pipeline import BuildConfig, CompressionConfig, run_build, run_compress
 
 
 def test_compress_is_checked_against_the_original_and_refused_when_it_hurts(tmp_path):
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="svd", budget="6x")
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("svd", {"--budget": "6x"}))
     with pytest.raises(GuardRailError, match="guard rail broken for 'model.compressed.onnx'"):
         run_compress(config)
     record = json.loads((tmp_path / "compress.json").read_text())  # the user still sees what happened
@@ -20,8 +21,7 @@ def test_compress_is_checked_against_the_original_and_refused_when_it_hurts(tmp_
 
 
 def test_build_with_compression_validates_against_the_uncompressed_model(tmp_path):
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="tucker", budget="1.5x",
-                         max_overall_drop=100, max_class_drop=100)
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("tucker", {"--budget": "1.5x"}), rails=GuardRails(max_overall_drop=100, max_class_drop=100))
     report = run_build(config).to_dict()
     ref = report["validation"]["reference"]["overall"]["dice"]["value"]
     assert ref == pytest.approx(0.909, abs=2e-3)  # the original model's card value, not the compressed one's
@@ -39,10 +39,10 @@ def test_build_with_compression_validates_against_the_uncompressed_model(tmp_pat
 
 
 def test_pruning_that_breaks_the_rails_holds_them_after_fine_tuning(tmp_path):
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2", prune_ratio=0.5)
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("prune-l2", {"--ratio": 0.5}))
     with pytest.raises(GuardRailError):   # one-shot L2 at 50% loses most of the white matter
         run_compress(config)
-    config.finetune_steps = 200
+    config.compression.finetune_steps = 200
     result = run_compress(config)
     assert result["validation"]["guard_rails"]["passed"]   # 100 steps measured -1.2 points: broken
     assert result["compression"]["macs_before"] / result["compression"]["macs_after"] > 3.8
@@ -68,8 +68,7 @@ def test_cli_prunes_the_reference_model_within_the_guard_rails(tmp_path):
 
 
 def test_hsc_compress_uses_the_bundled_calibration_images_and_reports_every_class_delta(tmp_path):
-    config = BuildConfig(model=ModelSpec(model="brain-region-alexnet"), out_dir=tmp_path, compress="hsc",
-                         budget="3x", max_overall_drop=100, max_class_drop=100)
+    config = BuildConfig(model=ModelSpec(model="brain-region-alexnet"), out_dir=tmp_path, compression=CompressionConfig.from_flags("hsc", {"--budget": "3x"}), rails=GuardRails(max_overall_drop=100, max_class_drop=100))
     result = run_compress(config)
     record = result["compression"]
     assert record["method"] == "hsc" and record["config"]["calibration_images"] == 32  # HSC reads its first 32 of the 48
@@ -87,22 +86,22 @@ def test_hsc_on_a_user_model_without_calibration_images_is_a_clear_error(tmp_pat
                      model_kwargs={"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "channels": [8, 16, 32],
                                    "strides": [2, 2]})
     with pytest.raises(DataError, match="--calib"):
-        run_compress(BuildConfig(model=spec, out_dir=tmp_path, compress="hsc", budget="2x"))
+        run_compress(BuildConfig(model=spec, out_dir=tmp_path, compression=CompressionConfig.from_flags("hsc", {"--budget": "2x"})))
 
 
 @pytest.mark.parametrize("method, options, named", [
-    ("svd", {"prune_rollback": True}, "--rollback"),
-    ("tucker", {"prune_steps": 4, "prune_scope": "global"}, "--iterative, --scope"),
-    ("hsc", {"prune_max_ratio": 0.5}, "--max-ratio"),
-    ("prune-l1", {"compress_latency": 0.5}, "--latency"),
-    ("merge", {"compress_latency": 0.5}, "--latency"),
+    ("svd", {"--rollback": True}, "--rollback"),
+    ("tucker", {"--iterative": 4, "--scope": "global"}, "--iterative, --scope"),
+    ("hsc", {"--max-ratio": 0.5}, "--max-ratio"),
+    ("prune-l1", {"--latency": 0.5}, "--latency"),
+    ("merge", {"--latency": 0.5}, "--latency"),
 ])
-def test_options_the_pass_family_ignores_are_refused(method, options, named, tmp_path):
-    """Raised before any compression work, instead of being silently dropped."""
+def test_options_the_pass_family_ignores_are_refused(method, options, named):
+    """Raised when the options are routed, before any compression work, instead of being silently dropped."""
     from medexport.errors import InputError
 
     with pytest.raises(InputError, match=f"{named} (is|are) not used by {method}"):
-        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=method, **options))
+        CompressionConfig.from_flags(method, options)
 
 
 def test_max_ratio_without_global_scope_is_one_line_error(tmp_path):
@@ -116,26 +115,24 @@ def test_max_ratio_without_global_scope_is_one_line_error(tmp_path):
 
 
 def test_a_pruning_pass_without_rollback_claims_no_guard_rails(tmp_path):
-    from medexport.pipeline._compress import prune_config
+    from medexport.compression import get_pass
+    from medexport.pipeline import RunContext
 
-    class _Loaded:
-        reference = None
-
-    config = prune_config(_Loaded(), BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l1"),
-                          needs_calibration=False)
-    assert config.rails is None and "guard_rails" not in config.to_dict()
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("prune-l1", {}))
+    (method, pass_config), = config.passes
+    bound = get_pass(method).bind(pass_config, RunContext(config))
+    assert bound.rails is None and bound.heldout is None and "guard_rails" not in bound.to_dict()
 
 
 @pytest.mark.parametrize("method, kwargs, message", [
-    ("svd", {"compress_payoff": 0.7}, "--latency-payoff applies to --latency mode"),
-    ("prune-l2", {"compress_payoff": 0.7}, "--latency-payoff is not used by prune-l2"),
+    ("svd", {"--latency-payoff": 0.7}, "--latency-payoff applies to --latency mode"),
+    ("prune-l2", {"--latency-payoff": 0.7}, "--latency-payoff is not used by prune-l2"),
 ])
 def test_latency_payoff_outside_latency_mode_is_refused(tmp_path, method, kwargs, message):
     from medexport.errors import InputError
 
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=method, **kwargs)
     with pytest.raises(InputError, match=message):
-        run_compress(config)
+        BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags(method, kwargs))
     assert not (tmp_path / "compress.json").exists()
 
 
@@ -162,8 +159,7 @@ def test_a_chain_runs_tucker_then_pruning_and_records_both(tmp_path):
     (["--energy", "0.9", "--budget", "3x"], "--budget and --energy are competing rank rules"),
     (["--vbmf", "--rank-ratio", "0.5", "--budget", "6x"], "--budget, --rank-ratio and --vbmf are competing rank rules"),
     (["--energy", "0.9", "--budget-metric", "params"], "--budget-metric says what --budget divides"),
-    (["--ratio", "0.3"], "--ratio is not used by svd (a lowrank pass); drop the option or choose a pass that uses it "
-                         "(low-rank passes keep a fraction of each rank with --rank-ratio)"),
+    (["--ratio", "0.3"], "--ratio is not used by svd (a lowrank pass); drop the option or choose a pass that uses it"),
 ])
 def test_conflicting_rank_rules_are_one_line_errors(tmp_path, options, message):
     proc = subprocess.run([sys.executable, "-m", "medexport", "compress", "--method", "svd", *options, "--out", "c"],
@@ -175,8 +171,8 @@ def test_conflicting_rank_rules_are_one_line_errors(tmp_path, options, message):
 def test_a_chain_of_two_low_rank_passes_is_refused(tmp_path):
     from medexport.errors import InputError
 
-    with pytest.raises(InputError, match="at most one low-rank, one pruning and one rewrite pass"):
-        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="tucker,svd"))
+    with pytest.raises(InputError, match="at most one pass per family"):
+        CompressionConfig.from_flags("tucker,svd", {})
 
 
 @pytest.mark.parametrize("rule, check", [
@@ -185,8 +181,8 @@ def test_a_chain_of_two_low_rank_passes_is_refused(tmp_path):
     ({"vbmf": True}, lambda layers: len(layers) > 0),
 ])
 def test_rank_rules_other_than_a_budget_reach_the_pass(tmp_path, rule, check):
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="svd", max_overall_drop=100,
-                         max_class_drop=100, **rule)
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig((("svd", rule),)),
+                         rails=GuardRails(max_overall_drop=100, max_class_drop=100))
     record = run_compress(config)["compression"]
     assert {k: v for k, v in record["config"].items() if k in rule} == rule and "budget" not in record["config"]
     assert check(record["layers"])
@@ -200,10 +196,11 @@ def test_compression_options_without_a_pass_are_refused_before_the_folder_loses_
     out = tmp_path / "b"
     out.mkdir()
     (out / "manifest.json").write_text("{}")
-    for options, message in (({"energy": 0.9}, "--energy configure compression; add --compress"),
-                             ({"compress": "svd", "energy": 0.9, "budget": "3x"}, "competing rank rules")):
-        with pytest.raises(InputError, match=message):
-            run_build(BuildConfig(model=ModelSpec(), out_dir=out, **options))
+    for args, message in ((["--energy", "0.9"], "--energy configure compression; add --compress"),
+                          (["--compress", "svd", "--energy", "0.9", "--budget", "3x"], "competing rank rules")):
+        proc = subprocess.run([sys.executable, "-m", "medexport", "build", *args, "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1 and message in proc.stderr
         assert (out / "manifest.json").read_text() == "{}"
 
 
@@ -211,8 +208,7 @@ def test_finetune_with_iterative_pruning_recovers_every_step_before_it_is_judged
     """--iterative 2 --finetune 200 --rollback: 100 distillation steps after each pruning step (the prune /
     fine-tune loop), each step judged by the guard rails once recovered, so a quarter of every group, which
     breaks the rails when pruned at once without recovery, stays pruned; recorded per round."""
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2", prune_ratio=0.25, prune_steps=2,
-                         prune_rollback=True, finetune_steps=200)
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("prune-l2", {"--ratio": 0.25, "--iterative": 2, "--rollback": True}, 200))
     result = run_compress(config)
     tuned, record = result["finetune"], result["compression"]
     assert tuned["steps"] == 200 and [r["steps"] for r in tuned["rounds"]] == [100, 100]
@@ -225,8 +221,7 @@ def test_finetune_with_iterative_pruning_recovers_every_step_before_it_is_judged
 def test_subpixel_comes_last_in_a_chain_and_changes_no_numbers(tmp_path):
     """prune-l2,subpixel: the exact rewrite of the transposed convs that measure faster runs on the pruned model;
     whether the head pays is the backend's answer here, so either way the record says what was measured."""
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2,subpixel", prune_ratio=0.25,
-                         finetune_steps=100, compress_backend="onnxruntime")
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("prune-l2,subpixel", {"--ratio": 0.25, "--latency-backend": "onnxruntime"}, 100))
     result = run_compress(config)
     pruned, rewrite = result["compression"]["passes"]
     assert (pruned["method"], rewrite["method"]) == ("prune-l2", "subpixel") and rewrite["config"]["backend"] == "onnxruntime"
@@ -241,7 +236,7 @@ def test_a_rewrite_before_another_pass_is_refused(tmp_path):
     from medexport.errors import InputError
 
     with pytest.raises(InputError, match="must come last in a chain"):
-        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="subpixel,prune-l2"))
+        run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("subpixel,prune-l2", {})))
 
 
 @pytest.mark.parametrize("target, given, measured", [
@@ -249,23 +244,24 @@ def test_a_rewrite_before_another_pass_is_refused(tmp_path):
     ("onnxruntime", "openvino", "openvino")])
 def test_the_backend_that_measures_follows_the_target_unless_named(tmp_path, target, given, measured):
     """--latency and subpixel tune for the runtime being built for when it can be timed here (TensorRT cannot)."""
-    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, target=target, compress="subpixel",
-                         compress_backend=given)
-    assert config.measure_backend == measured and config.to_dict()["compression"]["latency_backend"] == measured
+    flags = {"--latency-backend": given} if given else {}
+    config = BuildConfig(model=ModelSpec(), out_dir=tmp_path, target=target,
+                         compression=CompressionConfig.from_flags("subpixel", flags))
+    assert config.passes[0][1].backend == measured
 
 
 @pytest.mark.parametrize("compress", ["prune-l2", "svd", None])
 def test_a_latency_backend_nothing_measures_on_is_refused(tmp_path, compress):
     from medexport.errors import InputError
 
-    with pytest.raises(InputError, match="--latency-backend says where --latency and subpixel are measured"):
-        run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress=compress, compress_backend="onnxruntime"))
+    with pytest.raises(InputError, match="--latency-backend (is not used by|configure)"):
+        run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags(
+            compress, {"--latency-backend": "onnxruntime"})))
     assert not tmp_path.joinpath("manifest.json").exists()
 
 
 def test_finetune_runs_after_a_pruning_pass_that_found_nothing_to_prune(tmp_path):
     """--finetune is never dropped silently: a pruning pass with every group excluded never calls its per-step
     fine-tuning, so the steps run after compression (what a low-rank pass before it changed is recovered)."""
-    result = run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compress="prune-l2", compress_exclude=("*",),
-                                      finetune_steps=10, max_overall_drop=100, max_class_drop=100))
+    result = run_compress(BuildConfig(model=ModelSpec(), out_dir=tmp_path, compression=CompressionConfig.from_flags("prune-l2", {"--exclude-layer": ("*",)}, 10), rails=GuardRails(max_overall_drop=100, max_class_drop=100)))
     assert result["finetune"]["steps"] == 10 and "rounds" not in result["finetune"]

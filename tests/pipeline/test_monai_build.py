@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from medexport.loading import ModelSpec
-from medexport.pipeline import BuildConfig, run_build
+from medexport.pipeline import BuildConfig, LatencyConfig, ParityConfig, QuantizationConfig, run_build
 from tests._nets import MONAI_NETS
 
 TARGETS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)]
@@ -16,8 +16,7 @@ TARGETS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)]
 def test_build_monai_network(net, target, tmp_path):
     torch.manual_seed(0)
     factory, kwargs, shape = MONAI_NETS[net]
-    config = BuildConfig(model=ModelSpec(model=factory, model_kwargs=kwargs, input_shape=shape, name=net),
-                         out_dir=tmp_path, target=target, latency=False, parity_samples=4)
+    config = BuildConfig(model=ModelSpec(model=factory, model_kwargs=kwargs, input_shape=shape, name=net), out_dir=tmp_path, target=target, latency=LatencyConfig(enabled=False), parity=ParityConfig(samples=4))
     report = run_build(config).to_dict()
     if target != "onnxruntime":  # for ONNX Runtime, the backend parity below is the ONNX parity
         assert report["onnx_parity"]["max_abs_error"] < 1e-4
@@ -37,8 +36,7 @@ def test_build_monai_network(net, target, tmp_path):
 @pytest.mark.parametrize("target", ["onnxruntime", pytest.param("openvino", marks=[pytest.mark.openvino,
                                                                                      pytest.mark.slow])])
 def test_fp16_build_is_held_to_the_guard_rails(target, tmp_path):
-    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target=target, precision="fp16",
-                                   latency=False)).to_dict()
+    report = run_build(BuildConfig(model=ModelSpec(), out_dir=tmp_path, target=target, quantization=QuantizationConfig(precision="fp16"), latency=LatencyConfig(enabled=False))).to_dict()
     assert report["validation"]["guard_rails"]["passed"]
     rows = report["validation"]["guard_rails"]["rows"]
     assert all(abs(r["delta_points"]) < 0.5 for r in rows)   # FP16 barely moves a Dice
@@ -63,6 +61,6 @@ def test_an_onnx_input_with_external_weights_lists_them_in_the_manifest(tmp_path
     src.mkdir()
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src / "conv.onnx"),
                     save_as_external_data=True, location="conv_weights.bin", size_threshold=0)
-    run_build(BuildConfig(model=ModelSpec(model=str(src / "conv.onnx")), out_dir=tmp_path / "out", latency=False))
+    run_build(BuildConfig(model=ModelSpec(model=str(src / "conv.onnx")), out_dir=tmp_path / "out", latency=LatencyConfig(enabled=False)))
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {"model.onnx", "conv_weights.bin"} <= set(manifest["files"])

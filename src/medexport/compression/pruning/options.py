@@ -1,0 +1,51 @@
+"""The pruning/merging family's options (``--ratio``, ``--iterative``, ``--scope``, ``--max-ratio``, ``--rollback``)
+and the data a pruning pass reads at run time (calibration images, labelled images for rollback, a fine-tuning hook).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from medexport.compression.options import EXCLUDE_LAYER, PassOption
+from medexport.errors import InputError
+
+OPTIONS = (
+    PassOption("--ratio", "ratio", "Pruning passes: share of channels removed from every prunable group.",
+               type=float, default=0.5),
+    PassOption("--iterative", "steps", "Pruning/merging: reach --ratio in this many steps, re-scoring after each "
+               "(--iterative alone: 4 steps).", type=int, default=1, flag_value=4),
+    PassOption("--scope", "scope", "Pruning/merging: same ratio in every group, or per-group ratios from one global "
+               "ranking capped by --max-ratio.", default="layer", choices=("layer", "global")),
+    PassOption("--max-ratio", "max_ratio", "Pruning/merging with --scope global: most a single group may lose.",
+               type=float, default=0.75),
+    PassOption("--rollback", "rollback", "Pruning/merging: validate every step on the labelled images; a step that "
+               "breaks the guard rails is undone and its group locked.", is_flag=True, default=False),
+    EXCLUDE_LAYER,
+)
+
+
+def configure(config_type: type, given: dict[str, Any]) -> Any:
+    """The PruneConfig from the options given; --max-ratio without --scope global is refused, not ignored."""
+    if "max_ratio" in given and given.get("scope", "layer") != "global":
+        raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
+                         "(--scope layer removes --ratio from every group)")
+    return config_type(**given)
+
+
+def bind(config: Any, data: Any, needs_calibration: bool) -> Any:
+    """Calibration images when scored or merged on activations, labelled images and rails with --rollback, and the
+    run's fine-tuning hook (followed after each step)."""
+    extra: dict[str, Any] = {"recover": data.recover}
+    if needs_calibration:
+        extra["calibration"] = data.calibration()
+    if config.rollback:
+        extra["heldout"] = data.labelled()
+        if extra["heldout"] is None:
+            raise InputError("--rollback validates every step on labelled images: pass --data (and --labels), "
+                             "or use a reference model")
+        extra["rails"] = data.rails
+    return dataclasses.replace(config, **extra)
+
+
+def describe(name: str, config: Any) -> str:
+    return f"{name} ratio {config.ratio}" + (f" in {config.steps} steps" if config.steps > 1 else "")

@@ -33,7 +33,7 @@ def test_runner_matches_torch_on_real_images(unet_onnx):
 def test_unavailable_provider_is_an_error_not_a_silent_fallback(unet_onnx):
     path, _ = unet_onnx
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
-        Runner(path, providers=["cuda"])
+        Runner(path, device="cuda")
 
 
 def test_input_checks(unet_onnx):

@@ -36,3 +36,16 @@ def test_build_and_run_plan(unet_onnx, tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(images)).numpy()
     assert np.abs(got - want).max() < 1e-3  # TF32 may be used for FP32 convolutions on Ampere and newer
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_the_registry_builds_and_opens_a_plan_with_the_one_signature(unet_onnx, tmp_path):
+    """max_batch sets the profile; device, threads and precision (the ONNX's own) are accepted and not used."""
+    from medexport.runtimes import make_builder, open_runner
+
+    path, _ = unet_onnx
+    result = make_builder("trt", device="cuda", precision="fp32", max_batch=2).build(path, tmp_path)
+    assert result.info["input"]["batch_range"] == [1, 1, 2]
+    with open_runner(result.artifact, "trt", device="cuda", threads=4, precision="fp32") as runner:
+        assert runner.input_shape == [None, 1, 64, 64]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medexport.calibration.choices import LAYOUTS
+
 
 def build_markdown(report: dict[str, Any]) -> str:
     """A short human report: interface, parity, validation table, latency, stage timings."""
@@ -85,14 +87,6 @@ def _compression_lines(record: dict[str, Any] | None, tuned: dict[str, Any] | No
     return lines + [""]
 
 
-# what each QDQ layout is for: the build report says which one the artifact uses
-_LAYOUT_NOTES = {
-    "tensorrt": "TensorRT layout (signed int8, symmetric): the portable QDQ ONNX for every backend",
-    "openvino": "OpenVINO layout (uint8 zero-point-0 ReLU outputs, as NNCF's): OpenVINO only, TensorRT rejects it",
-    "ort-u8s8": "onnxruntime's U8S8 layout (asymmetric uint8 activations): ONNX Runtime only",
-}
-
-
 def _int8_lines(calibration: dict[str, Any] | None) -> list[str]:
     """Which INT8 artifact the build made and how: engine, QDQ layout, int8 and float layers."""
     quant = (calibration or {}).get("quantization")
@@ -101,8 +95,8 @@ def _int8_lines(calibration: dict[str, Any] | None) -> list[str]:
     if "engine" in quant:
         return ["## INT8", "", f"`{quant['path']}`: NNCF post-training quantization (OpenVINO IR), "
                 f"{quant['calibration_images']} calibration images.", ""]
-    layout = quant.get("config", {}).get("layout", "tensorrt")
+    layout = LAYOUTS[quant.get("config", {}).get("layout", "tensorrt")]
     floats = calibration.get("float_layers") or []
-    return ["## INT8", "", f"`{quant['path']}`: {_LAYOUT_NOTES.get(layout, layout)}; {quant['method']} calibration "
-            f"on {quant['calibration_images']} images, {quant['quantized_nodes']} int8 nodes, "
+    return ["## INT8", "", f"`{quant['path']}`: {layout.name} QDQ layout for {layout.scope} ({layout.help}); "
+            f"{quant['method']} calibration on {quant['calibration_images']} images, {quant['quantized_nodes']} int8 nodes, "
             f"{len(floats)} layer(s) kept in float.", ""]

@@ -4,18 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medexport.errors import InputError
-from medexport.runtimes import open_runner
-
-_SUFFIX_TARGET = {".onnx": "onnxruntime", ".xml": "openvino", ".plan": "tensorrt", ".engine": "tensorrt"}
-
-
-def target_for(path: Path) -> str:
-    """The backend that runs ``path``, from its suffix."""
-    try:
-        return _SUFFIX_TARGET[path.suffix.lower()]
-    except KeyError:
-        raise InputError(f"cannot tell the backend of {path.name}: pass --target "
-                         f"(known suffixes: {', '.join(_SUFFIX_TARGET)})") from None
+from medexport.runtimes import open_runner, resolve_target, target_for
 
 
 def bench_artifact(path: Path, *, target: str | None, device: str | None, batches: list[int],
@@ -25,7 +14,7 @@ def bench_artifact(path: Path, *, target: str | None, device: str | None, batche
     from medexport.loading import parse_shape
     from medexport.zoo.samples import real_inputs
 
-    target = target or target_for(path)
+    target = resolve_target(target) if target else target_for(path)
     warning = busy_warning()
     with open_runner(path, target, device=device, threads=threads) as runner:
         dims = runner.input_shape

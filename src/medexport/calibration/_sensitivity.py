@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medexport.calibration._graph import OnnxGraph, quantized_nodes
-from medexport.calibration.quantize import QuantConfig, QuantResult, quantize_qdq
+from medexport.calibration._qdq import QuantConfig, QuantResult, quantize_qdq
 from medexport.errors import GuardRailError, InputError
 from medexport.evaluation.guardrails import GuardRails
 from medexport.evaluation.validation import LabelledData, validate_against

@@ -6,11 +6,14 @@ from pathlib import Path
 import click
 
 from medexport.cli._options import console
+from medexport.runtimes import artifact_suffixes, target_choices
 
 
 @click.command("bench")
 @click.argument("artifact", type=click.Path())
-@click.option("--target", default=None, help="Backend (default: from the file: .onnx, .xml, .plan).")
+@click.option("--target", type=click.Choice(target_choices()), default=None,
+              help="Backend (default: from the file's suffix: "
+                   f"{', '.join(f'{suffix} {name}' for suffix, name in artifact_suffixes().items())}).")
 @click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Batch size(s), comma separated: 1,4,8.")
 @click.option("--input-shape", default=None, help="Input shape when the artifact's is dynamic beyond the batch.")

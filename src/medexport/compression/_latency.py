@@ -4,8 +4,9 @@ The latency allocator asks what swapping one layer for a factorized chain saves 
 not say (a 1x1 -> kxk -> 1x1 chain on a small 3D map can be slower than the conv it replaces), and a
 layer timed alone does not either (the backend picks layouts, reorders and kernels for the whole graph,
 and a conv's fused BatchNorm, ReLU and concat neighbours change with it). :class:`Timer`
-exports and compiles each model once and times any set of them interleaved, round-robin, so load from
-other processes slows them alike and their ratios hold. :class:`SavingsCache` keeps the measured
+exports and compiles each model once and times any set of them interleaved, round-robin, with the bench
+harness (:func:`medexport.bench.interleaved_rounds`), so load from other processes slows them alike and
+their ratios hold. :class:`SavingsCache` keeps the measured
 saving (a fraction of the model's time, so it survives a change of machine load) keyed by the machine
 (CPU model, backend and its version, thread count, cache schema), input shape, the model's structure
 and the swap, so a second allocation on the same model (another target) measures no swap again. The
@@ -20,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,7 +61,12 @@ def structure(module: "nn.Module") -> str:
 
 
 class Timer:
-    """Models exported and compiled once on ``backend`` at ``input_shape``, timed interleaved as often as asked."""
+    """Models exported and compiled once on ``backend`` at ``input_shape``, timed interleaved as often as asked.
+
+    The timing is the bench harness's (:func:`medexport.bench.interleaved_rounds`): each round calls every model
+    ``calls`` times in turn, every other round in reverse order. A call of :meth:`time` runs at least ``rounds``
+    rounds and enough for ``min_seconds`` in all, but once 3 rounds are done no more than 30 x ``min_seconds``
+    (slow models), as each model's warm-up call predicts."""
 
     def __init__(self, backend: str, input_shape: tuple[int, ...], *, threads: int | None = None, rounds: int = 15,
                  calls: int = 1, min_seconds: float = 0.3) -> None:
@@ -68,6 +74,7 @@ class Timer:
         self.rounds, self.calls, self.min_seconds = rounds, calls, min_seconds
         self.batch = np.random.default_rng(0).random(self.input_shape, dtype=np.float32)
         self.runners: dict[int, tuple[contextlib.ExitStack, object]] = {}  # handle -> (its closer, runner)
+        self.call_ms: dict[int, float] = {}  # handle -> its last warm-up call's ms
         self._next = 0
 
     def __enter__(self) -> "Timer":
@@ -79,9 +86,10 @@ class Timer:
         self._tmp.cleanup()
 
     def open(self, module: "nn.Module") -> int:
-        """Export and compile ``module``; returns the handle :meth:`time` takes."""
+        """Export and compile ``module``, and warm it up; returns the handle :meth:`time` takes."""
+        from medexport.bench import measure_latency
         from medexport.exporter import export_onnx
-        from medexport.runtimes._registry import open_runner
+        from medexport.runtimes import open_runner
 
         handle, self._next = self._next, self._next + 1
         path = Path(self._tmp.name) / f"m{handle}.onnx"
@@ -89,32 +97,30 @@ class Timer:
         stack = contextlib.ExitStack()
         runner = stack.enter_context(open_runner(path, self.backend, threads=self.threads))
         self.runners[handle] = (stack, runner)
-        for _ in range(3):  # warm-up
-            runner.infer(self.batch)
+        warm = measure_latency(runner.infer, self.batch, warmup=2, iterations=1, min_seconds=0)
+        self.call_ms[handle] = warm.median_ms
         return handle
 
     def close(self, handles: list[int]) -> None:
         for handle in handles:
             self.runners.pop(handle)[0].close()
+            self.call_ms.pop(handle)
 
     def time(self, handles: list[int], quantile: float = 50, rounds: int | None = None) -> list[float]:
-        """The ``quantile`` of each model's ms (median by default) over ``rounds`` (default: the timer's)
+        """The ``quantile`` of each model's per-round ms (median by default) over ``rounds`` (default: the timer's)
         round-robin rounds. A low quantile is the better estimate of a model's cost alone on a busy machine;
         the median is what a user sees."""
-        runners = [self.runners[h][1] for h in handles]
-        samples: list[list[float]] = [[] for _ in runners]
-        rounds = rounds or self.rounds
-        start, done = time.perf_counter(), 0
-        while done < rounds or time.perf_counter() - start < self.min_seconds:
-            for runner, out in zip(runners, samples):
-                for _ in range(self.calls):
-                    t0 = time.perf_counter()
-                    runner.infer(self.batch)
-                    out.append((time.perf_counter() - t0) * 1e3)
-            done += 1
-            if time.perf_counter() - start > 30 * self.min_seconds and done >= 3:
-                break
-        return [float(np.percentile(s, quantile)) for s in samples]
+        from medexport.bench import interleaved_rounds
+
+        infers = {h: self.runners[h][1].infer for h in handles}
+        per_round = interleaved_rounds(infers, self.batch, rounds=self._rounds(handles, rounds or self.rounds),
+                                       warmup=0, iterations=self.calls, min_seconds=0)
+        return [float(np.percentile([r.median_ms for r in per_round[h]], quantile)) for h in handles]
+
+    def _rounds(self, handles: list[int], rounds: int) -> int:
+        """At least ``rounds`` and ``min_seconds`` worth, at most 30 x ``min_seconds`` worth past 3 rounds."""
+        round_s = max(self.calls * sum(self.call_ms[h] for h in handles) / 1e3, 1e-6)
+        return min(max(rounds, math.ceil(self.min_seconds / round_s)), max(3, int(30 * self.min_seconds / round_s)))
 
 
 def compare(modules: list["nn.Module"], input_shape: tuple[int, ...], backend: str = "openvino", *,

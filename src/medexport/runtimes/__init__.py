@@ -1,10 +1,15 @@
-"""Backends: one subpackage per runtime, each with the same two roles (builder, runner).
+"""Backends: one subpackage per runtime, each with the same two roles (builder, runner), described in one registry.
 
 Backends are imported lazily through :func:`get_backend`, so ``import medexport`` works with none of
 OpenVINO or TensorRT installed.
 """
 from medexport.runtimes._base import BuildResult, Builder, Runner
-from medexport.runtimes._registry import BACKENDS, BackendSpec, get_backend, list_backends, make_builder, open_runner, timed_backends
+from medexport.runtimes._registry import (BACKENDS, PRECISIONS, BackendSpec, artifact_suffixes, get_backend,
+                                          get_spec, list_backends, list_targets, make_builder, open_runner,
+                                          register_backend, resolve_backend, resolve_target, target_choices,
+                                          target_for, timed_backends, unregister_backend)
 
-__all__ = ["BACKENDS", "BackendSpec", "BuildResult", "Builder", "Runner", "get_backend", "list_backends",
-           "make_builder", "open_runner", "timed_backends"]
+__all__ = ["BACKENDS", "PRECISIONS", "BackendSpec", "BuildResult", "Builder", "Runner", "artifact_suffixes",
+           "get_backend", "get_spec", "list_backends", "list_targets", "make_builder", "open_runner",
+           "register_backend", "resolve_backend", "resolve_target", "target_choices", "target_for",
+           "timed_backends", "unregister_backend"]

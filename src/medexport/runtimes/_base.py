@@ -3,6 +3,10 @@
 Template methods: ``Builder.build`` validates and calls ``build_impl``; ``Runner.infer`` validates the
 input and calls ``infer_impl``. Runners are context managers and callables (``runner(batch)``), so
 they plug straight into evaluation as predictors.
+
+Every backend's classes take one constructor signature, so the registry builds and opens any of them alike:
+``Builder(*, device=None, precision="fp32", max_batch=8)`` and
+``Runner(path, *, device=None, threads=None, precision="fp32")``; each ignores what it does not use.
 """
 from __future__ import annotations
 

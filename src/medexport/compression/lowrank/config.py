@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from medexport.errors import InputError
+from medexport.runtimes import timed_backends
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ class LowRankConfig:
             raise InputError("give exactly one of rank_ratio, energy, vbmf, budget or latency")
         if self.latency is not None and not 0.0 < self.latency < 1.0:
             raise InputError(f"latency must be a fraction of the original latency in (0, 1), got {self.latency}")
-        if self.backend not in ("onnxruntime", "openvino"):
-            raise InputError(f"latency is measured on onnxruntime or openvino, not {self.backend!r}")
+        if self.backend not in timed_backends():
+            raise InputError(f"latency is measured on {' or '.join(timed_backends())}, not {self.backend!r}")
         if not 0.0 <= self.payoff <= 1.0:
             raise InputError(f"payoff must be in [0, 1], got {self.payoff}")
         if self.rank_ratio is not None and not 0.0 < self.rank_ratio <= 1.0:

@@ -29,6 +29,7 @@ from medexport.compression._registry import register_pass
 from medexport.compression.options import EXCLUDE_LAYER, LATENCY_BACKEND
 from medexport.compression.base import CompressionPass, model_macs
 from medexport.errors import InputError
+from medexport.runtimes import timed_backends
 
 if TYPE_CHECKING:
     import torch
@@ -52,8 +53,8 @@ class SubPixelConfig:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.backend not in ("onnxruntime", "openvino"):
-            raise InputError(f"subpixel is measured on onnxruntime or openvino, not {self.backend!r}")
+        if self.backend not in timed_backends():
+            raise InputError(f"subpixel is measured on {' or '.join(timed_backends())}, not {self.backend!r}")
         if not self.min_speedup > 0:
             raise InputError(f"min_speedup must be positive, got {self.min_speedup}")
         object.__setattr__(self, "exclude", tuple(self.exclude))

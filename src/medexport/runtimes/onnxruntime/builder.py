@@ -18,11 +18,13 @@ class Builder(_Builder):
 
     backend = "onnxruntime"
 
-    def __init__(self, providers: list[str] | None = None):
-        self.providers = providers
+    def __init__(self, *, device: str | None = None, precision: str = "fp32", max_batch: int = 8):
+        """``device``: the execution provider ("cpu", "cuda" or its full name); the precision is the ONNX's own
+        and the batch is dynamic, so ``precision`` and ``max_batch`` are not used."""
+        self.device = device
 
     def build_impl(self, onnx_path: Path, out_dir: Path) -> BuildResult:
-        with Runner(onnx_path, providers=self.providers) as runner:
+        with Runner(onnx_path, device=self.device) as runner:
             active = runner.devices()
             shape = [d or 1 for d in runner.input_shape]
             placement = node_placement(onnx_path, active, np.zeros(shape, np.float32), runner.input_name)

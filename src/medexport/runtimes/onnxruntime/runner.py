@@ -15,10 +15,13 @@ class Runner(_Runner):
 
     backend = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, *, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, onnx_path: str | Path, *, device: str | None = None, threads: int | None = None,
+                 precision: str = "fp32"):
+        """``device``: the execution provider to run on ("cpu", "cuda" or its full name; CPU is the fallback
+        for nodes it lacks); ``precision`` is the ONNX's own, so it is not used."""
         import onnxruntime as ort
 
-        self.requested = provider_names(providers)
+        self.requested = provider_names(device)
         if self.requested[0] not in ort.get_available_providers():
             raise BackendUnavailableError(
                 f"ONNX Runtime here has no {self.requested[0]} (available: {', '.join(ort.get_available_providers())}); "

@@ -14,9 +14,10 @@ _ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
             "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider"}
 
 
-def provider_names(requested: list[str] | None) -> list[str]:
-    """Expand short names ('cuda') to ONNX Runtime provider names; CPU is always the last fallback."""
-    names = [_ALIASES.get(p.lower(), p) for p in (requested or ["cpu"])]
+def provider_names(device: str | None) -> list[str]:
+    """The providers to ask for to run on ``device`` (a short name, 'cuda', or a provider name; None: CPU), CPU
+    always the last fallback: ``provider_names("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]``."""
+    names = [_ALIASES.get((device or "cpu").lower(), device)]
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
     return names

@@ -16,8 +16,10 @@ class Builder(_Builder):
 
     backend = "openvino"
 
-    def __init__(self, device: str = "CPU", precision: str = "fp32"):
-        self.device = device
+    def __init__(self, *, device: str | None = None, precision: str = "fp32", max_batch: int = 8):
+        """``device``: the OpenVINO device to compile for (default CPU); ``precision`` "fp16" saves an FP16 IR
+        and asks for f16 inference; the batch stays dynamic, so ``max_batch`` is not used."""
+        self.device = device or "CPU"
         self.precision = precision
 
     def build_impl(self, onnx_path: Path, out_dir: Path) -> BuildResult:

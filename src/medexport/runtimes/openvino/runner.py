@@ -15,10 +15,12 @@ class Runner(_Runner):
 
     backend = "openvino"
 
-    def __init__(self, model_path: str | Path, *, device: str = "CPU", precision: str = "fp32",
-                 threads: int | None = None):
+    def __init__(self, model_path: str | Path, *, device: str | None = None, threads: int | None = None,
+                 precision: str = "fp32"):
+        """``device``: an OpenVINO device (default CPU); ``precision`` sets the inference precision hint."""
         import openvino as ov
 
+        device = device or "CPU"
         core = ov.Core()
         if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} and \
                 not device.startswith(("AUTO", "MULTI", "HETERO")):

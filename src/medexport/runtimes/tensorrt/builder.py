@@ -15,7 +15,10 @@ class Builder(_Builder):
 
     backend = "tensorrt"
 
-    def __init__(self, *, max_batch: int = 8, opt_batch: int = 1, workspace_gib: float = 4.0):
+    def __init__(self, *, device: str | None = None, precision: str = "fp32", max_batch: int = 8, opt_batch: int = 1,
+                 workspace_gib: float = 4.0):
+        """Builds on the current CUDA device, strongly typed: the precision is the ONNX's own (FP32, FP16 or QDQ
+        INT8), so ``device`` and ``precision`` are not used."""
         self.max_batch = max_batch
         self.opt_batch = opt_batch
         self.workspace_gib = workspace_gib

@@ -15,7 +15,10 @@ class Runner(_Runner):
 
     backend = "tensorrt"
 
-    def __init__(self, plan_path: str | Path):
+    def __init__(self, plan_path: str | Path, *, device: str | None = None, threads: int | None = None,
+                 precision: str = "fp32"):
+        """Runs on the current CUDA device in the precisions the plan was built with: ``device``, ``threads`` and
+        ``precision`` are not used."""
         import tensorrt as trt
         import torch
 

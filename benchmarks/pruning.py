@@ -250,6 +250,8 @@ def _prunable(model, shape) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medexport.evaluation import GuardRails
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["speedup", "search", "both"], default="both")
     parser.add_argument("--models", nargs="+", default=None, help="zoo models for the search (default: all)")
@@ -259,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
     parser.add_argument("--no-latency", action="store_true", help="search part: skip the OpenVINO timing")
     parser.add_argument("--profile", action="store_true", help="speed-up part: OpenVINO per-node times")
-    parser.add_argument("--max-overall-drop", type=float, default=1.0)
-    parser.add_argument("--max-class-drop", type=float, default=3.0)
+    parser.add_argument("--max-overall-drop", type=float, default=GuardRails().max_overall_drop)
+    parser.add_argument("--max-class-drop", type=float, default=GuardRails().max_class_drop)
     args = parser.parse_args(argv)
     from medexport.zoo import list_models
 

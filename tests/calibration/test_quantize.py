@@ -167,7 +167,7 @@ def test_u8s8_is_refused_for_targets_other_than_onnxruntime():
     from medexport.loading import ModelSpec
     from medexport.pipeline import BuildConfig, QuantizationConfig
 
-    with pytest.raises(InputError, match="with --target onnxruntime only"):
+    with pytest.raises(InputError, match="serves onnxruntime only, not openvino: use it with --target onnxruntime"):
         BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8", layout="ort-u8s8"))
 
 
@@ -192,7 +192,7 @@ def test_openvino_layout_is_openvino_only_and_its_default():
     from medexport.pipeline import BuildConfig, QuantizationConfig
 
     for target in ("onnxruntime", "tensorrt"):
-        with pytest.raises(InputError, match="with --target openvino only"):
+        with pytest.raises(InputError, match="serves openvino only, not .*: use it with --target openvino"):
             BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8", layout="openvino"))
         assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8")).quantization.layout == "tensorrt"
     assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8")).quantization.layout == "openvino"

@@ -66,7 +66,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path):
     elif case == "wrong-shape":
         args, expect = [*factory, "--input-shape", "1x3x32x32"], "does not run on an input of shape 1x3x32x32"
     elif case == "unknown-target":
-        args, expect = ["--target", "tflite"], "unknown target 'tflite'"
+        args, expect = ["--target", "tflite"], "'tflite' is not one of onnxruntime, ort, openvino, ov, tensorrt, trt"
     elif case == "finetune-without-compression":
         args, expect = ["--finetune", "50"], "--finetune recovers a compressed model"
     elif case == "bad-factory":
@@ -97,6 +97,10 @@ def _tiny_onnx() -> bytes:
 def test_main_returns_exit_codes(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["build", "--target", "nope"])
+    assert exc.value.code == 2   # a usage error (an unknown choice); a MedexportError exits 1
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--finetune", "5"])
     assert exc.value.code == 1
     assert capsys.readouterr().err.strip().count("\n") == 0
 

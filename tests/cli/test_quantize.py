@@ -114,7 +114,7 @@ def test_build_for_openvino_uses_the_openvino_layout_and_says_so(tmp_path):
     assert abs(rows["white_matter"]["delta_points"]) < 3.0
     qdq = tmp_path / "model.int8.qdq.onnx"
     assert check_qdq(qdq) == [] and check_qdq(qdq, profile="tensorrt")   # OpenVINO's file, not TensorRT's
-    assert "OpenVINO layout (uint8 zero-point-0 ReLU outputs" in (tmp_path / "report.md").read_text()
+    assert "openvino QDQ layout for openvino only (the tensorrt placement with uint8 zero-point-0 ReLU" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -185,3 +185,19 @@ def test_a_backend_whose_package_is_missing_names_its_extra(fake_backend):
             make_builder("absent")
     finally:
         unregister_backend("absent")
+
+
+def test_a_registered_backend_is_a_build_target_of_the_cli(fake_backend, tmp_path, capsys):
+    """Registered in this test only: named by --target (or its alias), built, checked and validated by `build`."""
+    import json
+
+    from medexport.cli import cli
+
+    cli.main(args=["build", "--help"], prog_name="medexport", standalone_mode=False)
+    assert "fake|fk" in capsys.readouterr().out
+    cli.main(args=["build", "--target", "fk", "--no-latency", "--out", str(tmp_path)], prog_name="medexport",
+             standalone_mode=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["target"] == "fake" and manifest["artifact"] == "model.fake"
+    assert manifest["parity"]["fake"]["passed"] and manifest["metrics"]["guard_rails"]["passed"]
+    assert {"model.onnx", "model.fake"} <= set(manifest["files"])

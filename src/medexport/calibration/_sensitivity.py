@@ -11,7 +11,7 @@ measures a layer in the setting it will finally run in, with every other layer's
 around it, which is what the greedy exclusion then relies on. Example::
 
     result = quantize_with_guard_rails("model.onnx", images, "model.int8.qdq.onnx", reference_data(ref),
-                                       GuardRails(1.0, 3.0))
+                                       GuardRails())
     result.float_layers   # [{'node': '/model/model.2/...ConvTranspose', 'gain_points': 2.4, ...}]
 """
 from __future__ import annotations

@@ -68,4 +68,5 @@ def get_option(table: dict[str, Option], name: str) -> Option:
 def check_serves(option: Option, backend: str) -> None:
     """Raise InputError if ``option`` does not serve ``backend`` (a one-backend layout on another target)."""
     if not option.serves(backend):
-        raise InputError(f"{option.kind} '{option.name}' serves {option.scope}, not {backend}: {option.help}")
+        raise InputError(f"{option.kind} '{option.name}' serves {option.scope}, not {backend}: use it with --target "
+                         f"{' or '.join(option.backends)} ({option.help})")

@@ -31,24 +31,50 @@ def model_options(func: Callable) -> Callable:
     return func
 
 
-class PassChain(click.ParamType):
-    """A registered compression pass, or several joined by commas (run in that order); names from the registry."""
+class RegistryChoice(click.ParamType):
+    """One of the names a registry holds when the command runs (so a backend or pass registered later counts)."""
+
+    name = "choice"
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self.names = names
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(self.names())}]"
+
+    def convert(self, value, param, ctx):
+        if value not in self.names():
+            self.fail(f"{value!r} is not one of {', '.join(self.names())}", param, ctx)
+        return value
+
+
+class PassChain(RegistryChoice):
+    """A registered compression pass, or several joined by commas (run in that order)."""
 
     name = "pass"
 
-    def get_metavar(self, param, ctx=None) -> str:
+    def __init__(self) -> None:
         from medexport.compression import list_passes
 
-        return f"[{'|'.join(list_passes())}][,...]"
+        super().__init__(list_passes)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"{super().get_metavar(param, ctx)}[,...]"
 
     def convert(self, value, param, ctx):
-        from medexport.compression import list_passes
-
         names = [part.strip() for part in str(value).split(",")]
-        unknown = [n for n in names if n not in list_passes()]
+        unknown = [n for n in names if n not in self.names()]
         if unknown:
-            self.fail(f"unknown pass {unknown[0]!r}; choose from {', '.join(list_passes())}", param, ctx)
+            self.fail(f"unknown pass {unknown[0]!r}; choose from {', '.join(self.names())}", param, ctx)
         return ",".join(names)
+
+
+def target_option(default: str | None, help_text: str) -> Callable:
+    """--target: a build target or its alias, from the backend registry."""
+    from medexport.runtimes import target_choices
+
+    return click.option("--target", type=RegistryChoice(target_choices), default=default, show_default=default is not None,
+                        help=help_text)
 
 
 def _pass_params() -> list[click.Option]:
@@ -211,17 +237,33 @@ def console():
     return Console(stderr=True, highlight=False)
 
 
+def _listed(table) -> str:
+    return "; ".join(f"{name}: {option.help} ({option.scope})" for name, option in table.items())
+
+
+def precision_options(fn):
+    """--precision, --calib-method and the INT8 engine options, with choices from their registries."""
+    from medexport.calibration.choices import METHODS
+    from medexport.runtimes import PRECISIONS
+
+    fn = click.option("--calib-method", type=click.Choice(list(METHODS)), default="minmax", show_default=True,
+                      help=f"Activation ranges: {_listed(METHODS)}.")(fn)
+    fn = int8_engine_options(fn)
+    return click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                        help="int8: one QDQ ONNX calibrated on real images, built for the target. fp16: FP16 ONNX "
+                             "(ONNX Runtime, TensorRT) or FP16 IR + f16 hint (OpenVINO).")(fn)
+
+
 def int8_engine_options(fn):
     """``--int8-engine``, ``--accuracy-control`` (NNCF's OpenVINO-only INT8 path beside our QDQ ONNX) and
-    ``--int8-layout`` (one-backend layouts: onnxruntime's own U8S8, OpenVINO's uint8 ReLU outputs)."""
-    fn = click.option("--int8-layout", type=click.Choice(["tensorrt", "ort-u8s8", "openvino"]), default=None,
-                      help="qdq engine: tensorrt = one QDQ ONNX for every backend (default, except for --target "
-                           "openvino); ort-u8s8 = onnxruntime's own uint8-activation layout, faster on ONNX Runtime "
-                           "CPU, ONNX Runtime only; openvino = uint8 ReLU outputs as NNCF places them, OpenVINO only "
-                           "(default for --target openvino).")(fn)
+    ``--int8-layout`` (one-backend layouts), with choices and help from ``calibration.choices``."""
+    from medexport.calibration.choices import INT8_ENGINES, LAYOUTS
+
+    fn = click.option("--int8-layout", type=click.Choice(list(LAYOUTS)), default=None,
+                      help=f"qdq engine's layout (default: the target's; openvino for --target openvino, else "
+                           f"tensorrt): {_listed(LAYOUTS)}.")(fn)
     fn = click.option("--accuracy-control", is_flag=True,
                       help="With --int8-engine nncf: nncf.quantize_with_accuracy_control on the labelled data, "
                            "allowing at most --max-overall-drop points.")(fn)
-    return click.option("--int8-engine", type=click.Choice(["qdq", "nncf"]), default="qdq", show_default=True,
-                        help="qdq: our QDQ ONNX for every backend; nncf: NNCF post-training quantization into an "
-                             "OpenVINO IR (OpenVINO only).")(fn)
+    return click.option("--int8-engine", type=click.Choice(list(INT8_ENGINES)), default="qdq", show_default=True,
+                        help=f"{_listed(INT8_ENGINES)}.")(fn)

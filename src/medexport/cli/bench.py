@@ -5,13 +5,13 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console
+from medexport.cli._options import RegistryChoice, console
 from medexport.runtimes import artifact_suffixes, target_choices
 
 
 @click.command("bench")
 @click.argument("artifact", type=click.Path())
-@click.option("--target", type=click.Choice(target_choices()), default=None,
+@click.option("--target", type=RegistryChoice(target_choices), default=None,
               help="Backend (default: from the file's suffix: "
                    f"{', '.join(f'{suffix} {name}' for suffix, name in artifact_suffixes().items())}).")
 @click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")

@@ -6,9 +6,8 @@ from pathlib import Path
 import click
 
 from medexport.cli._options import (PassOptionsCommand, calib_options, compression_options, console, data_config,
-                                    data_options, int8_engine_options, model_options, model_spec, parity_options,
-                                    rail_options, stage_printer)
-from medexport.runtimes._registry import TARGETS
+                                    data_options, model_options, model_spec, parity_options, precision_options,
+                                    rail_options, stage_printer, target_option)
 
 # with --recipe, the options that may be given again (the files a manifest does not keep, and where to write)
 _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "data_path", "labels_path", "calib"}
@@ -18,8 +17,7 @@ _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "dat
 @model_options
 @compression_options(required=False)
 @data_options
-@click.option("--target", default="onnxruntime", show_default=True,
-              help=f"Backend to build for: {', '.join(TARGETS)}.")
+@target_option("onnxruntime", "Backend to build for (short names: ort, ov, trt).")
 @click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device (CPU, GPU).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: out/<model>-<target>).")
@@ -31,13 +29,8 @@ _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "dat
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="int8: one QDQ ONNX calibrated on real images, built for the target. fp16: FP16 ONNX "
-                   "(ONNX Runtime, TensorRT) or FP16 IR + f16 hint (OpenVINO).")
-@int8_engine_options
+@precision_options
 @calib_options("Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
-@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
-              show_default=True)
 def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, target, device, out_dir,
             recipe, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from medexport.calibration.choices import METHODS
 from medexport.cli._options import (calib_options, console, int8_engine_options, model_options, model_spec,
                                     rail_options, stage_printer)
 
@@ -13,8 +14,8 @@ from medexport.cli._options import (calib_options, console, int8_engine_options,
 @model_options
 @calib_options("Real images for calibration: a folder or file of DICOM, NIfTI, NRRD, PNG/JPEG or NPY (default: the "
                "reference model's bundled calibration images).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
-              show_default=True, help="Activation range calibration.")
+@click.option("--method", type=click.Choice(list(METHODS)), default="minmax", show_default=True,
+              help="Activation range calibration.")
 @click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @rail_options
@@ -23,17 +24,20 @@ def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, ma
             accuracy_control, int8_layout, **model_kw) -> None:
     """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready unless
     --int8-layout picks a one-backend layout)."""
+    from medexport.calibration.choices import INT8_ENGINES, LAYOUTS
     from medexport.evaluation import GuardRails
     from medexport.pipeline import BuildConfig, DataConfig, QuantizationConfig, run_quantize
 
-    openvino_only = int8_engine == "nncf" or int8_layout == "openvino"   # default: the portable TensorRT layout
+    # the backend a one-backend layout or engine serves (the default: the portable TensorRT layout, any backend)
+    picked = [option.backends[0] for option in (LAYOUTS.get(int8_layout), INT8_ENGINES[int8_engine])
+              if option is not None and option.backends]
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir),
                          rails=GuardRails(max_overall_drop, max_class_drop),
                          data=DataConfig(calib=calib, calib_samples=calib_samples),
                          quantization=QuantizationConfig(precision="int8", engine=int8_engine, layout=int8_layout,
                                                          method=method, exclude=tuple(exclude),
                                                          accuracy_control=accuracy_control),
-                         target="openvino" if openvino_only else "onnxruntime")
+                         target=picked[0] if picked else "onnxruntime")
     out = console()
     recipe = run_quantize(config, stage_printer(out))
     quant = recipe["quantization"]

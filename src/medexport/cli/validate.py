@@ -5,13 +5,14 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import console, data_options, model_options, model_spec, rail_options, stage_printer
+from medexport.cli._options import (console, data_options, model_options, model_spec, rail_options, stage_printer,
+                                    target_option)
 
 
 @click.command("validate")
 @click.argument("artifact", type=click.Path())
 @model_options
-@click.option("--target", default=None, help="Backend of ARTIFACT (default: from the file: .onnx, .xml, .plan).")
+@target_option(None, "Backend of ARTIFACT (default: from the file's suffix).")
 @click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")
 @data_options
 @rail_options

@@ -71,9 +71,9 @@ def compare(ctx: RunContext, candidate: np.ndarray, onnx_path: Path):
 
 def check_parity(ctx: RunContext, onnx_path: Path, what: str) -> dict:
     """The ONNX on ONNX Runtime against the reference on the parity inputs; the ONNX is removed if it fails."""
-    from medexport.runtimes.onnxruntime import Runner
+    from medexport.runtimes import open_runner
 
-    with Runner(onnx_path) as ort_runner:
+    with open_runner(onnx_path, "onnxruntime") as ort_runner:
         parity = compare(ctx, run_batched(ort_runner, ctx.parity_inputs()[0]), onnx_path)
     reject_on_failure([onnx_path], onnx_path, lambda: parity.raise_if_failed(what))
     return parity.to_dict()
@@ -142,9 +142,8 @@ def quantize(ctx: RunContext, onnx_path: Path) -> dict:
 
 def ir_result(xml: Path, device: str | None):
     """The BuildResult of an OpenVINO IR written by NNCF: compiled once, as the OpenVINO builder does."""
-    from medexport.runtimes._base import BuildResult
-    from medexport.runtimes.openvino import Runner
+    from medexport.runtimes import BuildResult, open_runner
 
-    with Runner(xml, device=device or "CPU", precision="int8") as runner:
+    with open_runner(xml, "openvino", device=device, precision="int8") as runner:
         info = runner.describe()
     return BuildResult("openvino", xml, [xml, xml.with_suffix(".bin")], info)

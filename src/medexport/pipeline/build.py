@@ -20,7 +20,7 @@ from medexport.pipeline._stages import (compare, export_checked, external_files,
 from medexport.pipeline.config import BuildConfig
 from medexport.pipeline.context import RunContext, Stage, quiet_stage, run_batched
 from medexport.pipeline.manifest import write_manifest, write_reports
-from medexport.runtimes._registry import get_backend, make_builder, open_runner
+from medexport.runtimes import get_backend, get_spec, make_builder, open_runner
 
 
 @dataclass
@@ -73,9 +73,11 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
             report.data["profile"] = profile_cost(ctx)["totals"]
 
     onnx_path = out / ("model.compressed.onnx" if config.compression.chain else "model.onnx")
-    # (FP32 on ORT: the backend parity below is the ONNX's check)
+    spec = get_spec(config.target)
+    runs_the_onnx = ".onnx" in spec.suffixes   # the backend's artifact is the ONNX file itself
+    # (FP32 on a backend that runs the ONNX itself: the backend parity below is the ONNX's check)
     report.data["export"] = export_checked(ctx, onnx_path, "exported ONNX",
-                                           check=config.target != "onnxruntime" or quant.precision != "fp32")
+                                           check=not runs_the_onnx or quant.precision != "fp32")
     report.data["onnx_parity"] = report.data["export"].pop("onnx_parity", None)
     written = [onnx_path, *(onnx_path.parent / name for name in external_files(onnx_path))]
     inputs, input_source = ctx.parity_inputs()
@@ -88,7 +90,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
         source = out / report.data["calibration"]["quantization"]["path"]
         written.append(source)
 
-    if quant.precision == "fp16" and config.target != "openvino":   # OpenVINO compresses its own IR
+    if quant.precision == "fp16" and not spec.fp16_by_builder:   # (OpenVINO compresses its own IR)
         from medexport.exporter.fp16 import FP16_FILENAME, to_fp16
 
         with timed("fp16"):
@@ -109,7 +111,7 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
         if quant.precision != "fp32":
             report.data["backend_parity"] = {"not_applicable": f"an {quant.precision.upper()} artifact is judged by "
                                                                 "the guard rails against the FP32 original"}
-        elif loaded.module is None and config.target == "onnxruntime":
+        elif loaded.module is None and runs_the_onnx:
             report.data["backend_parity"] = {"not_applicable": "the artifact is the input ONNX file itself"}
         else:
             with timed(f"{config.target} parity"):
@@ -166,10 +168,6 @@ def _timer(report: BuildReport, stage: Stage):
     return timed
 
 
-# targets whose FP32 runner on the exported ONNX is cheap to open beside a reduced-precision artifact
-SAME_RUNTIME_FP32 = ("onnxruntime", "openvino")
-
-
 # rounds of the latency comparison: the artifact and every baseline timed in alternation (a shared machine's
 # load hits them alike); each variant's middle round by median is reported
 LATENCY_ROUNDS = 3
@@ -179,20 +177,22 @@ def _latency(runner, ctx: RunContext, onnx_path: Path) -> dict:
     """The artifact's latency, and its speed-up over the torch reference, over FP32 of the same model on the same
     runtime (reduced precision) and over the uncompressed original in FP32 on the same runtime (compression)."""
     from medexport.bench import busy_warning, interleaved_rounds
+    from medexport.calibration.choices import LAYOUTS
     from medexport.pipeline.context import reference_runner
     from medexport.zoo.samples import real_inputs
 
     config, loaded = ctx.config, ctx.loaded
     target, precision = config.target, config.quantization.precision
+    timed_here = get_spec(target).timed_here   # its FP32 runner is cheap to open beside the artifact
     reference = reference_runner(loaded, onnx_path)
     warnings = [busy_warning()]
     batch = real_inputs((config.latency.batch, *loaded.input_shape[1:]), config.latency.batch)
     with contextlib.ExitStack() as stack:
         variants = {target: runner, f"reference ({reference.backend})": reference}
-        if precision != "fp32" and target in SAME_RUNTIME_FP32:
+        if precision != "fp32" and timed_here:
             # is the reduced precision worth it on this CPU? (ONNX Runtime's INT8 can be slower than its FP32)
             variants[f"{target} FP32"] = stack.enter_context(open_runner(onnx_path, target, device=config.device))
-        if ctx.compressed and target in SAME_RUNTIME_FP32:
+        if ctx.compressed and timed_here:
             variants[f"{target} FP32 original"] = stack.enter_context(_original_runner(ctx))
         rounds = interleaved_rounds({k: v.infer for k, v in variants.items()}, batch, rounds=LATENCY_ROUNDS,
                                     iterations=config.latency.iterations, min_seconds=1.0 / LATENCY_ROUNDS)
@@ -204,7 +204,8 @@ def _latency(runner, ctx: RunContext, onnx_path: Path) -> dict:
     if f"{target} FP32" in ms:
         out["speedup_vs_fp32"] = round(ms[f"{target} FP32"] / ms[target], 3)
         if out["speedup_vs_fp32"] < 1.0:
-            hint = " (try --int8-layout ort-u8s8)" if target == "onnxruntime" and precision == "int8" else ""
+            own = [name for name, layout in LAYOUTS.items() if layout.backends == (target,)]
+            hint = f" (try --int8-layout {own[0]})" if own and precision == "int8" else ""
             warnings.append(f"the {precision.upper()} artifact ran slower than {target} FP32 on this "
                             f"machine ({out['speedup_vs_fp32']}x){hint}")
     if f"{target} FP32 original" in ms:

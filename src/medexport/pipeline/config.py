@@ -23,11 +23,6 @@ from medexport.loading import ModelSpec
 
 FP32_TOLERANCE = 1e-4
 FP32_RTOL = 1e-4
-PRECISIONS = ("fp32", "fp16", "int8")
-INT8_ENGINES = ("qdq", "nncf")
-# the QDQ layout a target gets unless --int8-layout says otherwise: the portable TensorRT one, except on
-# OpenVINO, where uint8 ReLU outputs (as NNCF makes them) measured faster (benchmarks/int8.py)
-DEFAULT_LAYOUTS = {"openvino": "openvino"}
 GIVEN = "<given>"  # stands for a path to the user's images in a serialised config
 
 
@@ -187,11 +182,16 @@ class QuantizationConfig:
     accuracy_control: bool = False
 
     def __post_init__(self) -> None:
+        from medexport.calibration.choices import INT8_ENGINES, LAYOUTS, METHODS, get_option
+        from medexport.runtimes import PRECISIONS
+
         self.exclude = tuple(self.exclude)
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
-        if self.engine not in INT8_ENGINES:
-            raise InputError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got '{self.engine}'")
+        get_option(INT8_ENGINES, self.engine)
+        get_option(METHODS, self.method)
+        if self.layout is not None:
+            get_option(LAYOUTS, self.layout)
         if self.accuracy_control and self.engine != "nncf":
             raise InputError("--accuracy-control is NNCF's; add --int8-engine nncf (the qdq engine always keeps "
                              "sensitive layers in float until the guard rails hold)")
@@ -235,22 +235,19 @@ class BuildConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
-        from medexport.runtimes._registry import TARGETS
+        from medexport.calibration.choices import INT8_ENGINES, LAYOUTS, check_serves
+        from medexport.runtimes import get_spec, resolve_target
 
         self.out_dir = Path(self.out_dir)
-        if self.target is not None and self.target not in TARGETS:
-            raise InputError(f"unknown target '{self.target}'; choose one of: {', '.join(TARGETS)}")
         quant = self.quantization
-        if quant.engine == "nncf" and self.target != "openvino":
-            raise InputError("--int8-engine nncf makes an OpenVINO IR; use it with --target openvino "
-                             "(the default qdq engine serves every backend)")
-        quant.layout = quant.layout or DEFAULT_LAYOUTS.get(self.target, "tensorrt")
-        if quant.layout == "ort-u8s8" and self.target != "onnxruntime":
-            raise InputError("--int8-layout ort-u8s8 is onnxruntime's own layout (uint8 activations), which TensorRT "
-                             "rejects; use it with --target onnxruntime only")
-        if quant.layout == "openvino" and self.target != "openvino":
-            raise InputError("--int8-layout openvino has uint8 activations, which TensorRT rejects; use it with "
-                             "--target openvino only (the default tensorrt layout serves every backend)")
+        if self.target is not None:
+            self.target = resolve_target(self.target)
+            # the QDQ layout a target gets unless --int8-layout says otherwise (the backend's spec says which)
+            quant.layout = quant.layout or get_spec(self.target).default_layout
+            check_serves(INT8_ENGINES[quant.engine], self.target)
+            check_serves(LAYOUTS[quant.layout], self.target)
+        elif quant.int8:
+            raise InputError("INT8 quantization is for a target; give --target")
         if not self.model.dynamic_batch and self.latency.batch != 1:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
         self.passes = self.compression.configured(self.measure_backend)
@@ -259,9 +256,9 @@ class BuildConfig:
     def measure_backend(self) -> str:
         """Where passes that measure latency measure it unless told otherwise: the target when it is a runtime
         timed here (the artifact is then tuned for the runtime it is built for), else OpenVINO."""
-        from medexport.runtimes import timed_backends
+        from medexport.runtimes import get_spec
 
-        return self.target if self.target in timed_backends() else "openvino"
+        return self.target if self.target is not None and get_spec(self.target).timed_here else "openvino"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: what a manifest stores, and :meth:`from_dict` reads back (without ``out_dir``)."""

@@ -159,9 +159,9 @@ def reference_runner(loaded: "LoadedModel", onnx_path):
         from medexport.runtimes.torch import Runner
 
         return Runner(loaded.module, loaded.input_shape)
-    from medexport.runtimes.onnxruntime import Runner
+    from medexport.runtimes import open_runner
 
-    return Runner(onnx_path)
+    return open_runner(onnx_path, "onnxruntime")
 
 
 def run_batched(runner, inputs: np.ndarray, batch: int = 4) -> np.ndarray:

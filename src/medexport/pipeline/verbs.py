@@ -45,10 +45,10 @@ def run_quantize(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
 
 def _validate_ir(ctx: RunContext, onnx_path, xml) -> dict[str, Any]:
     """The guard rails on NNCF's IR against the FP32 ONNX; the IR is removed if it breaks them."""
-    from medexport.runtimes.onnxruntime import Runner as OrtRunner
-    from medexport.runtimes.openvino import Runner as OvRunner
+    from medexport.runtimes import open_runner
 
-    with ctx.stage("validate against FP32"), OrtRunner(onnx_path) as fp32, OvRunner(xml, precision="int8") as int8:
+    with (ctx.stage("validate against FP32"), open_runner(onnx_path, "onnxruntime") as fp32,
+          open_runner(xml, "openvino", precision="int8") as int8):
         result = validate(ctx, fp32, int8, artifact=xml.name)
     if not result["guard_rails"]["passed"]:
         reject_on_failure([xml, xml.with_suffix(".bin")], onnx_path, lambda: raise_guard_rail(result["guard_rails"]))

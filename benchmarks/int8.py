@@ -4,7 +4,7 @@ and the calibration time of the 2D reference model on 256 real images.
 
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
                               [--prune prune-l2:0.1,0.25,0.5] [--search] [--finetune STEPS] [--subpixel]
-                              [--calib256]
+                              [--threads N] [--calib256]
 
 For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's bundled
 calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the same images.
@@ -12,8 +12,14 @@ All variants are timed at batch 1 in alternation for ``--rounds`` rounds, every 
 (machine noise hits all alike); the table shows the median of the per-round medians, the speed-up over the
 same runtime's FP32 (and, for compressed rows, over the original's OpenVINO FP32), and the guard-rail verdict
 (1 point overall, 3 points per class) with the worst per-class Dice/sensitivity delta against ORT FP32 of the
-original on the held-out images. "ort-u8s8" is onnxruntime's own layout (asymmetric uint8 activations, Q/DQ
-around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``); "openvino" is the
+original on the held-out images. The ratio over the original's OpenVINO FP32 is also given round by round
+(min-max of the per-round ratios: how far one run's figure can move), and the header says what the timings
+ran on: CPU and its ISA, OpenVINO's threads and inference precision, the share of the CPU other processes
+used just before timing and the load average around it. On a shared 2-core machine with other jobs busy a
+ratio of a sub-millisecond model over a several-millisecond one moves by 2x or more either way, so quote
+ranges over runs with the load, and what the compression found (printed above the table: a search that
+rolls back a step yields another model). "ort-u8s8" is onnxruntime's own layout (asymmetric uint8
+activations, Q/DQ around every op): its fast x86 path, not TensorRT-compatible (``--int8-layout ort-u8s8``); "openvino" is the
 TensorRT placement with uint8 (zero point 0) ReLU outputs, as NNCF makes them (``--int8-layout openvino``,
 OpenVINO only).
 """
@@ -21,12 +27,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import platform
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OV_THREADS: int | None = None   # --threads: OpenVINO inference threads of every OpenVINO runner (None: its default)
 OURS_LABEL = "OpenVINO on our QDQ ONNX --int8-layout openvino"
 AA_LABEL = "A/A control: our --int8-layout openvino file again (noise floor)"
 
@@ -47,8 +57,13 @@ def main() -> None:
                              "steps, each fine-tuned before it is judged)")
     parser.add_argument("--subpixel", action="store_true",
                         help="also time every model after the subpixel rewrite (medexport's --compress ...,subpixel)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OpenVINO inference threads for every OpenVINO variant (default: OpenVINO's own, with "
+                             "the LATENCY hint); 1 is far less sensitive to other jobs on a shared machine")
     parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
     args = parser.parse_args()
+    global OV_THREADS
+    OV_THREADS = args.threads
     from medexport.zoo import get_model
 
     for name in args.models.split(","):
@@ -67,7 +82,7 @@ def main() -> None:
 
 def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: bool, finetune: int,
                  subpixel: bool) -> str:
-    from medexport.bench import interleaved_medians
+    from medexport.bench import busy_warning, interleaved_medians, interleaved_rounds
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.evaluation.guardrails import GuardRails
     from medexport.evaluation import evaluate
@@ -75,7 +90,6 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     from medexport.exporter import export_onnx
     from medexport.exporter.fp16 import to_fp16
     from medexport.runtimes.onnxruntime import Runner as OrtRunner
-    from medexport.runtimes.openvino import Runner as OvRunner
     from medexport.zoo.samples import real_inputs
 
     fp32 = export_onnx(ref.build(), ref.input_shape, tmp / "model.onnx").path
@@ -88,38 +102,50 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     nncf_s = time.perf_counter() - t0
     ours_ov = _layout(fp32, calibration, tmp / "model.ov.qdq.onnx", "openvino", method)
     runners = {
-        "OpenVINO FP32": OvRunner(fp32),
-        "OpenVINO FP16 (IR + f16 hint)": OvRunner(_ov_fp16(fp32, tmp), precision="fp16"),
-        "OpenVINO on our QDQ ONNX (TensorRT layout)": OvRunner(quant.path, precision="int8"),
-        OURS_LABEL: OvRunner(ours_ov, precision="int8"),
-        "OpenVINO NNCF default PTQ": OvRunner(nncf_xml, precision="int8"),
+        "OpenVINO FP32": _ov_runner(fp32),
+        "OpenVINO FP16 (IR + f16 hint)": _ov_runner(_ov_fp16(fp32, tmp), precision="fp16"),
+        "OpenVINO on our QDQ ONNX (TensorRT layout)": _ov_runner(quant.path, precision="int8"),
+        OURS_LABEL: _ov_runner(ours_ov, precision="int8"),
+        "OpenVINO NNCF default PTQ": _ov_runner(nncf_xml, precision="int8"),
         # the same file compiled and timed again: how far two timings of one model differ in this run
-        AA_LABEL: OvRunner(ours_ov, precision="int8"),
+        AA_LABEL: _ov_runner(ours_ov, precision="int8"),
         "ORT FP32": OrtRunner(fp32),
         "ORT FP16": OrtRunner(to_fp16(fp32, tmp / "model.fp16.onnx")),
         "ORT INT8 (our QDQ ONNX, S8S8)": OrtRunner(quant.path),
         "ORT INT8 --int8-layout ort-u8s8 (ORT only)": OrtRunner(
             _layout(fp32, calibration, tmp / "model.u8s8.onnx", "ort-u8s8", method)),
     }
+    notes = []   # what each compression found: a rerun that finds another model times another model
     for spec in filter(None, prune.split(";")):
         method_name, ratios = spec.split(":")
         for ratio in ratios.split(","):
-            runners.update(_compressed(ref, method_name, float(ratio), calibration, tmp, method, search, finetune,
-                                       subpixel))
+            compressed, note = _compressed(ref, method_name, float(ratio), calibration, tmp, method, search,
+                                           finetune, subpixel)
+            runners.update(compressed)
+            notes.append(note)
     if subpixel:
         runners.update(_ov_pair(_subpixel(ref.build(), ref), ref, calibration, tmp / "model.subpixel",
                                 "subpixel (exact rewrite)", method))
     batch = real_inputs(tuple(ref.input_shape), 1)   # a real image at the model input size (3D: a crop)
-    medians = interleaved_medians({k: r.infer for k, r in runners.items()}, batch, rounds=rounds, warmup=5,
-                                  iterations=30, min_seconds=0.5)
+    busy, load_before = busy_warning(), os.getloadavg()
+    per_round = interleaved_rounds({k: r.infer for k, r in runners.items()}, batch, rounds=rounds, warmup=5,
+                                   iterations=30, min_seconds=0.5)
+    load_after = os.getloadavg()
+    medians = {k: statistics.median(r.median_ms for r in results) for k, results in per_round.items()}
+    original = [r.median_ms for r in per_round["OpenVINO FP32"]]
+    # the ratio over the original round by round (both timed back to back in that round): its spread is what
+    # one run's figure can move by on this machine
+    round_ratios = {k: [o / r.median_ms for o, r in zip(original, results)] for k, results in per_round.items()}
     data, rails = reference_data(ref), GuardRails(1.0, 3.0)
     common = {"task": data.task, "classes": list(data.classes), "roi_size": data.roi_size, "spacing": data.spacing}
     reference, _ = evaluate(runners["ORT FP32"], data.images, data.labels, **common)   # scored once, not per row
     lines = [f"\n### {ref.name} {tuple(ref.input_shape)}: {rounds} rounds, calibration {len(calibration)} images "
              f"({method}, ours {calib_s:.1f} s, NNCF {nncf_s:.1f} s), {quant.quantized_nodes} int8 nodes", "",
-             "| variant | median ms | speed-up vs same-runtime FP32 | vs original OpenVINO FP32 | guard rails vs ORT FP32 "
-             "| worst class Δ (points) |",
-             "|---|---:|---:|---:|:---:|---:|"]
+             _machine(runners["OpenVINO FP32"], busy, load_before, load_after), "",
+             *(f"- {n}" for n in notes), *([""] if notes else []),
+             "| variant | median ms | speed-up vs same-runtime FP32 | vs original OpenVINO FP32 "
+             "| per-round range vs original | guard rails vs ORT FP32 | worst class Δ (points) |",
+             "|---|---:|---:|---:|---:|:---:|---:|"]
     for label, runner in runners.items():
         same = "ORT FP32" if label.startswith("ORT") else "OpenVINO FP32"
         if label.startswith(("pruned", "subpixel")):
@@ -129,6 +155,7 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
                     default=float("nan"))
         lines.append(f"| {label} | {medians[label]:.2f} | {medians[same] / medians[label]:.2f}x | "
                      f"{medians['OpenVINO FP32'] / medians[label]:.2f}x | "
+                     f"{min(round_ratios[label]):.2f}-{max(round_ratios[label]):.2f}x | "
                      f"{'held' if verdict.passed else 'BROKEN'} | {worst:+.2f} |")
     # ours against NNCF head to head: only those three runners, more rounds, so a few per cent can be told from noise
     trio = {k: runners[k].infer for k in (OURS_LABEL, "OpenVINO NNCF default PTQ", AA_LABEL)}
@@ -163,7 +190,7 @@ def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, met
         config = PruneConfig(ratio=ratio, calibration=calibration, steps=4, scope="global",
                              heldout=reference_data(ref), rails=GuardRails(1.0, 3.0),
                              recover=recover if finetune else None)
-    pruned, _ = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), config)
+    pruned, record = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), config)
     if finetune and not search:
         pruned, _ = distill(pruned, ref.build(), calibration, DistillConfig(steps=finetune))
     label = (f"pruned {method_name} {ratio:g}{' (guard-railed search)' if search else ''}"
@@ -172,20 +199,57 @@ def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, met
     if subpixel:
         runners.update(_ov_pair(_subpixel(pruned, ref), ref, calibration, tmp / f"pruned{ratio}.subpixel",
                                 f"{label} + subpixel", method))
-    return runners
+    steps = [e for e in getattr(record, "log", []) if "passed" in e]
+    note = (f"{label}: {record.ratio:.2f}x fewer MACs, {record.params_ratio:.2f}x fewer parameters, "
+            f"{len(record.layers)} groups pruned, {len(record.skipped)} left whole"
+            + (f"; guard-rail checks {sum(e['passed'] for e in steps)} passed / "
+               f"{sum(not e['passed'] for e in steps)} rolled back "
+               f"({', '.join(e['step'] for e in steps if not e['passed']) or 'none'})" if steps else ""))
+    return runners, note
 
 
 def _ov_pair(model, ref, calibration, stem: Path, label: str, method: str) -> dict:
     """``model`` on OpenVINO in FP32 and on our QDQ ONNX in the OpenVINO target's default layout."""
     from medexport.calibration.quantize import QuantConfig, quantize_qdq
     from medexport.exporter import export_onnx
-    from medexport.runtimes.openvino import Runner as OvRunner
 
     path = export_onnx(model, ref.input_shape, stem.parent / f"{stem.name}.onnx").path
     qdq = quantize_qdq(path, calibration, stem.parent / f"{stem.name}.int8.qdq.onnx",
                        QuantConfig(method=method, layout="openvino")).path
-    return {f"{label} / OpenVINO FP32": OvRunner(path),
-            f"{label} / OpenVINO on our QDQ ONNX (openvino layout)": OvRunner(qdq, precision="int8")}
+    return {f"{label} / OpenVINO FP32": _ov_runner(path),
+            f"{label} / OpenVINO on our QDQ ONNX (openvino layout)": _ov_runner(qdq, precision="int8")}
+
+
+def _machine(original, busy: str | None, load_before, load_after) -> str:
+    """One line: the CPU, its ISA, how OpenVINO compiled the original FP32 model, and how busy the machine was."""
+    from medexport.bench.environment import cpu_model
+
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    isa = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8") if f in flags)
+    compiled = original.compiled
+
+    def prop(name):
+        try:
+            value = compiled.get_property(name)
+            return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        except Exception:  # noqa: BLE001 - a property this OpenVINO version does not have
+            return "?"
+
+    return (f"Timed on {cpu_model()} ({os.cpu_count()} logical cores; {isa or 'no AVX2'}), {platform.python_version()}"
+            f" on {time.strftime('%Y-%m-%d %H:%M %Z')}; OpenVINO original FP32: {prop('INFERENCE_NUM_THREADS')} "
+            f"threads, {prop('NUM_STREAMS')} stream(s), inference precision {prop('INFERENCE_PRECISION_HINT')}, "
+            f"hint {prop('PERFORMANCE_HINT')}; load average {load_before[0]:.2f} before timing, "
+            f"{load_after[0]:.2f} after" + (f". WARNING: {busy}" if busy else ""))
+
+
+def _ov_runner(path, precision: str = "fp32"):
+    """An OpenVINO runner at ``--threads`` (OpenVINO's default when not given)."""
+    from medexport.runtimes.openvino import Runner
+
+    return Runner(path, precision=precision, threads=OV_THREADS)
 
 
 def _subpixel(model, ref):

@@ -59,7 +59,7 @@ def main() -> None:
                         help="also time every model after the subpixel rewrite (medexport's --compress ...,subpixel)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OpenVINO inference threads for every OpenVINO variant (default: OpenVINO's own, with "
-                             "the LATENCY hint); 1 is far less sensitive to other jobs on a shared machine")
+                             "the LATENCY hint)")
     parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
     args = parser.parse_args()
     global OV_THREADS
@@ -136,7 +136,7 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     # the ratio over the original round by round (both timed back to back in that round): its spread is what
     # one run's figure can move by on this machine
     round_ratios = {k: [o / r.median_ms for o, r in zip(original, results)] for k, results in per_round.items()}
-    data, rails = reference_data(ref), GuardRails(1.0, 3.0)
+    data, rails = reference_data(ref), GuardRails()
     common = {"task": data.task, "classes": list(data.classes), "roi_size": data.roi_size, "spacing": data.spacing}
     reference, _ = evaluate(runners["ORT FP32"], data.images, data.labels, **common)   # scored once, not per row
     lines = [f"\n### {ref.name} {tuple(ref.input_shape)}: {rounds} rounds, calibration {len(calibration)} images "
@@ -188,7 +188,7 @@ def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, met
                                                                           seed=next(seeds)))[0]
 
         config = PruneConfig(ratio=ratio, calibration=calibration, steps=4, scope="global",
-                             heldout=reference_data(ref), rails=GuardRails(1.0, 3.0),
+                             heldout=reference_data(ref), rails=GuardRails(),
                              recover=recover if finetune else None)
     pruned, record = get_pass(method_name).apply(ref.build(), tuple(ref.input_shape), config)
     if finetune and not search:
@@ -303,7 +303,7 @@ def _calibration_time(tmp: Path, method: str) -> str:
     quant = quantize_qdq(fp32, images, tmp / "q.onnx", QuantConfig(method=method))
     plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = quantize_with_guard_rails(fp32, images, tmp / "g.onnx", reference_data(ref), GuardRails(1.0, 3.0),
+    result = quantize_with_guard_rails(fp32, images, tmp / "g.onnx", reference_data(ref), GuardRails(),
                                        QuantConfig(method=method))
     railed = time.perf_counter() - t0
     return (f"\n### calibration of brain-tissue-unet2d on {quant.calibration_images} real MNI152 slices ({method})\n\n"

@@ -1,6 +1,7 @@
 """The networks the compression tests run on: MONAI nets from tests/_nets.py and the zoo's 2D U-Net."""
 from __future__ import annotations
 
+import copy
 import importlib
 
 import pytest
@@ -27,8 +28,8 @@ def build_net(key: str):
     return ref.build(), tuple(ref.input_shape)
 
 
-def lowrank_config(method: str, shape: tuple[int, ...], **kwargs):
-    """The config ``method``'s pass takes, with real calibration images when it needs them (hsc)."""
+def pass_config(method: str, shape: tuple[int, ...], **kwargs):
+    """The config ``method``'s pass takes, with real calibration images when it needs them (hsc, prune-act, merge)."""
     from medexport.compression import get_pass
     from medexport.zoo.samples import real_inputs
 
@@ -50,12 +51,14 @@ def _randomize_norms(model) -> None:
 
 @pytest.fixture(scope="session")
 def nets():
-    """Models are built once per session: several tests compress the same network."""
+    """(model, input shape) per key of NETS: built once per session (several tests compress the same network),
+    handed out as a copy, so that no test sees what another did to its model."""
     cache: dict = {}
 
     def get(key: str):
         if key not in cache:
             cache[key] = build_net(key)
-        return cache[key]
+        model, shape = cache[key]
+        return copy.deepcopy(model), shape
 
     return get

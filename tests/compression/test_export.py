@@ -5,7 +5,7 @@ import torch
 
 from medexport.compression import get_pass, list_passes
 from medexport.exporter import check_onnx, export_onnx
-from tests.compression.conftest import NETS, lowrank_config
+from tests.compression.conftest import NETS, pass_config
 
 EXPORT_NETS = (*NETS, "brain-region-alexnet", "brain-tissue-unet3d")  # every reference model too
 CASES = [(net, method) for net in EXPORT_NETS for method in list_passes(family="lowrank")
@@ -20,7 +20,7 @@ def exported(nets, tmp_path_factory):
     def get(net: str, method: str):
         if (net, method) not in cache:
             model, shape = nets(net)
-            small, record = get_pass(method).apply(model, shape, lowrank_config(method, shape, rank_ratio=0.25))
+            small, record = get_pass(method).apply(model, shape, pass_config(method, shape, rank_ratio=0.25))
             assert record.layers, f"{method} factorized nothing in {net}"
             batch = np.random.default_rng(0).random((2, *shape[1:]), dtype=np.float32)
             with torch.no_grad():

@@ -4,10 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from medexport.compression import get_pass
+from medexport.compression import get_pass, list_passes
 from medexport.compression.pruning import PruneConfig
+from medexport.compression.pruning.merge import MergePass
 from medexport.evaluation import evaluate
 from medexport.zoo import get_model
+
+
+MERGING = [name for name in list_passes(family="pruning") if isinstance(get_pass(name), MergePass)]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,7 @@ def _merged(method, model, images):
         return small, record, (small(x) - model(x)).abs().max().item() / model(x).abs().max().item()
 
 
-@pytest.mark.parametrize("method", ["merge-medoid", "merge"])
+@pytest.mark.parametrize("method", MERGING)
 def test_duplicated_channels_merge_without_changing_the_output(method, images):
     model = _duplicate(_Block())
     small, record, error = _merged(method, model, images)

@@ -6,7 +6,7 @@ import torch
 
 from medexport.compression import LowRankConfig, chain, get_pass, list_passes, model_macs, parse_budget
 from medexport.errors import InputError
-from tests.compression.conftest import NETS, lowrank_config
+from tests.compression.conftest import NETS, pass_config
 
 FULL = dict(rank_ratio=1.0, only_if_smaller=False, keep_first=False, keep_head=False, round_to=1)
 
@@ -21,7 +21,7 @@ def _run(model, shape, x=None):
 def test_full_rank_factorization_reproduces_the_output(nets, net, method):
     model, shape = nets(net)
     # ResNet's 512-channel layers at full spatial rank (1536 channels in between) would take a minute
-    config = lowrank_config(method, shape, **FULL, exclude=("layer3.*", "layer4.*") if net == "resnet2d" else ())
+    config = pass_config(method, shape, **FULL, exclude=("layer3.*", "layer4.*") if net == "resnet2d" else ())
     small, record = get_pass(method).apply(model, shape, config)
     if net == "unet3d" and method == "spatial-svd":
         assert not record.layers and all("Conv2d" in r for r in record.skipped.values())
@@ -44,7 +44,7 @@ BUDGETS = [("unet2d", "svd", 3), ("unet2d", "tucker", 3), ("unet2d", "tucker", 6
 @pytest.mark.parametrize("net,method,budget", BUDGETS)
 def test_budget_is_met_within_five_percent(nets, net, method, budget):
     model, shape = nets(net)
-    small, record = get_pass(method).apply(model, shape, lowrank_config(method, shape, budget=budget))
+    small, record = get_pass(method).apply(model, shape, pass_config(method, shape, budget=budget))
     assert abs(record.ratio / budget - 1) <= 0.05, record.ratio
     # the allocator's analytic per-layer MACs add up to the profiler's total of the new model
     saved = sum(layer.macs_before - layer.macs_after for layer in record.layers)
@@ -115,7 +115,7 @@ def test_unknown_method_lists_the_known_ones():
         get_pass("cp-als")
 
 
-@pytest.mark.parametrize("method", ["prune-act", "merge", "hsc"])
+@pytest.mark.parametrize("method", [name for name in list_passes() if get_pass(name).needs_calibration])
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (2, 64, 64)], ids=["channels", "rank"])
 def test_calibration_images_of_the_wrong_shape_are_a_data_error(method, shape):
     """Checked at pass entry, before any activation statistics: one clear DataError, not a RuntimeError."""

@@ -1,10 +1,12 @@
 """Structured pruning: dependency groups proven exact on real networks, narrower layers, ordinary ONNX.
 
-THE test of the groups: zero every channel the pass will remove (filters, biases and norm affine
-terms, so each such channel is exactly zero everywhere it flows), then prune. If a group missed a
-coupled layer (a residual operand, a skip at the wrong offset, a norm), the pruned network's output
-differs from the zeroed original's.
+THE test of the groups: zero every channel a pass removes (filters, biases and norm affine terms, so
+each such channel is exactly zero everywhere it flows), then narrow the layers as the pass's plan says.
+If a group missed a coupled layer (a residual operand, a skip at the wrong offset, a norm), the narrowed
+network's output differs from the zeroed original's. Every registered pruning pass (``list_passes(
+family="pruning")``, filter merging included) is held to it, to its export, and to its layer widths.
 """
+import copy
 import importlib
 
 import numpy as np
@@ -13,10 +15,10 @@ import torch
 from torch import nn
 
 from medexport.compression import get_pass, list_passes
-from medexport.compression.pruning import PruneConfig, plan
+from medexport.compression.pruning import PruneConfig, apply_plan, plan
 from medexport.compression.pruning import importance
 from medexport.errors import InputError
-from tests.compression.conftest import build_net
+from tests.compression.conftest import build_net, pass_config
 
 EXTRA = {  # networks beyond tests/_nets.py: residual units in 3D, and attention gates
     "unet3d-res2": ("monai.networks.nets:UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2,
@@ -29,10 +31,18 @@ EXTRA = {  # networks beyond tests/_nets.py: residual units in 3D, and attention
 NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d", "basicunet",
         "brain-tissue-unet2d", "brain-region-alexnet")
 HALF = PruneConfig(ratio=0.5)
+PRUNING = list_passes(family="pruning")
+# The groups are proven on every network with one pass; every pass (its own choice of channels and weight
+# surgery) on a small 2D U-Net with concatenated skips and attention gates, so a newly registered pass is
+# tested without multiplying the slowest cases.
+GROUPS_PASS = "prune-l2"
+EVERY_PASS_NETS = ("attentionunet",)
+CASES = [(key, method) for key in NETS for method in PRUNING if method == GROUPS_PASS or key in EVERY_PASS_NETS]
 
 
 @pytest.fixture(scope="module")
 def net():
+    """(model, input shape) per key: built once per module, handed out as a copy that the test may change."""
     cache: dict = {}
 
     def get(key: str):
@@ -44,7 +54,8 @@ def net():
                 cache[key] = getattr(importlib.import_module(module), attr)(**kwargs).eval(), shape
             else:
                 cache[key] = build_net(key)
-        return cache[key]
+        model, shape = cache[key]
+        return copy.deepcopy(model), shape
 
     return get
 
@@ -71,42 +82,61 @@ def _zero_removed(model, chosen) -> None:
                 module.bias[gone] = 0.0
 
 
-@pytest.mark.parametrize("key", NETS)
-def test_removing_zeroed_channels_leaves_the_output_unchanged(net, key):
-    model, shape = net(key)
-    chosen = plan(model, shape, HALF, importance.l1_norm)
-    assert chosen.removed, f"nothing to prune in {key}"
-    _zero_removed(model, chosen)  # the cached model is zeroed in place: later tests prune it as well
-    small, record = get_pass("prune-l1").apply(model, shape, HALF)
+@pytest.fixture(scope="module")
+def pruned(net):
+    """(model, input shape, pruned model, record) per network and pass at half the channels: pruned once, the
+    models handed out as copies."""
+    cache: dict = {}
+
+    def get(key: str, method: str):
+        if (key, method) not in cache:
+            model, shape = net(key)
+            cache[key, method] = model, shape, *get_pass(method).apply(model, shape, pass_config(method, shape,
+                                                                                                  ratio=0.5))
+        model, shape, small, record = cache[key, method]
+        return copy.deepcopy(model), shape, copy.deepcopy(small), record
+
+    return get
+
+
+@pytest.mark.parametrize("key,method", CASES)
+def test_removing_zeroed_channels_leaves_the_output_unchanged(pruned, key, method):
+    model, shape, small, record = pruned(key, method)
+    stepped = copy.deepcopy(model)
+    chosen = get_pass(method).step(stepped, shape, pass_config(method, shape, ratio=0.5))  # one step, in place
+    assert chosen.removed, f"{method} found nothing to prune in {key}"
     assert [(g.name, g.kept) for g in record.layers] == [(g.name, g.kept) for g in chosen.groups]
-    x = _input(shape, batch=2).double()
-    with torch.no_grad():
-        expected, actual = model.double()(x), small.double()(x)
-    model.float()
-    assert actual.shape == expected.shape
-    assert (actual - expected).abs().max().item() < 1e-5
+    assert all(g.kept + g.removed == g.channels and g.macs_after < g.macs_before for g in record.layers)
     assert record.macs_after < 0.7 * record.macs_before
+    assert "network output (head)" in record.skipped.values()
+    _zero_removed(model, chosen)  # this test's own copy
+    narrowed = apply_plan(copy.deepcopy(model), chosen)  # the plan's slicing alone, without the pass's weight surgery
+    x = _input(shape, batch=2)
+    with torch.no_grad():
+        assert torch.equal(small(x), stepped(x))  # a one-step schedule is that step
+        expected, actual = model.double()(x.double()), narrowed.double()(x.double())
+    assert actual.shape == expected.shape == small(x).shape
+    assert (actual - expected).abs().max().item() < 1e-5
 
 
 @pytest.fixture(scope="module")
-def exported(net, tmp_path_factory):
-    """(onnx path, input batch, torch output of the pruned model) per network, exported once."""
+def exported(pruned, tmp_path_factory):
+    """(onnx path, input batch, torch output of the pruned model) per network and pass, exported once."""
     from medexport.exporter import export_onnx
 
     cache: dict = {}
 
-    def get(key: str):
-        if key not in cache:
-            model, shape = net(key)
-            small, _ = get_pass("prune-l2").apply(model, shape, HALF)
+    def get(key: str, method: str):
+        if (key, method) not in cache:
+            model, shape, small, _ = pruned(key, method)
             x = _input(shape, batch=2)
             with torch.no_grad():
                 expected = small(x).numpy()
                 assert expected.shape == model(x).shape
-            path = tmp_path_factory.mktemp(key) / "model.pruned.onnx"
+            path = tmp_path_factory.mktemp(f"{key}-{method}") / "model.pruned.onnx"
             export_onnx(small, shape, path)
-            cache[key] = path, x.numpy(), expected
-        return cache[key]
+            cache[key, method] = path, x.numpy(), expected
+        return cache[key, method]
 
     return get
 
@@ -116,28 +146,27 @@ def _assert_close(actual, expected) -> None:
     assert float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1.0) < 1e-4
 
 
-@pytest.mark.parametrize("key", NETS)
-def test_pruned_onnx_runs_on_onnxruntime(exported, key):
+@pytest.mark.parametrize("key,method", CASES)
+def test_pruned_onnx_runs_on_onnxruntime(exported, key, method):
     from medexport.runtimes.onnxruntime.runner import Runner
 
-    path, x, expected = exported(key)
+    path, x, expected = exported(key, method)
     with Runner(path) as runner:
         _assert_close(runner.infer(x), expected)
 
 
 @pytest.mark.openvino
-@pytest.mark.parametrize("key", NETS)
-def test_pruned_onnx_runs_on_openvino(exported, key):
+@pytest.mark.parametrize("key,method", CASES)
+def test_pruned_onnx_runs_on_openvino(exported, key, method):
     from medexport.runtimes.openvino.runner import Runner
 
-    path, x, expected = exported(key)
+    path, x, expected = exported(key, method)
     with Runner(path) as runner:
         _assert_close(runner.infer(x), expected)
 
 
-def test_kept_counts_are_rounded_and_the_head_is_protected(net):
-    model, shape = net("unet2d")
-    small, record = get_pass("prune-l2").apply(model, shape, HALF)
+def test_kept_counts_are_rounded_and_the_head_is_protected(pruned):
+    _, shape, small, record = pruned("unet2d", GROUPS_PASS)
     kept = {g.channels: g.kept for g in record.layers}
     assert kept == {8: 4, 16: 8, 32: 16, 64: 32}
     assert all(g.kept + g.removed == g.channels and g.macs_after < g.macs_before for g in record.layers)
@@ -146,9 +175,8 @@ def test_kept_counts_are_rounded_and_the_head_is_protected(net):
     assert record.to_dict()["layers"][0]["kept"] > 0
 
 
-def test_groupnorm_loses_whole_norm_groups(net):
-    model, shape = net("segresnet")
-    small, _ = get_pass("prune-l2").apply(model, shape, HALF)
+def test_groupnorm_loses_whole_norm_groups(pruned):
+    model, _, small, _ = pruned("segresnet", GROUPS_PASS)
     norms = [(m, s) for m, s in zip(model.modules(), small.modules()) if isinstance(m, nn.GroupNorm)]
     assert norms and all(s.num_channels == m.num_channels // 2 and s.num_groups == m.num_groups // 2 for m, s in norms)
 

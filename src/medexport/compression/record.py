@@ -1,4 +1,4 @@
-"""What a pass did, layer by layer, in a form the manifest and the CLI print directly."""
+"""What a pass did, layer by layer (a factorized layer or a pruned group), as the manifest and the CLI print it."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -18,6 +18,21 @@ class LayerRecord:
 
 
 @dataclass
+class GroupRecord:
+    """One pruned group: its layers, channels kept/removed, and MACs of its layers before/after the pass."""
+
+    name: str
+    method: str
+    members: tuple[str, ...]
+    channels: int
+    kept: int
+    removed: int
+    macs_before: int
+    macs_after: int
+    note: str = ""  # e.g. "3 steps; locked by guard rails at step 4"
+
+
+@dataclass
 class PassRecord:
     """A pass's result: its config, the layers it replaced, the ones it left (with why), model MACs and weights."""
 
@@ -25,7 +40,7 @@ class PassRecord:
     config: dict
     macs_before: int
     macs_after: int
-    layers: list[LayerRecord] = field(default_factory=list)
+    layers: list[LayerRecord | GroupRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)  # guard-railed searches: every validated step and its verdict
     params_before: int = 0  # every parameter of the model (set by CompressionPass.apply)

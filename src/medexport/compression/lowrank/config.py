@@ -14,10 +14,13 @@ Exactly one rank rule is given: ``rank_ratio`` (keep this fraction of each layer
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medexport.errors import InputError
 from medexport.runtimes import timed_backends
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,13 @@ class LowRankConfig:
         """How many of ``calibration`` the pass reads: the latency allocator's damage sample (None: none)."""
         if self.calibration is None or self.latency is None:
             return None
-        from medexport.compression.lowrank.latency_allocator import damage_images
-
         return len(damage_images(self.calibration))
+
+
+def damage_images(images: np.ndarray) -> np.ndarray:
+    """The calibration images the latency allocator's damage estimate runs on: 8 2D images, or 2 3D volumes
+    (one forward pass each per candidate). It lives here so that :meth:`LowRankConfig.images_used` can record the count."""
+    return images[:8 if images.ndim == 4 else 2]
 
 
 _RULES = ("rank_ratio", "energy", "budget", "vbmf", "latency")  # exactly one is set

@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medexport.compression import _layers
+from medexport.compression.lowrank.config import LowRankConfig, damage_images
 from medexport.errors import InputError
 
 if TYPE_CHECKING:
     from torch import nn
 
     from medexport.compression._latency import Timer
-    from medexport.compression.lowrank.config import LowRankConfig
     from medexport.compression.lowrank.decompositions import Decomposition
 
 FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
@@ -199,11 +199,6 @@ def _damage(model: "nn.Module", decomps: dict, table: dict, images) -> dict:
             finally:
                 _layers.replace(model, name, original)
     return damage
-
-
-def damage_images(images: np.ndarray) -> np.ndarray:
-    """The calibration images the damage estimate runs on: 8 2D images, or 2 3D volumes (each forward per candidate)."""
-    return images[:8 if images.ndim == 4 else 2]
 
 
 def _swapped(model: "nn.Module", chains: dict[str, "nn.Module"]) -> "nn.Module":

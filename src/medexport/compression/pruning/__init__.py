@@ -11,7 +11,8 @@ is the same schedule with clusters instead of lowest scores. Example::
     small, record = get_pass("prune-l2").apply(model, (1, 1, 64, 64), PruneConfig(ratio=0.5))
 """
 from medexport.compression.pruning.config import PruneConfig
-from medexport.compression.pruning.prune import GroupRecord, PrunePass, PrunePlan, apply_plan, plan
+from medexport.compression.pruning.prune import PrunePass, PrunePlan, apply_plan, plan
 from medexport.compression.pruning.schedule import allocate, run_schedule
+from medexport.compression.record import GroupRecord
 
 __all__ = ["GroupRecord", "PruneConfig", "PrunePass", "PrunePlan", "allocate", "apply_plan", "plan", "run_schedule"]

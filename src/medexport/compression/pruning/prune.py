@@ -12,7 +12,6 @@ drop so that the group keeps its target channel count (from :func:`schedule.allo
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,8 @@ from medexport.compression.pruning import options as prune_options
 from medexport.compression.pruning.config import PruneConfig
 from medexport.compression.pruning.dependency import DependencyGraph, Group, analyze
 from medexport.compression.pruning.mutate import prune_layer
+from medexport.compression.pruning.schedule import allocate, run_schedule
+from medexport.compression.record import GroupRecord
 from medexport.errors import InputError
 
 if TYPE_CHECKING:
@@ -30,21 +31,6 @@ if TYPE_CHECKING:
 
     from medexport.compression.pruning.importance import Importance
     from medexport.compression.record import PassRecord
-
-
-@dataclass
-class GroupRecord:
-    """One pruned group: its layers, channels kept/removed, and MACs of its layers before/after the pass."""
-
-    name: str
-    method: str
-    members: tuple[str, ...]
-    channels: int
-    kept: int
-    removed: int
-    macs_before: int
-    macs_after: int
-    note: str = ""  # e.g. "3 steps; locked by guard rails at step 4"
 
 
 @dataclass
@@ -70,13 +56,6 @@ class PrunePlan:
         return out
 
 
-def skip_reason(group: Group, config: PruneConfig) -> str | None:
-    """Why ``group`` may not be pruned at all (locked by the analysis or excluded by name), or None."""
-    names = dict.fromkeys(m.name for m in group.members)
-    return group.locked or next((f"excluded by name ({n})" for n in names
-                                 if any(fnmatch.fnmatchcase(n, p) for p in config.exclude)), None)
-
-
 def lowest(group: Group, graph: DependencyGraph, n_keep: int, importance: "Importance",
            chosen: PrunePlan) -> list[int]:
     """The classes of ``group`` to remove: all but the ``n_keep`` highest-scored."""
@@ -93,7 +72,6 @@ def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, 
     ``targets`` default to :func:`schedule.allocate` under ``config``; ``choose(group, graph, n_keep,
     importance, plan)`` picks the classes (lowest scores by default; filter merging clusters instead).
     """
-    from medexport.compression.pruning.schedule import allocate
     from medexport.graph import capture
 
     graph = analyze(capture(model, tuple(input_shape)), model)
@@ -163,8 +141,6 @@ class PrunePass(CompressionPass):
 
     def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],
                    config: PruneConfig) -> tuple["nn.Module", "PassRecord"]:
-        from medexport.compression.pruning.schedule import run_schedule
-
         if self.needs_calibration and config.calibration is None:
             raise InputError(f"the {self.name} pass needs calibration images (PruneConfig.calibration)")
         return run_schedule(self, model, tuple(input_shape), config)

@@ -21,19 +21,20 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 from typing import TYPE_CHECKING, Any
 
 from medexport.compression.pruning import importance as scores
 from medexport.compression.pruning.config import PruneConfig
-from medexport.compression.pruning.dependency import DependencyGraph, analyze
+from medexport.compression.pruning.dependency import DependencyGraph, Group, analyze
+from medexport.compression.record import GroupRecord, PassRecord
 
 if TYPE_CHECKING:
     from torch import nn
 
     from medexport.compression.pruning.importance import Importance
     from medexport.compression.pruning.prune import PrunePass
-    from medexport.compression.record import PassRecord
 
 
 def allocate(graph: DependencyGraph, config: PruneConfig, importance: "Importance",
@@ -42,8 +43,6 @@ def allocate(graph: DependencyGraph, config: PruneConfig, importance: "Importanc
 
     ``layer_macs`` (``{layer name: MACs}``) makes the global ranking cost-aware.
     """
-    from medexport.compression.pruning.prune import skip_reason
-
     skipped, prunable = {}, []
     for group in graph.groups:
         reason = skip_reason(group, config)
@@ -90,6 +89,13 @@ def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig, im
     return {g.name: removed[i] / g.channels for i, g in enumerate(groups)}
 
 
+def skip_reason(group: Group, config: PruneConfig) -> str | None:
+    """Why ``group`` may not be pruned at all (locked by the analysis or excluded by name), or None."""
+    names = dict.fromkeys(m.name for m in group.members)
+    return group.locked or next((f"excluded by name ({n})" for n in names
+                                 if any(fnmatch.fnmatchcase(n, p) for p in config.exclude)), None)
+
+
 def step_target(channels: int, final: int, step: int, steps: int, round_to: int) -> int:
     """Channels a group of ``channels`` (originally) keeps after ``step`` of ``steps`` toward ``final``."""
     if step >= steps:
@@ -132,7 +138,6 @@ class _Guard:
 def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int, ...],
                  config: PruneConfig) -> tuple["nn.Module", "PassRecord"]:
     """Prune ``model`` (a private copy) toward the allocated targets, step by step, with rollback."""
-    from medexport.compression.record import PassRecord
     from medexport.graph import capture, profile
 
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
@@ -190,10 +195,8 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
 
 def _group_records(method: str, now: dict[str, int], original: dict[str, int],
                    members: dict[str, tuple[str, ...]], before, after, done_steps: dict[str, int],
-                   locked: dict[str, str]) -> list:
+                   locked: dict[str, str]) -> list[GroupRecord]:
     """One GroupRecord per group that lost channels: original vs final width (``now``) and its layers' MACs."""
-    from medexport.compression.pruning.prune import GroupRecord
-
     macs_before = {c.name: c.macs for c in before.layers}
     macs_after = {c.name: c.macs for c in after.layers}
     records = []

@@ -194,5 +194,5 @@ def test_openvino_layout_is_openvino_only_and_its_default():
     for target in ("onnxruntime", "tensorrt"):
         with pytest.raises(InputError, match="serves openvino only, not .*: use it with --target openvino"):
             BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8", layout="openvino"))
-        assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8")).quantization.layout == "tensorrt"
-    assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8")).quantization.layout == "openvino"
+        assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8")).int8_layout == "tensorrt"
+    assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8")).int8_layout == "openvino"

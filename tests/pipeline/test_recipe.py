@@ -75,6 +75,27 @@ def test_a_recipe_refuses_changed_calibration_images(first_build, tmp_path):
     assert not (tmp_path / "b" / "manifest.json").exists()
 
 
+def test_changed_images_are_refused_before_any_compression_work_in_fp32_too(first_build, tmp_path):
+    """Without INT8 the calibration images are read for fine-tuning: the recorded digest is still checked at load,
+    before compression, and a rebuild never goes into the recipe's own folder."""
+    root, calib, _ = first_build
+    manifest = json.loads((root / "first" / "manifest.json").read_text())
+    manifest["config"]["quantization"]["precision"] = "fp32"
+    recipe = tmp_path / "fp32" / "manifest.json"
+    recipe.parent.mkdir()
+    recipe.write_text(json.dumps(manifest))
+    changed = tmp_path / "calib"
+    changed.mkdir()
+    for path in calib.iterdir():
+        np.save(changed / path.name, np.load(path) * 0.5)
+    with pytest.raises(DataError, match="calibration images differ"):
+        main(["build", "--recipe", str(recipe), "--calib", str(changed)])
+    assert not (tmp_path / "fp32-rebuild" / "manifest.json").exists()
+    with pytest.raises(InputError, match="the recipe's own build folder"):
+        main(["build", "--recipe", str(recipe), "--calib", str(calib), "--out", str(recipe.parent)])
+    assert recipe.is_file()
+
+
 def test_a_recipe_asks_for_the_images_it_does_not_keep_and_refuses_new_settings(first_build, tmp_path):
     root, _, _ = first_build
     recipe = str(root / "first" / "manifest.json")

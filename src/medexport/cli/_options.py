@@ -4,12 +4,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from medexport.errors import InputError
 from medexport.loading import ModelSpec
+
+if TYPE_CHECKING:
+    from medexport.compression.options import PassOption
 
 
 def model_options(func: Callable) -> Callable:
@@ -82,7 +85,7 @@ def _pass_params() -> list[click.Option]:
     (so a pass registered later, e.g. by a plugin or a test, gets its options)."""
     from medexport.compression import get_pass, list_passes
 
-    declared: dict[str, object] = {}
+    declared: dict[str, PassOption] = {}
     for name in list_passes():
         for option in get_pass(name).options:
             seen = declared.setdefault(option.flag, option)
@@ -103,7 +106,12 @@ class PassOptionsCommand(click.Command):
     ``pass_options`` (flag -> value), which :meth:`CompressionConfig.from_flags` routes to the chain's passes."""
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        params = [*self.params, *_pass_params()]
+        own = {name for param in self.params for name in (param.name, *param.opts)}
+        passes = _pass_params()
+        clash = [param.opts[0] for param in passes if param.name in own or param.opts[0] in own]
+        if clash:
+            raise InputError(f"a compression pass declares {', '.join(clash)}, which `{self.name}` already has")
+        params = [*self.params, *passes]
         help_option = self.get_help_option(ctx)
         return [*params, help_option] if help_option is not None else params
 
@@ -133,9 +141,10 @@ def compression_options(required: bool) -> Callable:
                             type=PassChain(),
                             help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*), "
                                  "filter merging (merge: hybrid crossover, merge-medoid), or subpixel (transposed convs "
-                                 "rewritten exactly as convs + pixel shuffle where that measures faster). A comma-"
-                                 "separated chain (e.g. tucker,prune-l2 or prune-l2,subpixel) runs at most one pass per "
-                                 "family in the order given, subpixel last, each with its own options.")(func)
+                                 "rewritten exactly as convs + pixel shuffle where that measures faster), or any pass "
+                                 "registered beside them. A comma-separated chain (e.g. tucker,prune-l2 or "
+                                 "prune-l2,subpixel) runs at most one pass per family in the order given, an exact "
+                                 "rewrite last, each with its own options.")(func)
 
     return decorate
 

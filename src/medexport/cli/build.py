@@ -54,8 +54,9 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
         model = {k: v for k, v in (("model", model_kw["model"]), ("weights", model_kw["weights"])) if v}
         if model_kw["trust_pickle"]:
             model["trust_pickle"] = True
-        config, expected = read_recipe(recipe, out_dir=out_dir or "out/pending", model=model, calib=calib,
-                                       data=data_path, labels=labels_path)
+        folder = Path(recipe).parent   # by default the rebuild goes beside the recipe's build, never into it
+        config, expected = read_recipe(recipe, out_dir=out_dir or folder.with_name(f"{folder.name}-rebuild"),
+                                       model=model, calib=calib, data=data_path, labels=labels_path)
     else:
         config = BuildConfig(
             model=model_spec(**model_kw), out_dir=Path(out_dir or "out/pending"), target=target, device=device,
@@ -66,9 +67,11 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
             quantization=QuantizationConfig(precision=precision, engine=int8_engine, layout=int8_layout,
                                             method=calib_method, accuracy_control=accuracy_control),
             latency=LatencyConfig(enabled=not no_latency, batch=latency_batch))
-    if out_dir is None:
+    if out_dir is None and not recipe:
         config.out_dir = Path("out") / f"{_model_label(config.model)}-{config.target}"
     out = console()
+    if expected and expected.get("note"):
+        out.print(f"[yellow]note:[/yellow] {expected['note']}")
     report = run_build(config, stage_printer(out), expected=expected)
     _summary(out, report.to_dict(), config.out_dir)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from medexport.cli._options import (console, data_options, model_options, model_spec, rail_options, stage_printer,
-                                    target_option)
+from medexport.cli._options import (console, data_config, data_options, model_options, model_spec, rail_options,
+                                    stage_printer, target_option)
 
 
 @click.command("validate")
@@ -23,35 +23,20 @@ def command(artifact, target, device, data_path, labels_path, task, classes, max
     """Run ARTIFACT and the original model (--model; default: the bundled reference) on the same labelled
     images; fail if a guard rail breaks."""
     from medexport._io import write_json, write_text
-    from medexport.bench.run import target_for
     from medexport.errors import GuardRailError, ModelLoadError
     from medexport.evaluation import GuardRails
-    from medexport.evaluation.validation import reference_data, user_data, validate_against
-    from medexport.loading import load_model
-    from medexport.pipeline import reference_runner
-    from medexport.runtimes import open_runner
+    from medexport.pipeline import BuildConfig, run_validate
+    from medexport.runtimes import resolve_target, target_for
 
     artifact = Path(artifact)
     if not artifact.is_file():  # before minutes of loading
         raise ModelLoadError(f"artifact not found: {artifact}")
-    target = target or target_for(artifact)
-    rails = GuardRails(max_overall_drop, max_class_drop)
+    target = resolve_target(target) if target else target_for(artifact)
+    config = BuildConfig(model=model_spec(**model_kw), out_dir=artifact.parent, target=target, device=device,
+                         rails=GuardRails(max_overall_drop, max_class_drop),
+                         data=data_config(data_path, labels_path, task, classes))
     out = console()
-    stage = stage_printer(out)
-    with stage("load"):
-        loaded = load_model(model_spec(**model_kw))
-        if data_path is None:
-            if loaded.reference is None:
-                from medexport.errors import InputError
-
-                raise InputError("--data is required for a model that is not a bundled reference model")
-            data = reference_data(loaded.reference)
-        else:
-            data = user_data(data_path, labels_path, loaded.input_shape, task=task,
-                             classes=classes.split(",") if classes else None, reference_model=loaded.reference)
-    with open_runner(artifact, target, device=device) as runner, stage("validate"):
-        reference = reference_runner(loaded, loaded.onnx_path or artifact)
-        result = validate_against(reference, runner, data, rails, artifact=artifact.name)
+    result = run_validate(config, artifact, stage_printer(out))
     folder = Path(report_dir) if report_dir else artifact.parent
     write_json(folder / "validation.json", {"artifact": artifact.name, "target": target, **result})
     write_text(folder / "validation.md", _markdown(artifact.name, result))

@@ -133,7 +133,7 @@ def quantize(ctx: RunContext, onnx_path: Path) -> dict:
                                                 **control).to_dict()}
     else:
         dest = onnx_path.with_name("model.int8.qdq.onnx")
-        qconfig = QuantConfig(method=quant.method, nodes_to_exclude=quant.exclude, layout=quant.layout)
+        qconfig = QuantConfig(method=quant.method, nodes_to_exclude=quant.exclude, layout=ctx.config.int8_layout)
         result = (quantize_with_guard_rails(onnx_path, calibration, dest, data, ctx.rails, qconfig).to_dict()
                   if data is not None else {"quantization": quantize_qdq(onnx_path, calibration, dest, qconfig).to_dict()})
     result["calibration_data"] = ctx.calibration_source()

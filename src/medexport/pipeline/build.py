@@ -18,7 +18,7 @@ from medexport.pipeline._compress import compress
 from medexport.pipeline._stages import (compare, export_checked, external_files, ir_result, original_runner,
                                         profile_cost, quantize, raise_guard_rail, reject_on_failure, validate)
 from medexport.pipeline.config import BuildConfig
-from medexport.pipeline.context import RunContext, Stage, quiet_stage, run_batched
+from medexport.pipeline.context import RunContext, Stage, quiet_stage, reference_runner, run_batched
 from medexport.pipeline.manifest import write_manifest, write_reports
 from medexport.runtimes import get_backend, get_spec, make_builder, open_runner
 
@@ -56,9 +56,8 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
     with timed("load"):
         loaded = ctx.loaded
         _check_provenance(loaded.provenance, expected.get("provenance"))
+        ctx.read_inputs()  # no real calibration data, or a recipe's changed images, is an error before any work
         data = ctx.labelled()
-        if quant.int8:  # no real calibration data is an error before any work
-            ctx.calibration()
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
     report.model = loaded.name
@@ -123,8 +122,6 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
             report.data["validation"] = {"skipped": "guard rails not run: no labelled data (pass --data, or use a "
                                                     "reference model)" if config.validate else "--no-validate"}
         else:
-            from medexport.pipeline.context import reference_runner
-
             with timed("validate"):
                 report.data["validation"] = validate(ctx, original_runner(ctx, reference_runner(loaded, onnx_path)),
                                                      runner)
@@ -178,7 +175,6 @@ def _latency(runner, ctx: RunContext, onnx_path: Path) -> dict:
     runtime (reduced precision) and over the uncompressed original in FP32 on the same runtime (compression)."""
     from medexport.bench import busy_warning, interleaved_rounds
     from medexport.calibration.choices import LAYOUTS
-    from medexport.pipeline.context import reference_runner
     from medexport.zoo.samples import real_inputs
 
     config, loaded = ctx.config, ctx.loaded

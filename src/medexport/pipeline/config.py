@@ -242,15 +242,22 @@ class BuildConfig:
         quant = self.quantization
         if self.target is not None:
             self.target = resolve_target(self.target)
-            # the QDQ layout a target gets unless --int8-layout says otherwise (the backend's spec says which)
-            quant.layout = quant.layout or get_spec(self.target).default_layout
             check_serves(INT8_ENGINES[quant.engine], self.target)
-            check_serves(LAYOUTS[quant.layout], self.target)
+            check_serves(LAYOUTS[self.int8_layout], self.target)
         elif quant.int8:
             raise InputError("INT8 quantization is for a target; give --target")
         if not self.model.dynamic_batch and self.latency.batch != 1:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
         self.passes = self.compression.configured(self.measure_backend)
+
+    @property
+    def int8_layout(self) -> str:
+        """The QDQ layout: the one asked for, else the target's default (its backend spec says which)."""
+        from medexport.runtimes import get_spec
+
+        if self.quantization.layout is not None:
+            return self.quantization.layout
+        return get_spec(self.target).default_layout if self.target is not None else "tensorrt"
 
     @property
     def measure_backend(self) -> str:
@@ -266,12 +273,15 @@ class BuildConfig:
                 "simplify": self.simplify, "validate": self.validate,
                 "parity": dataclasses.asdict(self.parity), "guard_rails": self.rails.to_dict(),
                 "data": self.data.to_dict(), "compression": self.compression.to_dict(),
-                "quantization": _plain(dataclasses.asdict(self.quantization)),
+                "quantization": _plain({**dataclasses.asdict(self.quantization), "layout": self.int8_layout}),
                 "latency": dataclasses.asdict(self.latency)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], out_dir: str | Path) -> "BuildConfig":
-        """The config :meth:`to_dict` wrote; a key this version does not know is an InputError, not ignored."""
+        """The config :meth:`to_dict` wrote; a key this version does not know, or a malformed value, is an
+        InputError, not ignored."""
+        if not isinstance(data, dict):
+            raise InputError("the recipe's config is not a mapping of settings")
         known = {f.name for f in dataclasses.fields(cls)} - {"out_dir", "rails"} | {"guard_rails"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -285,8 +295,8 @@ class BuildConfig:
                        compression=CompressionConfig.from_dict(data.get("compression") or {}),
                        quantization=QuantizationConfig(**data.get("quantization", {})),
                        latency=LatencyConfig(**data.get("latency", {})))
-        except TypeError as exc:
-            raise InputError(f"the recipe's settings do not fit this medexport: {exc}") from None
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise InputError(f"the recipe's settings do not fit this medexport: {type(exc).__name__}: {exc}") from None
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:

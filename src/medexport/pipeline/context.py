@@ -67,6 +67,17 @@ class RunContext:
         """Whether the model now in ``loaded`` is not the original."""
         return self.loaded.module is not self.original
 
+    def read_inputs(self) -> None:
+        """Read, before any work, every image set the run will need, so that missing, unreadable or changed images
+        are an error before a folder loses its manifest or minutes go into compression."""
+        from medexport.compression import get_pass
+
+        config = self.config
+        self.labelled()
+        if (config.quantization.int8 or config.compression.finetune_steps or "calibration" in self.expected
+                or any(get_pass(method).needs_calibration for method in config.compression.methods)):
+            self.calibration()
+
     def calibration(self) -> np.ndarray:
         """Real unlabelled images: the user's --calib, or the reference model's bundled training-side images."""
         return self._read_calibration()[0]
@@ -122,7 +133,9 @@ class RunContext:
             loaded, n = self.loaded, self.config.parity.samples
             images = None
             if loaded.reference is not None:
-                heldout, _ = loaded.reference.heldout()
+                # the held-out images the guard rails read (read once, by labelled()), unless --data replaced them
+                heldout = (self.labelled().images if self.config.data.data is None
+                           else loaded.reference.heldout()[0])
                 if tuple(heldout.shape[1:]) == tuple(loaded.input_shape[1:]):
                     images = heldout[:n].astype(np.float32), f"held-out images of {loaded.reference.name}"
             if images is None:

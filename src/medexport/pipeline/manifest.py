@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medexport import __version__
 from medexport._io import sha256, write_json, write_text
 from medexport.loading import LoadedModel
 from medexport.pipeline.config import BuildConfig
@@ -30,6 +31,7 @@ def write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: 
     data = report.to_dict()
     manifest = {
         "medexport_manifest": 1,
+        "medexport_version": __version__,  # a recipe's pass defaults are this version's
         "model": loaded.name,
         "provenance": loaded.provenance,
         "input": data["input"],

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medexport import __version__
 from medexport.errors import InputError
 from medexport.loading import ModelSpec
 from medexport.pipeline.config import BuildConfig
@@ -27,6 +28,9 @@ def read_recipe(path: str | Path, *, out_dir: str | Path, model: dict[str, Any] 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"recipe not found: {path}")
+    if Path(out_dir).resolve() == path.parent.resolve():
+        raise InputError(f"--out {out_dir} is the recipe's own build folder, whose manifest a rebuild would replace: "
+                         "give another --out")
     try:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -39,4 +43,12 @@ def read_recipe(path: str | Path, *, out_dir: str | Path, model: dict[str, Any] 
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, **given))
     if model:
         config = dataclasses.replace(config, model=ModelSpec(**{**dataclasses.asdict(config.model), **model}))
-    return config, {"provenance": manifest.get("provenance"), "data_digests": manifest.get("data_digests") or {}}
+    missing = config.data.missing()
+    if missing:
+        raise InputError(f"this recipe was built with your own images: pass them again with {', '.join(missing)}")
+    expected = {"provenance": manifest.get("provenance"), "data_digests": manifest.get("data_digests") or {}}
+    written_by = manifest.get("medexport_version")
+    if written_by != __version__:
+        expected["note"] = (f"the recipe was written by medexport {written_by or 'unknown'}, this is {__version__}: "
+                            "options it did not record take this version's defaults")
+    return config, expected

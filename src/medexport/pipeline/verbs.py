@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from medexport._io import write_json
@@ -55,6 +56,20 @@ def _validate_ir(ctx: RunContext, onnx_path, xml) -> dict[str, Any]:
     return result
 
 
+def run_validate(config: BuildConfig, artifact: Path, stage: Stage = quiet_stage) -> dict[str, Any]:
+    """``artifact`` on ``config.target`` against the original model on the run's labelled images, with its guard
+    rails (the caller raises on a break: it writes the report first)."""
+    from medexport.runtimes import open_runner
+
+    ctx = RunContext(config, stage)
+    with stage("load"):
+        if ctx.labelled() is None:
+            raise InputError("--data is required for a model that is not a bundled reference model")
+    with open_runner(artifact, config.target, device=config.device) as runner, stage("validate"):
+        reference = reference_runner(ctx.loaded, ctx.loaded.onnx_path or artifact)
+        return validate(ctx, reference, runner, artifact=artifact.name)
+
+
 def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any]:
     """Compress, export ``model.compressed.onnx``, check parity with the compressed torch model, and (with labelled
     images) validate against the ORIGINAL model with the guard rails. Writes ``compress.json``."""
@@ -63,6 +78,8 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     if config.target is not None:   # no backend is built: passes measure on OpenVINO unless told otherwise
         config = dataclasses.replace(config, target=None)
     ctx = RunContext(config, stage)
+    with stage("load"):
+        ctx.read_inputs()
     record, tuned = compress(ctx)
     result: dict[str, Any] = {"compression": record}
     if tuned is not None:

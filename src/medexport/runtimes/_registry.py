@@ -141,10 +141,6 @@ def target_choices() -> list[str]:
     return [n for s in BACKENDS.values() if s.build_target for n in (s.name, *s.aliases)]
 
 
-# kept until the pipeline and CLI call list_targets(): a backend registered later is only in list_targets()
-TARGETS = tuple(list_targets())
-
-
 def resolve_backend(name: str) -> str:
     """The canonical name of a registered backend or alias (``"trt"`` -> ``"tensorrt"``); InputError otherwise."""
     for spec in BACKENDS.values():
@@ -155,7 +151,11 @@ def resolve_backend(name: str) -> str:
 
 def resolve_target(name: str) -> str:
     """As :func:`resolve_backend`, for build targets only (torch is refused, with the choices)."""
-    canonical = resolve_backend(name)
+    known = [s.name for s in BACKENDS.values() if name in (s.name, *s.aliases)]
+    if not known:
+        raise InputError(f"unknown target '{name}'; choose one of: "
+                         f"{_shown(s for s in BACKENDS.values() if s.build_target)}")
+    canonical = known[0]
     if not BACKENDS[canonical].build_target:
         raise InputError(f"'{name}' is not a build target; choose one of: "
                          f"{_shown(s for s in BACKENDS.values() if s.build_target)}")

@@ -87,7 +87,7 @@ class LowRankConfig:
     def to_dict(self) -> dict:
         """Plain JSON-able form, for the manifest's compression recipe: the rule in use (with the latency rule's
         backend, threads and payoff only when it is the latency rule), and the calibration images actually read."""
-        unused = {"calibration"} | {name for name in _RULES if not getattr(self, name)}
+        unused = {"calibration"} | {name for name in RULES if not getattr(self, name)}
         if self.latency is None:
             unused |= {"backend", "threads", "payoff"}
         if self.budget is None:
@@ -110,7 +110,7 @@ def damage_images(images: np.ndarray) -> np.ndarray:
     return images[:8 if images.ndim == 4 else 2]
 
 
-_RULES = ("rank_ratio", "energy", "budget", "vbmf", "latency")  # exactly one is set
+RULES = ("budget", "latency", "rank_ratio", "energy", "vbmf")  # the rank rules: exactly one is set
 BUDGET_METRICS = ("macs", "params")
 
 

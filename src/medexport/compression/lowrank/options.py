@@ -13,8 +13,6 @@ from medexport.compression.options import EXCLUDE_LAYER, LATENCY_BACKEND, PassOp
 from medexport.errors import DataError, InputError
 
 DEFAULT_BUDGET = "3x"
-_RULES = {"budget": "--budget", "latency": "--latency", "rank_ratio": "--rank-ratio", "energy": "--energy",
-          "vbmf": "--vbmf"}
 
 
 OPTIONS = (
@@ -42,9 +40,10 @@ OPTIONS = (
 
 def configure(config_type: type, given: dict[str, Any], backend: str) -> Any:
     """The LowRankConfig (or subclass) from the options given; InputError for competing or stray rule options."""
-    from medexport.compression.lowrank.config import parse_budget
+    from medexport.compression.lowrank.config import RULES, parse_budget
 
-    rules = [flag for name, flag in _RULES.items() if given.get(name) not in (None, False)]
+    flags = {option.field: option.flag for option in OPTIONS}
+    rules = [flags[name] for name in RULES if given.get(name) is not None and given.get(name) is not False]
     if len(rules) > 1:
         raise InputError(f"{', '.join(rules[:-1])} and {rules[-1]} are competing rank rules; give one of "
                          "--budget, --latency, --rank-ratio, --energy or --vbmf")

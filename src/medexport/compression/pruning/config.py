@@ -38,7 +38,8 @@ class PruneConfig:
     scope: str = "layer"  # "layer": every group loses ``ratio``; "global": per-group ratios from one global ranking
     max_ratio: float = 0.75  # global scope: no group loses more than this share (the pathology paper's cap)
     steps: int = 1  # iterative: reach ``ratio`` in this many steps, re-scoring (and re-checking) after each
-    rollback: bool = False  # validate every step on ``heldout`` (set whenever ``heldout`` is given)
+    rollback: bool = False  # the recipe's word for it: a run binds ``heldout`` (and ``rails``) to a pass with rollback,
+    # and ``heldout`` is what makes the schedule validate its steps (given it, rollback is set)
     calibration: Any = field(default=None, repr=False, compare=False)  # images for activation scores / merging
     heldout: Any = field(default=None, repr=False, compare=False)  # LabelledData: validate each step (rollback)
     rails: Any = field(default=None, repr=False, compare=False)  # GuardRails used with ``heldout``

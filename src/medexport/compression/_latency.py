@@ -46,9 +46,10 @@ def fingerprint(backend: str, threads: int | None) -> str:
     import importlib.metadata
 
     from medexport.bench.environment import cpu_model
+    from medexport.runtimes import get_spec
 
     try:
-        version = importlib.metadata.version(backend)
+        version = importlib.metadata.version(get_spec(backend).requires)   # the package that runs it
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     count = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())

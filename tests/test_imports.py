@@ -154,8 +154,7 @@ def describe(found: list[list[Edge]]) -> str:
 
 def test_no_import_cycles():
     found = cycles(import_graph())
-    if found:
-        pytest.fail(f"{len(found)} import cycle(s) in medexport:\n{describe(found)}", pytrace=False)
+    assert not found, f"{len(found)} import cycle(s) in medexport:\n{describe(found)}"
 
 
 def _write(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -2,8 +2,8 @@
 
 Stages ask the context; it reads on first use and keeps the result: the loaded model (and the original
 before compression), calibration images, labelled images, parity inputs and the reference outputs on them.
-A recipe's recorded digests (``expected``) are checked as each image set is read, so a changed file is a
-one-line error before any work on it. Example::
+What a recipe recorded (``expected``: the model's ``provenance``, the images' ``data_digests``) is checked as
+each is read, so a different model or a changed file is a one-line error before any work on it. Example::
 
     ctx = RunContext(config)
     ctx.calibration()          # read once, from --calib or the reference model's bundled images
@@ -35,11 +35,11 @@ def quiet_stage(name: str) -> ContextManager[None]:
 class RunContext:
     """What one command reads, read once; also a :class:`~medexport.compression.options.PassData` for passes."""
 
-    def __init__(self, config: BuildConfig, stage: Stage = quiet_stage,
-                 expected: dict[str, str] | None = None) -> None:
+    def __init__(self, config: BuildConfig, stage: Stage = quiet_stage, expected: dict[str, Any] | None = None) -> None:
         self.config = config
         self.stage = stage
-        self.expected = dict(expected or {})  # digests a recipe recorded, checked as each set is read
+        self.expected = dict((expected or {}).get("data_digests") or {})  # checked as each image set is read
+        self.provenance = (expected or {}).get("provenance")  # checked when the model is loaded
         self.digests: dict[str, str] = {}  # digests of what this run read, for its manifest
         self.recover: Callable[[Any], Any] | None = None  # set by the compress stage while a stepwise pass runs
         self._loaded: LoadedModel | None = None
@@ -54,8 +54,13 @@ class RunContext:
         if self._loaded is None:
             from medexport.loading import load_model
 
-            self._loaded = load_model(self.config.model)
-            self.original = self._loaded.module
+            loaded = load_model(self.config.model)
+            if self.provenance is not None and self.provenance != loaded.provenance:
+                differ = sorted(k for k in set(self.provenance) | set(loaded.provenance)
+                                if self.provenance.get(k) != loaded.provenance.get(k))
+                raise DataError(f"the model differs from the one the recipe was built with ({', '.join(differ)}): "
+                                "give the same model and weights, or run a new build without --recipe")
+            self._loaded, self.original = loaded, loaded.module
         return self._loaded
 
     @property

@@ -31,8 +31,8 @@ def run_quantize(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
     With the nncf engine: NNCF's OpenVINO IR ``model.int8.nncf.xml`` instead, checked against the same guard
     rails (and removed if it breaks them)."""
     ctx = RunContext(config, stage)
-    with stage("calibration images"):  # before any work: no real data is an error, never random data
-        ctx.calibration()
+    with stage("load"):  # before any work: no real calibration data is an error, never random data
+        ctx.read_inputs()
     onnx_path = config.out_dir / "model.onnx"
     export_checked(ctx, onnx_path, "exported ONNX")
     nncf = config.quantization.engine == "nncf"

@@ -107,7 +107,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """Dispatch on what ``spec.model`` names; see the module docstring."""
+    """Dispatch on what ``spec.model`` names; see the module docstring. A torch model given an ``input_shape``
+    runs once on it (batch 1), so a shape it cannot take is a one-line error before any verb works on it."""
+    loaded = _load(spec)
+    if spec.input_shape is not None and loaded.module is not None:
+        from medexport.graph.capture import check_runs
+
+        check_runs(loaded.module, (1, *loaded.input_shape[1:]))
+    return loaded
+
+
+def _load(spec: ModelSpec) -> LoadedModel:
     target = spec.model
     if target is None:
         return _load_reference(spec)
@@ -243,6 +253,9 @@ def _load_onnx(path: Path, spec: ModelSpec) -> LoadedModel:
     dims = info.input_shape
     if spec.input_shape:
         shape = spec.input_shape
+        if len(shape) != len(dims):
+            raise InputError(f"--input-shape {'x'.join(map(str, shape))} does not match {path.name}'s input "
+                             f"{'x'.join(map(str, dims))}: {len(shape)} dimensions instead of {len(dims)}")
         for i, (d, s) in enumerate(zip(dims, shape)):
             if isinstance(d, int) and d > 0 and d != s:
                 raise InputError(f"--input-shape {'x'.join(map(str, shape))} does not match {path.name}'s input "

@@ -2,7 +2,8 @@
 
 Each timed call runs the full ``runner.infer`` (input checks included), as an application would.
 The harness repeats until both ``iterations`` calls and ``min_seconds`` have passed, so fast models
-get enough samples on a noisy shared machine. :func:`interleaved_medians` times several variants side
+get enough samples on a noisy shared machine; ``max_seconds`` caps a slow model (3D) once ``min_iterations``
+calls ran, warm-up included, and the result says how many calls it got. :func:`interleaved_medians` times several variants side
 by side, for ratios that hold on a shared machine.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ class LatencyResult:
 
     batch: int
     iterations: int
-    warmup: int
+    warmup: int  # warm-up calls made (fewer than asked when max_seconds cut them short)
     median_ms: float
     mean_ms: float
     p90_ms: float
@@ -39,25 +40,31 @@ class LatencyResult:
 
 
 def measure_latency(infer: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, *, warmup: int = 10,
-                    iterations: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0) -> LatencyResult:
-    """Time ``infer(batch)``; stops after ``iterations`` calls once ``min_seconds`` passed, or at ``max_seconds``."""
-    for _ in range(warmup):
-        infer(batch)
-    times: list[float] = []
+                    iterations: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0,
+                    min_iterations: int = 1) -> LatencyResult:
+    """Time ``infer(batch)``; stops after ``iterations`` calls once ``min_seconds`` passed, or at ``max_seconds``
+    (counted from the first warm-up call; a quarter of it at most goes to warm-up) once ``min_iterations`` ran."""
     start = time.perf_counter()
+    warmed = 0
+    while warmed < warmup and (warmed == 0 or time.perf_counter() - start < max_seconds / 4):
+        infer(batch)
+        warmed += 1
+    times: list[float] = []
+    timed_from = time.perf_counter()
     while True:
         t0 = time.perf_counter()
         infer(batch)
         times.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - start
-        if (len(times) >= iterations and elapsed >= min_seconds) or elapsed >= max_seconds:
+        now = time.perf_counter()
+        if ((len(times) >= iterations and now - timed_from >= min_seconds)
+                or (now - start >= max_seconds and len(times) >= min_iterations)):
             break
     ms = np.asarray(times) * 1e3
     median = float(np.median(ms))
     return LatencyResult(
         batch=int(batch.shape[0]),
         iterations=len(times),
-        warmup=warmup,
+        warmup=warmed,
         median_ms=median,
         mean_ms=float(ms.mean()),
         p90_ms=float(np.percentile(ms, 90)),
@@ -84,13 +91,17 @@ def interleaved_medians(infers: Mapping[Key, Callable[[np.ndarray], np.ndarray]]
 
 
 def interleaved_rounds(infers: Mapping[Key, Callable[[np.ndarray], np.ndarray]], batch: np.ndarray, *,
-                       rounds: int, **measure) -> dict[Key, list[LatencyResult]]:
-    """Every variant's :class:`LatencyResult` per round, timed in alternation as :func:`interleaved_medians` says."""
+                       rounds: int, before: Callable[[Key, int], None] | None = None,
+                       **measure) -> dict[Key, list[LatencyResult]]:
+    """Every variant's :class:`LatencyResult` per round, timed in alternation as :func:`interleaved_medians` says.
+    ``before(key, round_no)`` is called before each measurement (progress display; never inside the timed calls)."""
     if rounds < 1:
         raise InputError(f"rounds must be at least 1, got {rounds}")
     per_round: dict[Key, list[LatencyResult]] = {key: [] for key in infers}
     order = list(infers.items())
     for round_no in range(rounds):
         for key, infer in order if round_no % 2 == 0 else order[::-1]:
+            if before is not None:
+                before(key, round_no)
             per_round[key].append(measure_latency(infer, batch, **measure))
     return per_round

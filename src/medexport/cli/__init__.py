@@ -13,7 +13,23 @@ from medexport import __version__
 from medexport.errors import MedexportError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class UserError(click.ClickException):
+    """A :class:`~medexport.errors.MedexportError` as click shows errors: one line, exit 1, also under click's
+    own runner (``CliRunner``, ``standalone_mode``)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"medexport: error: {self.format_message()}", file=file, err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MedexportError as exc:
+            raise UserError(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="medexport")
 def cli() -> None:
     """Compress, export, build, validate and benchmark PyTorch medical-imaging networks.

@@ -17,22 +17,38 @@ from medexport.runtimes import artifact_suffixes, target_choices
 @click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Batch size(s), comma separated: 1,4,8.")
 @click.option("--input-shape", default=None, help="Input shape when the artifact's is dynamic beyond the batch.")
-@click.option("--iterations", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=10, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for the runtime (default: the runtime's choice).")
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the runtime (default: the runtime's choice).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the latency report (default: ARTIFACT.bench.json beside the artifact).")
-def command(artifact, target, device, batches, input_shape, iterations, warmup, threads, json_path) -> None:
-    """Measure median/p90/p99 latency and throughput of ARTIFACT on real images."""
+@click.option("--no-verify", is_flag=True,
+              help="Run even if ARTIFACT's build folder no longer matches the sha256 in its manifest.json.")
+def command(artifact, target, device, batches, input_shape, iterations, warmup, threads, json_path, no_verify) -> None:
+    """Measure median/p90/p99 latency and throughput of ARTIFACT on real images. An artifact in a build folder is
+    first checked against the sha256 its manifest recorded."""
     from rich.table import Table
 
     from medexport._io import write_json
     from medexport.bench.run import bench_artifact
+    from medexport.errors import InputError, ModelLoadError
+    from medexport.loading import parse_shape
+    from medexport.pipeline._outdir import check_out
+    from medexport.pipeline.manifest import verify_folder
 
     sizes = _batch_sizes(batches)
+    if input_shape:
+        parse_shape(input_shape)   # a malformed shape is an error before the artifact is opened
+    if not Path(artifact).is_file():
+        raise ModelLoadError(f"artifact not found: {artifact}")
+    json_path = Path(json_path) if json_path else Path(artifact).with_name(Path(artifact).name + ".bench.json")
+    if json_path.is_dir():
+        raise InputError(f"--json {json_path} is a folder: give a file name")
+    check_out(json_path.parent, "--json's folder")
+    if not no_verify:
+        verify_folder(Path(artifact))
     result = bench_artifact(Path(artifact), target=target, device=device, batches=sizes, input_shape=input_shape,
                             iterations=iterations, warmup=warmup, threads=threads)
-    json_path = Path(json_path) if json_path else Path(artifact).with_name(Path(artifact).name + ".bench.json")
     write_json(json_path, result)
     table = Table(title=f"{Path(artifact).name} on {result['target']} ({', '.join(result['devices'])})")
     for col in ("batch", "median ms", "p90 ms", "p99 ms", "images/s", "runs"):

@@ -8,6 +8,7 @@ import click
 from medexport.cli._options import (PassOptionsCommand, calib_options, compression_options, console, data_config,
                                     data_options, model_options, model_spec, parity_options, precision_options,
                                     rail_options, stage_printer, target_option)
+from medexport.pipeline.config import LatencyConfig
 
 # with --recipe, the options that may be given again (the files a manifest does not keep, and where to write)
 _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "data_path", "labels_path", "calib"}
@@ -29,16 +30,19 @@ _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "dat
 @click.option("--batch", "latency_batch", type=int, default=1, show_default=True, help="Batch size for latency.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim simplification.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+@click.option("--latency-seconds", type=float, default=LatencyConfig.seconds, show_default=True,
+              help="Time budget of the latency measurement: it stops there, after at least a few calls of each "
+                   "variant (3D networks), and the report says it was capped.")
 @precision_options
 @calib_options("Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
 def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, target, device, out_dir,
             recipe, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
-            precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
+            latency_seconds, precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
             **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.errors import InputError
     from medexport.evaluation import GuardRails
-    from medexport.pipeline import (BuildConfig, CompressionConfig, LatencyConfig, ParityConfig, QuantizationConfig,
+    from medexport.pipeline import (BuildConfig, CompressionConfig, ParityConfig, QuantizationConfig,
                                     read_recipe, run_build)
 
     expected = None
@@ -66,7 +70,7 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
             compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
             quantization=QuantizationConfig(precision=precision, engine=int8_engine, layout=int8_layout,
                                             method=calib_method, accuracy_control=accuracy_control),
-            latency=LatencyConfig(enabled=not no_latency, batch=latency_batch))
+            latency=LatencyConfig(enabled=not no_latency, batch=latency_batch, seconds=latency_seconds))
     if out_dir is None and not recipe:
         config.out_dir = Path("out") / f"{_model_label(config.model)}-{config.target}"
     out = console()

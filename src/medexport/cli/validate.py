@@ -18,26 +18,34 @@ from medexport.cli._options import (console, data_config, data_options, model_op
 @rail_options
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for validation.json/.md (default: the artifact's folder).")
+@click.option("--no-verify", is_flag=True,
+              help="Run even if ARTIFACT's build folder no longer matches the sha256 in its manifest.json.")
 def command(artifact, target, device, data_path, labels_path, task, classes, max_overall_drop, max_class_drop,
-            report_dir, **model_kw) -> None:
+            report_dir, no_verify, **model_kw) -> None:
     """Run ARTIFACT and the original model (--model; default: the bundled reference) on the same labelled
-    images; fail if a guard rail breaks."""
+    images; fail if a guard rail breaks. An artifact in a build folder is first checked against the sha256 its
+    manifest recorded."""
     from medexport._io import write_json, write_text
     from medexport.errors import GuardRailError, ModelLoadError
     from medexport.evaluation import GuardRails
     from medexport.pipeline import BuildConfig, run_validate
+    from medexport.pipeline._outdir import check_out
+    from medexport.pipeline.manifest import verify_folder
     from medexport.runtimes import resolve_target, target_for
 
     artifact = Path(artifact)
     if not artifact.is_file():  # before minutes of loading
         raise ModelLoadError(f"artifact not found: {artifact}")
+    folder = Path(report_dir) if report_dir else artifact.parent
+    check_out(folder, "--report")
+    if not no_verify:
+        verify_folder(artifact)
     target = resolve_target(target) if target else target_for(artifact)
     config = BuildConfig(model=model_spec(**model_kw), out_dir=artifact.parent, target=target, device=device,
                          rails=GuardRails(max_overall_drop, max_class_drop),
                          data=data_config(data_path, labels_path, task, classes))
     out = console()
     result = run_validate(config, artifact, stage_printer(out))
-    folder = Path(report_dir) if report_dir else artifact.parent
     write_json(folder / "validation.json", {"artifact": artifact.name, "target": target, **result})
     write_text(folder / "validation.md", _markdown(artifact.name, result))
     out.print(result["table"])

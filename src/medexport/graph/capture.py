@@ -45,6 +45,20 @@ class CapturedGraph:
         return dtype.itemsize if dtype is not None else 4
 
 
+def check_runs(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> None:
+    """One forward pass on zeros of ``input_shape``; a one-line InputError if the model does not run on it."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(torch.zeros(*input_shape))
+    except Exception as exc:  # noqa: BLE001 - user model code
+        raise InputError(
+            f"the model does not run on an input of shape {'x'.join(map(str, input_shape))}: "
+            f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+        ) from exc
+
+
 def capture(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> CapturedGraph:
     """Trace ``model`` on a zero tensor of ``input_shape``; torch.fx first, torch.export if fx fails."""
     import torch
@@ -52,14 +66,7 @@ def capture(model: "torch.nn.Module", input_shape: tuple[int, ...]) -> CapturedG
 
     example = torch.zeros(*input_shape)
     model = model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    except Exception as exc:  # noqa: BLE001 - user model code
-        raise InputError(
-            f"the model does not run on an input of shape {'x'.join(map(str, input_shape))}: "
-            f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
-        ) from exc
+    check_runs(model, input_shape)
     if isinstance(model, torch.fx.GraphModule) and _has_shapes(model):
         return CapturedGraph(model, "export" if _is_aten(model) else "fx", tuple(input_shape))
     try:

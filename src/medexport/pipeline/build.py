@@ -1,8 +1,9 @@
 """`medexport build`: load -> [compress] -> export -> [int8] -> backend build -> parity -> validation -> latency.
 
-Each stage writes its artifact atomically into the output folder; ``manifest.json`` is written last
-and only when every stage passed. A stage that fails a check (parity, guard rail) removes the
-artifact it produced and the error says why.
+Each stage writes its artifact into a staging folder beside the output folder; ``manifest.json`` is written last
+and only when every stage passed, and the files move into the output folder then. A stage that fails a check
+(parity, guard rail) raises and the error says why; a failed or interrupted build leaves the output folder as it
+was (see ``_outdir``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from medexport.errors import InputError
 from medexport.loading import LAYOUTS
 from medexport.pipeline._compress import compress
+from medexport.pipeline._outdir import check_out, staged
 from medexport.pipeline._stages import (compare, export_checked, external_files, ir_result, original_runner,
                                         profile_cost, quantize, raise_guard_rail, reject_on_failure, validate)
 from medexport.pipeline.config import BuildConfig
@@ -39,25 +41,27 @@ class BuildReport:
 def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[str, Any] | None = None) -> BuildReport:
     """Run the whole chain for one target; raise a MedexportError (one line) on the first failure. ``expected``:
     what a recipe recorded of its inputs (``data_digests``, the model's ``provenance``), checked as they are read."""
-    # the config has checked the compression options; check the backend before minutes of work, and before an
-    # existing folder loses its manifest
+    # the config has checked the compression options; check the backend and the output folder before minutes of
+    # work
     if config.target is None:
         raise InputError("build needs a --target")
     get_backend(config.target)
-    out = config.out_dir
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
+    check_out(config.out_dir)
 
     report = BuildReport(model="?", target=config.target)
     timed = _timer(report, stage)
     ctx = RunContext(config, timed, expected)
-    quant = config.quantization
-    with timed("load"):
-        loaded = ctx.loaded
-        ctx.read_inputs()  # no real calibration data, or a recipe's changed images, is an error before any work
-        data = ctx.labelled()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # the folder is not a verified build until we finish
+    with timed("load"):   # the model, then every image set: a missing or changed one is an error before any work
+        ctx.read_inputs()
+    # written beside --out and moved into it at the end: a failure or Ctrl-C leaves --out as it was
+    with staged(config.out_dir, build=True) as out:
+        _build(ctx, out, report, timed)
+    return report
+
+
+def _build(ctx: RunContext, out: Path, report: BuildReport, timed) -> None:
+    """The stages after loading, writing into ``out`` (the staging folder); the manifest last."""
+    config, loaded, data, quant = ctx.config, ctx.loaded, ctx.labelled(), ctx.config.quantization
     report.model = loaded.name
     report.data["input"] = {"shape": list(loaded.input_shape), "layout": LAYOUTS[len(loaded.input_shape)],
                             "dtype": "float32", "dynamic_batch": config.model.dynamic_batch}
@@ -125,7 +129,6 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
                                                      runner)
             rails = report.data["validation"]["guard_rails"]
             if not rails["passed"]:
-                write_reports(out, report)
                 reject_on_failure(result.files, onnx_path, lambda: raise_guard_rail(rails))
         if config.latency.enabled:
             with timed("latency"):
@@ -139,7 +142,6 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
     report.data["data_digests"] = dict(ctx.digests)
     written += write_reports(out, report)
     write_manifest(out, config, loaded, report, written)
-    return report
 
 
 def _timer(report: BuildReport, stage: Stage):
@@ -156,6 +158,9 @@ def _timer(report: BuildReport, stage: Stage):
 # rounds of the latency comparison: the artifact and every baseline timed in alternation (a shared machine's
 # load hits them alike); each variant's middle round by median is reported
 LATENCY_ROUNDS = 3
+# timed calls per variant and round that --latency-seconds never cuts (a median of fewer says little)
+LATENCY_MIN_CALLS = 3
+LATENCY_WARMUP = 10   # warm-up calls per variant and round (fewer when the budget is short)
 
 
 def _latency(runner, ctx: RunContext, onnx_path: Path) -> dict:
@@ -178,10 +183,20 @@ def _latency(runner, ctx: RunContext, onnx_path: Path) -> dict:
             variants[f"{target} FP32"] = stack.enter_context(open_runner(onnx_path, target, device=config.device))
         if ctx.compressed and timed_here:
             variants[f"{target} FP32 original"] = stack.enter_context(_original_runner(ctx))
-        rounds = interleaved_rounds({k: v.infer for k, v in variants.items()}, batch, rounds=LATENCY_ROUNDS,
-                                    iterations=config.latency.iterations, min_seconds=1.0 / LATENCY_ROUNDS)
+        share = config.latency.seconds / (LATENCY_ROUNDS * len(variants))   # each variant's time in each round
+        start = time.perf_counter()
+        with _latency_progress(config.latency.seconds, len(variants) * LATENCY_ROUNDS) as before:
+            rounds = interleaved_rounds({k: v.infer for k, v in variants.items()}, batch, rounds=LATENCY_ROUNDS,
+                                        before=before, warmup=LATENCY_WARMUP, iterations=config.latency.iterations,
+                                        min_seconds=min(1.0 / LATENCY_ROUNDS, share), max_seconds=share,
+                                        min_iterations=LATENCY_MIN_CALLS)
+        spent = time.perf_counter() - start
     results = {k: sorted(r, key=lambda x: x.median_ms)[len(r) // 2] for k, r in rounds.items()}
     out = {k: r.to_dict() for k, r in results.items()}
+    out["budget"] = {"seconds": config.latency.seconds, "spent_seconds": round(spent, 2),
+                     "capped": any(r.iterations < config.latency.iterations or r.warmup < LATENCY_WARMUP
+                                   for rs in rounds.values() for r in rs),
+                     "timed_calls": {k: sum(r.iterations for r in rs) for k, rs in rounds.items()}}
     out["devices"] = runner.devices()
     ms = {k: r.median_ms for k, r in results.items()}
     out["speedup_vs_reference"] = round(ms[f"reference ({reference.backend})"] / ms[target], 3)
@@ -196,6 +211,25 @@ def _latency(runner, ctx: RunContext, onnx_path: Path) -> dict:
         out["speedup_vs_original"] = round(ms[f"{target} FP32 original"] / ms[target], 3)
     out["warning"] = "; ".join(w for w in warnings if w) or None
     return out
+
+
+@contextlib.contextmanager
+def _latency_progress(seconds: float, measurements: int):
+    """A transient progress bar over the latency stage's measurements, with the time spent against its budget;
+    yields the ``before(variant, round)`` hook of :func:`~medexport.bench.interleaved_rounds`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("latency {task.fields[now]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn(f"(budget {seconds:g} s)"), transient=True)
+    with bar:
+        task = bar.add_task("latency", total=measurements, now="")
+        done = []
+
+        def before(variant: str, round_no: int) -> None:
+            bar.update(task, completed=len(done), now=f"{variant}, round {round_no + 1}/{LATENCY_ROUNDS}")
+            done.append(variant)
+
+        yield before
 
 
 @contextlib.contextmanager

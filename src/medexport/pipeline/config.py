@@ -203,15 +203,19 @@ class QuantizationConfig:
 
 @dataclass
 class LatencyConfig:
-    """The latency stage: on or off, the batch timed, and the fewest calls per variant and round."""
+    """The latency stage: on or off, the batch timed, the fewest calls per variant and round, and its time budget
+    (``seconds``: a 3D network's timing stops there, after a few calls per variant and round at least)."""
 
     enabled: bool = True
     batch: int = 1
     iterations: int = 30
+    seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.iterations < 1:
             raise InputError("--batch and the latency iterations must be at least 1")
+        if not self.seconds > 0:
+            raise InputError(f"--latency-seconds must be more than 0, got {self.seconds}")
 
 
 @dataclass

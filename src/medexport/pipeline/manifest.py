@@ -1,20 +1,25 @@
-"""report.json, report.md and manifest.json of a build.
+"""report.json, report.md and manifest.json of a build, and the check that a build folder still matches it.
 
 The manifest lists exactly the files the build wrote, with sha256: anything else in the folder is
 not vouched for. It is written last, so a folder with a manifest is a complete, verified build.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medexport import __version__
 from medexport._io import sha256, write_json, write_text
+from medexport.errors import InputError
 from medexport.loading import LoadedModel
 from medexport.pipeline.config import BuildConfig
 
 if TYPE_CHECKING:
     from medexport.pipeline.build import BuildReport
+
+MANIFEST = "manifest.json"
+BUILD_RECORD = (MANIFEST, "report.json", "report.md")   # what describes a build; the manifest goes first
 
 
 def write_reports(out: Path, report: BuildReport) -> list[Path]:
@@ -50,7 +55,7 @@ def write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: 
         "environment": data.get("environment"),
         "files": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
     }
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
 
 
 def _preprocessing(loaded: LoadedModel) -> dict | None:
@@ -75,3 +80,45 @@ def _metrics_summary(validation: dict | None) -> dict | None:
         return validation
     return {"reference": validation["reference"]["overall"], "artifact": validation["artifact"]["overall"],
             "guard_rails": {k: validation["guard_rails"][k] for k in ("passed", "rows")}}
+
+
+def listed_files(folder: Path) -> set[str]:
+    """The names the manifest in ``folder`` lists (none when it has no readable manifest)."""
+    try:
+        return set(_hashes(folder / MANIFEST))
+    except (OSError, InputError):
+        return set()
+
+
+def verify_folder(artifact: Path) -> None:
+    """Raise a one-line InputError if ``artifact`` sits in a build folder (one with a manifest) whose files no
+    longer match the manifest's sha256, or is not one of them; a folder without a manifest is not checked."""
+    path = artifact.parent / MANIFEST
+    if not path.is_file():
+        return
+    override = "rebuild it, or pass --no-verify to use it anyway"
+    hashes = _hashes(path)
+    if artifact.name not in hashes:
+        raise InputError(f"{artifact.name} is not one of the files the manifest of its build folder {artifact.parent} "
+                         f"vouches for: {override}")
+    changed = [name for name, digest in sorted(hashes.items())
+               if not (artifact.parent / name).is_file() or sha256(artifact.parent / name) != digest]
+    if changed:
+        raise InputError(f"the build folder {artifact.parent} no longer matches its manifest ({', '.join(changed)} "
+                         f"changed or missing since the build): {override}")
+
+
+def _hashes(path: Path) -> dict[str, str]:
+    """File name -> sha256 from a manifest; InputError when it is not one (names with a folder part included)."""
+    try:
+        files = json.loads(path.read_text())["files"]
+        hashes = {name: entry["sha256"] for name, entry in files.items()}
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path} is not a readable medexport manifest ({type(exc).__name__}): rebuild the folder, "
+                         "or pass --no-verify") from None
+    if not all(isinstance(name, str) and isinstance(digest, str) and Path(name).name == name
+               and name not in ("", ".", "..")
+               for name, digest in hashes.items()):
+        raise InputError(f"{path} lists a file outside its folder or a malformed hash: rebuild the folder, or pass "
+                         "--no-verify")
+    return hashes

@@ -1,4 +1,9 @@
-"""The verbs that run part of the chain: `export`, `quantize`, `compress`; compositions of the shared stages."""
+"""The verbs that run part of the chain: `export`, `quantize`, `compress`; compositions of the shared stages.
+
+Each checks its output folder before any work and writes through a staging folder beside it (``_outdir``): a
+failed or interrupted verb leaves the folder as it was, and one that writes into a build folder removes that
+build's manifest and reports, which no longer describe the folder.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +13,7 @@ from typing import Any
 from medexport._io import write_json
 from medexport.errors import GuardRailError, InputError
 from medexport.pipeline._compress import compress
+from medexport.pipeline._outdir import check_out, staged
 from medexport.pipeline._stages import export_checked, original_runner, quantize, raise_guard_rail, reject_on_failure, validate
 from medexport.pipeline.config import BuildConfig
 from medexport.pipeline.context import RunContext, Stage, quiet_stage, reference_runner
@@ -15,11 +21,12 @@ from medexport.pipeline.context import RunContext, Stage, quiet_stage, reference
 
 def run_export(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, Any]:
     """Only the first stages: load, export ``model.onnx`` into ``config.out_dir``, parity against torch."""
+    check_out(config.out_dir)
     ctx = RunContext(config, stage)
-    onnx_path = config.out_dir / "model.onnx"
-    info = export_checked(ctx, onnx_path, "exported ONNX")
+    with staged(config.out_dir, build=False) as out:
+        info = export_checked(ctx, out / "model.onnx", "exported ONNX")
     info["parity"] = info.pop("onnx_parity", None)  # None: an ONNX input has no torch model to compare with
-    info["path"] = str(onnx_path)
+    info["path"] = str(config.out_dir / "model.onnx")
     return info
 
 
@@ -30,17 +37,19 @@ def run_quantize(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
 
     With the nncf engine: NNCF's OpenVINO IR ``model.int8.nncf.xml`` instead, checked against the same guard
     rails (and removed if it breaks them)."""
+    check_out(config.out_dir)
     ctx = RunContext(config, stage)
     with stage("load"):  # before any work: no real calibration data is an error, never random data
         ctx.read_inputs()
-    onnx_path = config.out_dir / "model.onnx"
-    export_checked(ctx, onnx_path, "exported ONNX")
-    nncf = config.quantization.engine == "nncf"
-    with stage("quantize (nncf)" if nncf else "quantize"):
-        recipe = quantize(ctx, onnx_path)
-    if nncf and ctx.labelled() is not None and config.validate:
-        recipe.update(_validate_ir(ctx, onnx_path, config.out_dir / recipe["quantization"]["path"]))
-    write_json(config.out_dir / "quantize.json", recipe)
+    with staged(config.out_dir, build=False) as out:
+        onnx_path = out / "model.onnx"
+        export_checked(ctx, onnx_path, "exported ONNX")
+        nncf = config.quantization.engine == "nncf"
+        with stage("quantize (nncf)" if nncf else "quantize"):
+            recipe = quantize(ctx, onnx_path)
+        if nncf and ctx.labelled() is not None and config.validate:
+            recipe.update(_validate_ir(ctx, onnx_path, out / recipe["quantization"]["path"]))
+        write_json(out / "quantize.json", recipe)
     return recipe
 
 
@@ -77,21 +86,25 @@ def run_compress(config: BuildConfig, stage: Stage = quiet_stage) -> dict[str, A
         raise InputError("no compression method given")
     if config.target is not None:   # no backend is built: passes measure on OpenVINO unless told otherwise
         config = dataclasses.replace(config, target=None)
+    check_out(config.out_dir)
     ctx = RunContext(config, stage)
     with stage("load"):
         ctx.read_inputs()
-    record, tuned = compress(ctx)
-    result: dict[str, Any] = {"compression": record}
-    if tuned is not None:
-        result["finetune"] = tuned
-    onnx_path = config.out_dir / "model.compressed.onnx"
-    result["export"] = export_checked(ctx, onnx_path, "compressed ONNX")
-    result["onnx_parity"] = result["export"].pop("onnx_parity")
-    if ctx.labelled() is not None and config.validate:
-        with stage("validate against the original"):
-            compressed = reference_runner(ctx.loaded, onnx_path)
-            result["validation"] = validate(ctx, original_runner(ctx, compressed), compressed, artifact=onnx_path.name)
-    write_json(config.out_dir / "compress.json", result)
+    with staged(config.out_dir, build=False) as out:
+        record, tuned = compress(ctx)
+        result: dict[str, Any] = {"compression": record}
+        if tuned is not None:
+            result["finetune"] = tuned
+        onnx_path = out / "model.compressed.onnx"
+        result["export"] = export_checked(ctx, onnx_path, "compressed ONNX")
+        result["onnx_parity"] = result["export"].pop("onnx_parity")
+        if ctx.labelled() is not None and config.validate:
+            with stage("validate against the original"):
+                compressed = reference_runner(ctx.loaded, onnx_path)
+                result["validation"] = validate(ctx, original_runner(ctx, compressed), compressed,
+                                                artifact=onnx_path.name)
+        write_json(out / "compress.json", result)
+    # a broken guard rail is this verb's finding, not a failure to finish: its files stay for the user to see
     rails = (result.get("validation") or {}).get("guard_rails")
     if rails and not rails["passed"]:
         raise GuardRailError(rails["message"] + " (relax with --max-overall-drop/--max-class-drop, or compress less)")

@@ -6,8 +6,10 @@ the user passes ``trust_pickle=True`` (``--trust-pickle``), because unpickling r
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -235,7 +237,8 @@ def _load_exported(path: Path, spec: ModelSpec) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f"torch.export file not found: {path}")
     try:
-        program = torch.export.load(str(path))
+        with _quiet_logger("torch.export"):   # it logs the traceback of a file it cannot read before raising
+            program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"{path.name} is not a loadable torch.export program: {(str(exc).splitlines() or [''])[0][:200]}") from exc
     example = program.example_inputs[0][0] if program.example_inputs and program.example_inputs[0] else None
@@ -244,6 +247,18 @@ def _load_exported(path: Path, spec: ModelSpec) -> LoadedModel:
         raise InputError(f"{path.name} carries no example input: pass --input-shape")
     return LoadedModel(spec.name or path.stem, "exported", tuple(shape), module=program.module(),
                        provenance={"exported_sha256": sha256(path)})
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Errors only from the logger ``name`` while the block runs (ours are the one-line messages)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _load_onnx(path: Path, spec: ModelSpec) -> LoadedModel:

@@ -13,20 +13,28 @@ from medexport import __version__
 from medexport.errors import MedexportError
 
 
-class UserError(click.ClickException):
-    """A :class:`~medexport.errors.MedexportError` as click shows errors: one line, exit 1, also under click's
-    own runner (``CliRunner``, ``standalone_mode``)."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"medexport: error: {self.format_message()}", file=file, err=True)
-
-
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
+    """In click's standalone mode (:func:`main`, ``CliRunner``, a plain ``cli()`` call) every error is one line and
+    a non-zero exit; with ``standalone_mode=False`` errors are raised for the caller."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            return super().invoke(ctx)
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.Abort:
+            click.echo("medexport: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"medexport: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
         except MedexportError as exc:
-            raise UserError(str(exc)) from None
+            click.echo(f"medexport: error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("medexport: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -50,17 +58,4 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user errors into one line and a non-zero exit."""
-    try:
-        cli.main(args=argv, prog_name="medexport", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("medexport: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        click.echo(f"medexport: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
-    except MedexportError as exc:
-        click.echo(f"medexport: error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("medexport: interrupted", err=True)
-        sys.exit(130)
+    cli.main(args=argv, prog_name="medexport")

@@ -91,6 +91,8 @@ def user_data(data_path: str | Path, labels_path: str | Path | None, input_shape
 
 
 def _read_npz(path: Path, input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    import zipfile
+
     from medexport.errors import DataError
 
     if not path.is_file():
@@ -100,8 +102,8 @@ def _read_npz(path: Path, input_shape: Sequence[int]) -> tuple[np.ndarray, np.nd
             if "images" not in npz or "labels" not in npz:
                 raise DataError(f"{path.name} must hold 'images' and 'labels' arrays")
             images, labels = npz["images"], npz["labels"]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path.name} is not a readable .npz file: {str(exc).splitlines()[0][:150]}") from exc
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:   # truncated or random bytes
+        raise DataError(f"{path.name} is not a readable .npz file: {(str(exc).splitlines() or [''])[0][:150]}") from exc
     if len(images) == 0 or len(images) != len(labels):
         raise DataError(f"{path.name} holds {len(images)} images and {len(labels)} labels")
     if tuple(images.shape[1:]) != tuple(input_shape[1:]):

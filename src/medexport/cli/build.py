@@ -121,4 +121,8 @@ def _summary(out, report: dict, out_dir: Path) -> None:
                   f"(batch {art['batch']}), {ratio}")
         if latency.get("warning"):
             out.print(f"[yellow]warning:[/yellow] {latency['warning']}")
+        budget = latency.get("budget") or {}
+        if budget.get("capped"):
+            out.print(f"[yellow]note:[/yellow] latency stopped at its {budget['seconds']:g} s budget "
+                      f"({budget['timed_calls'][target]} timed calls of the artifact; --latency-seconds for more)")
     out.print(f"wrote {out_dir}/ (manifest.json, report.json, report.md)")

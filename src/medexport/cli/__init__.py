@@ -6,11 +6,12 @@ exits 1, with no traceback. Usage errors (unknown option or choice) also print o
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from medexport import __version__
-from medexport.errors import MedexportError
+from medexport.errors import DataWarning, MedexportError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -33,9 +34,12 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    """Console entry point: run the CLI, turning user errors into one line and a non-zero exit, and data warnings
+    (files skipped, with their reasons) into one line each."""
     try:
-        cli.main(args=argv, prog_name="medexport", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            cli.main(args=argv, prog_name="medexport", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("medexport: aborted", err=True)
         sys.exit(130)
@@ -48,3 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("medexport: interrupted", err=True)
         sys.exit(130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, DataWarning):
+        click.echo(f"medexport: warning: {message}", err=True)
+    else:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))

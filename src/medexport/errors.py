@@ -34,3 +34,7 @@ class ParityError(MedexportError):
 
 class GuardRailError(MedexportError):
     """A clinical guard rail (overall or per-class metric drop) was broken."""
+
+
+class DataWarning(UserWarning):
+    """Images were usable but not all of them (files skipped, with reasons); the CLI prints it on one line."""

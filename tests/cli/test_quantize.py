@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from medexport.calibration.qdq_check import check_qdq
@@ -129,3 +130,65 @@ def test_an_onnxruntime_int8_build_says_when_it_is_slower_than_fp32(tmp_path):
     assert latency["speedup_vs_fp32"] < 1.0
     assert "ran slower than onnxruntime FP32" in latency["warning"] and "ort-u8s8" in latency["warning"]
     assert "Speedup over the same runtime in FP32" in (tmp_path / "report.md").read_text()
+
+
+def in_process(capsys, tmp_path, *args) -> tuple[int, str]:
+    """Run the CLI in this process (no interpreter start-up): its exit code and what it wrote to stderr."""
+    from medexport.cli import main
+
+    try:
+        main([*args[:1], "--out", str(tmp_path / "q"), *args[1:]])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("pydicom.pixels").pixels.get_decoder("1.2.840.10008.1.2.4.80").is_available,
+                    reason="a JPEG-LS decoder is installed here")
+def test_too_few_usable_calibration_images_are_refused_and_min_calib_accepts_them(tmp_path, capsys):
+    """One readable MRI and one JPEG-LS file no decoder here reads: one image is too few to calibrate on unless
+    --min-calib says so; either way the skipped file is reported with the package that reads it."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), calib / "mr.dcm")
+    shutil.copy(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), calib / "mr_jls.dcm")
+    code, err = in_process(capsys, tmp_path, "quantize", "--calib", str(calib), *TINY)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith(
+        "medexport: error: only 1 usable calibration image in --calib, fewer than the minimum of 8; 1 file gave "
+        "none: mr_jls.dcm (no decoder installed for its JPEG-LS Lossless Image Compression pixel data: pip install "
+        '"medexport[dicom]"')
+    assert not (tmp_path / "q" / "model.int8.qdq.onnx").exists()
+
+    code, err = in_process(capsys, tmp_path, "quantize", "--calib", str(calib), "--min-calib", "1", *TINY)
+    assert code == 0, err
+    assert "medexport: warning: skipped 1 of 2 image files: mr_jls.dcm (no decoder installed" in err
+    data = json.loads((tmp_path / "q" / "quantize.json").read_text())["calibration_data"]
+    assert data["count"] == 1 and data["skipped_files"] == 1
+    assert any('"medexport[dicom]"' in reason for reason in data["skipped_reasons"])
+    assert "mr_jls" not in json.dumps(data)
+
+
+def test_a_3d_model_calibrates_on_npy_crops_saved_with_a_channel_axis(tmp_path, capsys, shared_data):
+    """Crops of a real brain MRI saved as (1, D, H, W), as a 3D training pipeline saves them."""
+    import SimpleITK as sitk
+
+    vol = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "pyradiomics" / "brain1_image.nrrd")))
+    calib = tmp_path / "crops"
+    calib.mkdir()
+    for i in range(8):
+        y, x = 64 + 16 * (i // 4), 64 + 16 * (i % 4)
+        np.save(calib / f"crop{i}.npy", vol[None, 4:20, y:y + 96, x:x + 96].astype(np.float32))
+    net = json.dumps({"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})
+    code, err = in_process(capsys, tmp_path, "quantize", "--calib", str(calib), "--model", "monai.networks.nets:UNet",
+                           "--input-shape", "1x1x16x32x32", "--model-kwargs", net)
+    assert code == 0, err
+    data = json.loads((tmp_path / "q" / "quantize.json").read_text())["calibration_data"]
+    assert data["count"] == 8 and data["skipped_files"] == 0
+    assert {tuple(source["shape"]) for source in data["sources"]} == {(16, 96, 96)}
+    assert check_qdq(tmp_path / "q" / "model.int8.qdq.onnx") == []

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medexport.errors import DataError, DataWarning
 from medexport.imaging import PreprocessSpec, load_images
 from medexport.imaging.readers import read_unit
 
@@ -121,3 +122,45 @@ def test_npy_and_npz_volumes(tmp_path, pyradiomics):
     b = load_images(tmp_path / "breast.npz", raw_spec(*vol.shape)).images
     np.testing.assert_array_equal(a[0, 0], vol)
     np.testing.assert_array_equal(b, a)
+
+
+def test_palette_colour_ultrasound_reads_as_rgb_through_its_lookup_table(dicom_file):
+    from pydicom.pixels import apply_color_lut
+
+    path = dicom_file("OBXXXX1A.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    got = load_images(path, raw_spec(600, 800, channels=3)).images[0]
+    np.testing.assert_array_equal(got, np.moveaxis(apply_color_lut(ds.pixel_array, ds), -1, 0))
+    assert np.abs(got[0] - got[2]).max() > 1000               # real colour, not one index repeated three times
+
+
+@pytest.mark.parametrize("layout", [(64, 64), (1, 64, 64), (64, 64, 1), (1, 1, 64, 64)])
+def test_2d_npy_with_or_without_a_channel_axis_is_one_2d_image(tmp_path, dicom_file, layout):
+    grey = pydicom.dcmread(dicom_file("MR_small.dcm")).pixel_array.astype(np.float32)
+    np.save(tmp_path / "mr.npy", grey.reshape(layout))
+    got = load_images(tmp_path / "mr.npy", raw_spec(64, 64))
+    assert got.images.shape == (1, 1, 64, 64) and got.records[0].shape == (64, 64)
+    np.testing.assert_array_equal(got.images[0, 0], grey)
+    with pytest.raises(DataError, match=r"is 3D but mr\.npy is a 2D image"):   # never stretched into a volume
+        load_images(tmp_path / "mr.npy", raw_spec(8, 64, 64))
+
+
+@pytest.mark.parametrize("layout", ["CDHW", "DHWC", "DHW", "NCDHW"])
+def test_3d_npy_with_or_without_a_channel_axis_is_one_volume(tmp_path, pyradiomics, layout):
+    sitk = pytest.importorskip("SimpleITK")
+    vol = sitk.GetArrayFromImage(sitk.ReadImage(str(pyradiomics / "breast1_image.nrrd"))).astype(np.float32)
+    saved = {"CDHW": vol[None], "DHWC": vol[..., None], "DHW": vol, "NCDHW": vol[None, None]}[layout]
+    np.save(tmp_path / "breast.npy", saved)
+    got = load_images(tmp_path / "breast.npy", raw_spec(*vol.shape))
+    assert got.images.shape == (1, 1, *vol.shape)
+    np.testing.assert_array_equal(got.images[0, 0], vol)
+
+
+def test_an_array_of_no_image_shape_is_refused_with_its_shape(tmp_path, dicom_file):
+    grey = pydicom.dcmread(dicom_file("MR_small.dcm")).pixel_array.astype(np.float32)
+    np.save(tmp_path / "mr.npy", grey)
+    np.save(tmp_path / "stack.npy", np.stack([grey[None]] * 2))            # (2, 1, 64, 64): which axis is what?
+    with pytest.warns(DataWarning, match=r"stack\.npy \(a NumPy array of shape \(2, 1, 64, 64\) is not an image"):
+        data = load_images(tmp_path, raw_spec(64, 64))
+    assert len(data) == 1

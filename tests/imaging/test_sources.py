@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medexport.imaging import ImageSet, PreprocessSpec, load_images, load_labeled
-from medexport.errors import DataError
+from medexport.errors import DataError, DataWarning
 
 pydicom = pytest.importorskip("pydicom")
 SPEC = PreprocessSpec(spatial_size=(64, 64))
@@ -35,10 +35,12 @@ def test_mixed_folder_loads_the_readable_files_and_names_the_corrupt_one(tmp_pat
     shutil.copy(dicom_file("CT_small.dcm"), tmp_path / "ct.dcm")
     truncated_copy(dicom_file("CT_small.dcm"), tmp_path / "broken.dcm")
     truncated_copy(dicom_file("MR_small.dcm"), tmp_path / "header_only.dcm", keep=0.05)
-    data = load_images(tmp_path, SPEC)
+    with pytest.warns(DataWarning, match=r"skipped 2 of 4 image files: .*broken\.dcm \(not a readable DICOM file"):
+        data = load_images(tmp_path, SPEC)
     assert len(data) == 2 and data.images.shape == (2, 1, 64, 64)
-    assert sorted(data.skipped) == ["broken.dcm", "header_only.dcm"]
+    assert sorted(name for name, _ in data.skipped) == ["broken.dcm", "header_only.dcm"]
     assert data.manifest()["skipped_files"] == 2
+    assert "header_only.dcm" not in json.dumps(data.manifest())    # reasons are counted, files not named
     assert 0.0 <= data.images.min() and data.images.max() <= 1.0
     assert data.images.reshape(2, -1).std(axis=1).min() > 0.1    # real anatomy, not a blank
 
@@ -168,3 +170,43 @@ def test_labeled_lists_of_pairs_are_sampled_together(pyradiomics):
                          [pyradiomics / f"{n}_label.nrrd" for n in names],
                          PreprocessSpec(spatial_size=(48, 48)), max_samples=8, seed=1)
     np.testing.assert_array_equal(data.labels, again.labels)
+
+
+def test_dicom_objects_that_are_not_images_are_skipped_with_their_kind(tmp_path, dicom_file):
+    """A SEG or an RT dose grid holds pixel data but is no image to calibrate on; an SR holds no pixels at all."""
+    from pydicom.uid import SegmentationStorage
+
+    shutil.copy(dicom_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    seg = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    seg.SOPClassUID = seg.file_meta.MediaStorageSOPClassUID = SegmentationStorage
+    seg.Modality = "SEG"
+    seg.save_as(tmp_path / "seg.dcm")
+    shutil.copy(dicom_file("rtdose.dcm"), tmp_path / "dose.dcm")
+    shutil.copy(dicom_file("test-SR.dcm"), tmp_path / "report.dcm")
+    with pytest.warns(DataWarning, match="skipped 3 of 4 image files"):
+        data = load_images(tmp_path, SPEC)
+    assert len(data) == 1
+    assert dict(data.skipped) == {"seg.dcm": "not an image (Segmentation Storage, modality SEG)",
+                                  "dose.dcm": "not an image (RT Dose Storage, modality RTDOSE)",
+                                  "report.dcm": "not an image (Comprehensive SR Storage, modality SR)"}
+
+
+@pytest.mark.skipif(__import__("pydicom.pixels").pixels.get_decoder("1.2.840.10008.1.2.4.80").is_available,
+                    reason="a JPEG-LS decoder is installed here")
+def test_jpeg_ls_without_a_decoder_is_skipped_naming_the_package_to_install(tmp_path, dicom_file):
+    shutil.copy(dicom_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    shutil.copy(dicom_file("MR_small_jpeg_ls_lossless.dcm"), tmp_path / "mr_jls.dcm")
+    with pytest.warns(DataWarning, match=r'mr_jls\.dcm \(no decoder installed for its JPEG-LS Lossless Image '
+                                         r'Compression pixel data: pip install "medexport\[dicom\]"'):
+        data = load_images(tmp_path, SPEC)
+    assert len(data) == 1 and [name for name, _ in data.skipped] == ["mr_jls.dcm"]
+    reasons = data.manifest()["skipped_reasons"]
+    assert list(reasons.values()) == [1] and "pyjpegls" in next(iter(reasons))
+    assert "mr_jls" not in json.dumps(data.manifest())
+
+
+def test_label_maps_beside_their_images_are_skipped(pyradiomics):
+    with pytest.warns(DataWarning, match=r"breast1_label\.nrrd \(a label map, not an image \(named so, 2 integer"):
+        data = load_images([pyradiomics / "breast1_image.nrrd", pyradiomics / "breast1_label.nrrd"],
+                           PreprocessSpec(spatial_size=(32, 32), max_slices_per_volume=4))
+    assert len(data.records) == 1 and len(data) == 4

@@ -6,11 +6,12 @@ exits 1, with no traceback. Usage errors (unknown option or choice) also print o
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from medexport import __version__
-from medexport.errors import MedexportError
+from medexport.errors import DataWarning, MedexportError
 
 
 class _Group(click.Group):
@@ -21,7 +22,9 @@ class _Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                code = super().main(args, prog_name, complete_var, False, **extra)
         except click.exceptions.Abort:
             click.echo("medexport: aborted", err=True)
             sys.exit(130)
@@ -59,3 +62,11 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user errors into one line and a non-zero exit."""
     cli.main(args=argv, prog_name="medexport")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Data warnings (files skipped, with their reasons) as one line each; others as Python prints them."""
+    if issubclass(category, DataWarning):
+        click.echo(f"medexport: warning: {message}", err=True)
+    else:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))

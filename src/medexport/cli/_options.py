@@ -171,9 +171,13 @@ def parity_options(func: Callable) -> Callable:
 
 
 def calib_options(help_text: str) -> Callable:
-    """--calib/--calib-samples: the real unlabelled images calibration and fine-tuning read."""
+    """--calib/--calib-samples/--min-calib: the real unlabelled images calibration and fine-tuning read."""
+    from medexport.pipeline.config import MIN_CALIB
 
     def decorate(func: Callable) -> Callable:
+        func = click.option("--min-calib", type=int, default=MIN_CALIB, show_default=True,
+                            help="Refuse --calib when fewer usable images than this remain after skipping the files "
+                                 "that give none (or than --calib-samples, if lower).")(func)
         func = click.option("--calib-samples", type=int, default=256, show_default=True,
                             help="At most this many calibration images.")(func)
         return click.option("--calib", default=None, help=help_text)(func)
@@ -197,12 +201,14 @@ def data_options(func: Callable) -> Callable:
     return func
 
 
-def data_config(data_path, labels_path, task, classes, calib=None, calib_samples=256):
+def data_config(data_path, labels_path, task, classes, calib=None, calib_samples=256, min_calib=None):
     """The DataConfig of the image options a command received."""
     from medexport.pipeline import DataConfig
+    from medexport.pipeline.config import MIN_CALIB
 
     return DataConfig(data=data_path, labels=labels_path, task=task,
-                      classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples)
+                      classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples,
+                      min_calib=MIN_CALIB if min_calib is None else min_calib)
 
 
 def model_spec(model, weights, model_kwargs, spec_file, input_shape, static_batch, trust_pickle) -> ModelSpec:

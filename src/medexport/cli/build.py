@@ -37,7 +37,8 @@ _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "dat
 @calib_options("Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
 def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, target, device, out_dir,
             recipe, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
-            latency_seconds, precision, calib, calib_samples, calib_method, int8_engine, accuracy_control, int8_layout,
+            latency_seconds, precision, calib, calib_samples, min_calib, calib_method, int8_engine, accuracy_control,
+            int8_layout,
             **model_kw) -> None:
     """Export, build for TARGET, check parity and guard rails, measure latency, write a manifest."""
     from medexport.errors import InputError
@@ -66,7 +67,7 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
             model=model_spec(**model_kw), out_dir=Path(out_dir or "out/pending"), target=target, device=device,
             simplify=not no_simplify, parity=ParityConfig(tolerance, rtol),
             rails=GuardRails(max_overall_drop, max_class_drop),
-            data=data_config(data_path, labels_path, task, classes, calib, calib_samples),
+            data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib),
             compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
             quantization=QuantizationConfig(precision=precision, engine=int8_engine, layout=int8_layout,
                                             method=calib_method, accuracy_control=accuracy_control),

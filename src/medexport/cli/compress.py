@@ -18,7 +18,7 @@ from medexport.cli._options import (PassOptionsCommand, calib_options, compressi
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @rail_options
 def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, calib, calib_samples,
-            out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
+            min_calib, out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
     """Factorize layers (low-rank: to --budget, --latency or a rank rule) or remove --ratio of channels (prune-*,
     merge), or both in a chain; write OUT/model.compressed.onnx and compress.json (every layer or group changed)."""
     from medexport.evaluation import GuardRails
@@ -27,7 +27,7 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), target=None,
                          compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
                          rails=GuardRails(max_overall_drop, max_class_drop),
-                         data=data_config(data_path, labels_path, task, classes, calib, calib_samples))
+                         data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib))
     out = console()
     result = run_compress(config, stage_printer(out))
     record = result["compression"]

@@ -20,7 +20,7 @@ from medexport.cli._options import (calib_options, console, int8_engine_options,
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @rail_options
 @int8_engine_options
-def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, max_class_drop, int8_engine,
+def command(calib, calib_samples, min_calib, method, exclude, out_dir, max_overall_drop, max_class_drop, int8_engine,
             accuracy_control, int8_layout, **model_kw) -> None:
     """Calibrate and write OUT/model.int8.qdq.onnx (symmetric int8, per-channel weights, TensorRT-ready unless
     --int8-layout picks a one-backend layout)."""
@@ -33,7 +33,7 @@ def command(calib, calib_samples, method, exclude, out_dir, max_overall_drop, ma
               if option is not None and option.backends]
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir),
                          rails=GuardRails(max_overall_drop, max_class_drop),
-                         data=DataConfig(calib=calib, calib_samples=calib_samples),
+                         data=DataConfig(calib=calib, calib_samples=calib_samples, min_calib=min_calib),
                          quantization=QuantizationConfig(precision="int8", engine=int8_engine, layout=int8_layout,
                                                          method=method, exclude=tuple(exclude),
                                                          accuracy_control=accuracy_control),

@@ -1,7 +1,9 @@
 """DICOM with pydicom: single images, multi-frame files and slice series assembled into one volume.
 
-Pixels get the modality LUT (RescaleSlope/Intercept) and MONOCHROME1 is inverted so bright means
-dense everywhere. Tags are read here and dropped here: only pixels and geometry leave this module.
+Pixels get the modality LUT (RescaleSlope/Intercept), PALETTE COLOR gets its colour lookup table (so
+palette ultrasound reads as RGB) and MONOCHROME1 is inverted so bright means dense everywhere. Objects
+that are not images (SEG, RTSTRUCT, SR, ...) and pixel data no installed decoder reads are refused with
+a reason. Tags are read here and dropped here: only pixels, geometry and reasons leave this module.
 """
 from __future__ import annotations
 
@@ -11,9 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from medexport.imaging._image import LPS_TO_RAS, RawImage, diagonal_affine
+from medexport.imaging._image import LPS_TO_RAS, RawImage, Unusable, diagonal_affine
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+DECODER_HINT = 'pip install "medexport[dicom]" (python-gdcm, pyjpegls, pylibjpeg-openjpeg)'
+# Storage classes that hold no image to calibrate or validate on, even those with pixel data (a SEG's masks, an RT
+# dose grid): segmentation/registration/raw data (66.*), RT objects but RT Image (481.*), structured reports and
+# key-object selections (88.*), presentation states (11.*), encapsulated documents (104.*) and waveforms (9.*).
+_NON_IMAGE_CLASSES = tuple(f"1.2.840.10008.5.1.4.1.1.{n}." for n in ("66", "481", "88", "11", "104", "9"))
+_RT_IMAGE = "1.2.840.10008.5.1.4.1.1.481.1"
+_NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "KO", "PR", "REG", "DOC"}
 
 
 def is_dicom(path: Path) -> bool:
@@ -30,27 +39,31 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def group_series(paths: Sequence[Path]) -> tuple[list[tuple[Path, ...]], list[Path]]:
+def group_series(paths: Sequence[Path]) -> tuple[list[tuple[Path, ...]], list[tuple[Path, str]]]:
     """Group single-frame slices of one series into volumes; other files stay alone.
 
-    Returns (units, unreadable): each unit is a tuple of paths (one file, or a series in any order).
-    Slices are grouped by series and pixel grid; a group whose slices share one position is not a
-    volume (e.g. copies of one X-ray) and stays as separate images.
+    Returns (units, refused): each unit is a tuple of paths (one file, or a series in any order); each refused
+    file comes with the reason it holds no usable image. Slices are grouped by series and pixel grid; a group
+    whose slices share one position is not a volume (e.g. copies of one X-ray) and stays as separate images.
     """
     import pydicom
 
     groups: dict[tuple, list[tuple[Path, tuple | None]]] = defaultdict(list)
     units: list[tuple[Path, ...]] = []
-    unreadable: list[Path] = []
+    refused: list[tuple[Path, str]] = []
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            rows, cols = int(ds.Rows), int(ds.Columns)
-        except Exception:  # any parse failure means this file cannot be used; the caller reports it
-            unreadable.append(path)
+        except Exception as exc:  # any parse failure means this file cannot be used; the caller reports it
+            refused.append((path, f"not a readable DICOM file ({type(exc).__name__})"))
             continue
+        reason = _not_an_image(ds)
+        if reason is not None:
+            refused.append((path, reason))
+            continue
+        rows, cols = int(ds.Rows), int(ds.Columns)
         series = ds.get("SeriesInstanceUID")
-        if series is None or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if series is None or int(ds.get("NumberOfFrames", 1) or 1) > 1 or _colour(ds):
             units.append((path,))
             continue
         ipp = ds.get("ImagePositionPatient")
@@ -62,25 +75,76 @@ def group_series(paths: Sequence[Path]) -> tuple[list[tuple[Path, ...]], list[Pa
         else:
             units.extend((p,) for p, _ in members)
     units.sort(key=lambda u: str(u[0]))
-    return units, unreadable
+    return units, refused
+
+
+def _not_an_image(ds) -> str | None:
+    """Why a dataset (read up to its pixel data) holds no image, or None: by SOP class and modality, then by
+    the image size an image carries. The reason quotes the SOP class's standard name and the modality only,
+    never a tag that can name a patient."""
+    sop = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "")).upper()
+    kind = f"{_uid_name(sop)}, modality {modality or 'none'}"
+    if (sop.startswith(_NON_IMAGE_CLASSES) and sop != _RT_IMAGE) or modality in _NON_IMAGE_MODALITIES:
+        return f"not an image ({kind})"
+    if ds.get("Rows") is None or ds.get("Columns") is None:
+        return f"no image size (Rows/Columns) in its header: truncated, or not an image ({kind})"
+    return None
+
+
+def _uid_name(uid: str) -> str:
+    """The standard name of a UID ('Segmentation Storage'), or the UID when pydicom does not know it."""
+    from pydicom.uid import UID
+
+    return UID(uid).name if uid else "no SOP class"
 
 
 def read_dicom(paths: tuple[Path, ...]) -> list[RawImage]:
-    """Read one DICOM file (2D or multi-frame) or a series of single-frame slices as one volume."""
+    """Read one DICOM file (2D or multi-frame) or a series of single-frame slices as one volume.
+
+    Pixel data compressed in a transfer syntax no installed decoder reads is :class:`Unusable`, with the
+    package to install in the reason.
+    """
     import pydicom
 
     if len(paths) == 1:
         ds = pydicom.dcmread(paths[0])
+        _check_decodable(ds)
         return [_single(ds)]
-    return [_series([pydicom.dcmread(p) for p in paths])]
+    slices = [pydicom.dcmread(p) for p in paths]
+    for ds in slices:
+        _check_decodable(ds)
+    return [_series(slices)]
+
+
+def _check_decodable(ds) -> None:
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # pydicom has no decoder at all for this transfer syntax
+        raise Unusable(f"pixel data in {syntax.name}, which pydicom cannot decode") from None
+    if not available:
+        raise Unusable(f"no decoder installed for its {syntax.name} pixel data: {DECODER_HINT}")
+
+
+def _colour(ds) -> bool:
+    """Whether pixels come out with a colour axis: several samples per pixel, or palette indices to look up."""
+    return (int(ds.get("SamplesPerPixel", 1)) > 1
+            or str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR")
 
 
 def _pixels(ds) -> np.ndarray:
-    """Modality-LUT pixels as float32, colour last (pydicom layout)."""
-    from pydicom.pixels import apply_modality_lut
+    """Modality-LUT pixels as float32, colour last (pydicom layout); palette indices through their colour LUT."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     arr = ds.pixel_array
-    if int(ds.get("SamplesPerPixel", 1)) == 1:
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:
         arr = apply_modality_lut(arr, ds)
     return np.asarray(arr, dtype=np.float32)
 
@@ -107,8 +171,7 @@ def _in_plane_spacing(ds) -> tuple[float, float]:
 def _single(ds) -> RawImage:
     arr = _invert_if_monochrome1(_pixels(ds), ds)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    colour = int(ds.get("SamplesPerPixel", 1)) > 1
-    if colour:
+    if _colour(ds):
         arr = np.moveaxis(arr, -1, 0)  # (H, W, 3) or (F, H, W, 3) -> channels first
     else:
         arr = arr[None]

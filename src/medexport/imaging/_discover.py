@@ -27,8 +27,9 @@ class Unit:
         return name if len(self.paths) == 1 else f"{name} (series of {len(self.paths)} files)"
 
 
-def discover(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Unit], list[Path]]:
-    """Sources found under ``source`` in path order, and DICOM files whose header cannot be read."""
+def discover(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Unit], list[tuple[Path, str]]]:
+    """Sources found under ``source`` in path order, and the DICOM files refused from their header, each with why
+    (unreadable, or not an image: SEG, RTSTRUCT, SR, ...)."""
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not items:
         raise DataError("no image source given: pass a folder, a file or a list of files")
@@ -50,7 +51,7 @@ def discover(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[l
             files.append((path, fmt))
     dicom = [p for p, fmt in files if fmt == "dicom"]
     units = [Unit(fmt, (p,)) for p, fmt in files if fmt != "dicom"]
-    series, unreadable = group_series(dicom) if dicom else ([], [])
+    series, refused = group_series(dicom) if dicom else ([], [])
     units.extend(Unit("dicom", paths) for paths in series)
     units.sort(key=lambda u: str(u.paths[0]))
-    return units, unreadable
+    return units, refused

@@ -5,8 +5,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medexport.errors import DataError
+
 # DICOM and ITK store world coordinates in LPS; MONAI and NIfTI use RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class Unusable(DataError):
+    """A file that holds no usable image, and why: the loader skips it and reports the reason.
+
+    The reason names no file and no DICOM tag value, so a manifest may count reasons without naming a patient.
+    """
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medexport.imaging._dicom import is_dicom, read_dicom
-from medexport.imaging._image import RawImage, affine_from_itk, diagonal_affine
+from medexport.imaging._image import RawImage, Unusable, affine_from_itk, diagonal_affine
 
 _SUFFIX_FORMATS = {
     ".nii": "nifti", ".nii.gz": "nifti",
@@ -18,6 +18,7 @@ _SUFFIX_FORMATS = {
     ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg",
     ".npy": "npy", ".npz": "npz",
 }
+_MAX_CHANNELS = 4  # NumPy arrays: an axis this short is a channel axis (grey, RGB, RGBA, up to 4 MRI contrasts)
 
 
 def detect_format(path: Path) -> str | None:
@@ -84,17 +85,46 @@ def _read_pil(path: Path) -> list[RawImage]:
 
 def _read_numpy(path: Path) -> list[RawImage]:
     # allow_pickle=False: a calibration folder must not be able to run code.
-    loaded = np.load(path, allow_pickle=False)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise Unusable("holds pickled Python objects, which medexport never loads") from None
+        raise
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             key = "image" if "image" in loaded.files else loaded.files[0]
             arr = loaded[key]
     else:
         arr = loaded
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"NumPy images must be (H, W) or (D, H, W), got shape {arr.shape}")
-    arr = np.asarray(arr, dtype=np.float32)[None]
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise Unusable(f"holds a {arr.dtype} array, not image pixels")
+    arr = numpy_layout(np.asarray(arr, dtype=np.float32))
     return [RawImage(arr, diagonal_affine((1.0,) * (arr.ndim - 1)))]
+
+
+def numpy_layout(arr: np.ndarray) -> np.ndarray:
+    """An array as users save images, as ``(C, *spatial)``; a channel axis has at most 4 entries.
+
+    ``(H, W)``; ``(C, H, W)`` or ``(H, W, C)``: 2D. ``(D, H, W)`` (no axis of <= 4): 3D, one channel.
+    ``(C, D, H, W)`` or ``(D, H, W, C)``: 3D. A leading batch axis of one, as a model input is shaped,
+    is dropped first: ``(1, C, H, W)`` with C <= 4 and ``(1, C, D, H, W)``. Anything else is :class:`Unusable`.
+    """
+    shape = arr.shape
+    if arr.size == 0:
+        raise Unusable(f"an empty NumPy array of shape {tuple(shape)}")
+    if (arr.ndim == 4 and shape[0] == 1 and shape[1] <= _MAX_CHANNELS) or (arr.ndim == 5 and shape[0] == 1):
+        arr, shape = arr[0], shape[1:]
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim in (3, 4) and min(shape[1:]) > _MAX_CHANNELS >= shape[0]:
+        return arr
+    if arr.ndim in (3, 4) and min(shape[:-1]) > _MAX_CHANNELS >= shape[-1]:
+        return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
+    if arr.ndim == 3 and min(shape) > _MAX_CHANNELS:
+        return arr[None]
+    raise Unusable(f"a NumPy array of shape {tuple(shape)} is not an image: expected (H, W), (C, H, W), (H, W, C), "
+                   f"(D, H, W), (C, D, H, W) or (D, H, W, C) with C <= {_MAX_CHANNELS}")
 
 
 _READERS = {

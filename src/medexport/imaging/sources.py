@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +23,17 @@ import numpy as np
 from medexport._io import sha256
 from medexport.imaging import _transforms as T
 from medexport.imaging._discover import Unit, discover
-from medexport.imaging._image import RawImage
+from medexport.imaging._image import RawImage, Unusable
 from medexport.imaging._sampling import plan, spread, top_up
 from medexport.imaging.readers import read_unit
 from medexport.imaging.spec import PreprocessSpec
-from medexport.errors import DataError, InputError
+from medexport.errors import DataError, DataWarning, InputError
 
 Source = str | os.PathLike | Sequence[str | os.PathLike]
+# Label maps saved beside their images (pyradiomics' *_label.nrrd, *_mask.nii.gz, *_seg.npy) are not images: a
+# file so named whose values are a few integers is skipped.
+_LABEL_NAME = re.compile(r"[_.-](label|labels|labelmap|mask|masks|seg|segmentation)$", re.IGNORECASE)
+_LABEL_MAX_VALUES = 16
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,13 @@ class ImageSet:
     """Preprocessed images ``(N, C, *spatial_size)`` float32, where each came from, and what was skipped.
 
     ``source_index[i]`` is the index in ``records`` of image i's source (group by scan, not by slice,
-    when splitting or bootstrapping). ``skipped`` holds unreadable file names for the user's eyes only;
-    they never enter :meth:`manifest`.
+    when splitting or bootstrapping). ``skipped`` holds (file name, reason) of every file that gave no
+    image; the names are for the user's eyes only: :meth:`manifest` counts the reasons, never names a file.
     """
 
     images: np.ndarray
     records: list[SourceRecord]
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     spec: PreprocessSpec | None = None
     source_index: np.ndarray | None = None
     labels: np.ndarray | None = None
@@ -80,9 +86,20 @@ class ImageSet:
             "sha256": [h for rec in self.records for h in rec.sha256],
             "sources": [rec.to_dict() for rec in self.records],
             "skipped_files": len(self.skipped),
+            "skipped_reasons": dict(Counter(why for _, why in self.skipped).most_common(5)),
             "labels": self.labels is not None,
             "preprocess": None if self.spec is None else self.spec.to_dict(),
         }
+
+    def skipped_summary(self, limit: int = 3) -> str:
+        """The first skipped files with their reasons, on one line: 'a.dcm (why); b.npy (why) (+4 more)'."""
+        return _summarize(self.skipped, limit)
+
+
+def _summarize(skipped: list[tuple[str, str]], limit: int) -> str:
+    """The first ``limit`` (file name, reason) pairs on one line, and how many more there are."""
+    text = "; ".join(f"{name} ({why})" for name, why in skipped[:limit])
+    return text + (f" (+{len(skipped) - limit} more)" if len(skipped) > limit else "")
 
 
 def load_images(source: Source, spec: PreprocessSpec, *, max_samples: int | None = None, seed: int = 0,
@@ -90,16 +107,20 @@ def load_images(source: Source, spec: PreprocessSpec, *, max_samples: int | None
     """Read a folder, a file or a list of them and preprocess every image with ``spec``.
 
     ``max_samples`` caps the set by stratified, seeded sampling (every source contributes, slices
-    spread over each volume). Unreadable files are skipped and listed; a set with none readable,
+    spread over each volume). Files that give no image (unreadable, no decoder for their compression, a
+    DICOM SEG/RTSTRUCT/SR, a label map, an array of no image shape) are skipped, listed with their reason
+    in ``skipped`` and summarized in a :class:`~medexport.errors.DataWarning`; a set with none readable,
     non-finite pixels or a spec that cannot apply raises :class:`DataError`.
     """
-    units, unreadable = discover(source)
-    return _load(units, None, unreadable, spec, max_samples, seed, progress)
+    units, refused = discover(source)
+    return _warn_skipped(_load(units, None, refused, spec, max_samples, seed, progress),
+                         sum(len(u.paths) for u in units) + len(refused))
 
 
 def load_labeled(images: Source, labels: Source, spec: PreprocessSpec, *, max_samples: int | None = None,
                  seed: int = 0, progress: bool = False) -> ImageSet:
-    """Like :func:`load_images` for image/mask pairs, paired in sorted path order.
+    """Like :func:`load_images` for image/mask pairs, paired in sorted path order (a pair whose image gives
+    none is skipped and reported; a refused file or a mask that cannot be read is a :class:`DataError`).
 
     Masks follow the images' geometry with nearest-neighbour resampling and come back as
     ``labels`` ``(N, *spatial_size)`` int64. E.g. ``load_labeled(sorted(d.glob("*_image.nrrd")),
@@ -108,27 +129,35 @@ def load_labeled(images: Source, labels: Source, spec: PreprocessSpec, *, max_sa
     image_units, bad_images = discover(images)
     label_units, bad_labels = discover(labels)
     if bad_images or bad_labels or len(image_units) != len(label_units):
+        refused = [(p.name, why) for p, why in bad_images + bad_labels]
         raise DataError(f"cannot pair images with labels: {len(image_units)} image sources "
-                        f"({len(bad_images)} unreadable) vs {len(label_units)} label sources "
-                        f"({len(bad_labels)} unreadable)")
-    return _load(image_units, label_units, [], spec, max_samples, seed, progress)
+                        f"({len(bad_images)} refused) vs {len(label_units)} label sources "
+                        f"({len(bad_labels)} refused)" + (f": {_summarize(refused, 3)}" if refused else ""))
+    return _warn_skipped(_load(image_units, label_units, [], spec, max_samples, seed, progress),
+                         sum(len(u.paths) for u in image_units))
 
 
-def _load(units: list[Unit], label_units: list[Unit] | None, unreadable: list[Path], spec: PreprocessSpec,
+def _warn_skipped(data: ImageSet, files: int) -> ImageSet:
+    if data.skipped:
+        warnings.warn(f"skipped {len(data.skipped)} of {files} image files: {data.skipped_summary()}", DataWarning,
+                      stacklevel=3)
+    return data
+
+
+def _load(units: list[Unit], label_units: list[Unit] | None, refused: list[tuple[Path, str]], spec: PreprocessSpec,
           max_samples: int | None, seed: int, progress: bool) -> ImageSet:
     if max_samples is not None and max_samples < 1:
         raise InputError(f"max_samples must be >= 1, got {max_samples}")
     rng = np.random.default_rng(seed)
     order, quota = plan(len(units), max_samples, rng)
-    skipped = [p.name for p in unreadable]
+    skipped = [(p.name, why) for p, why in refused]
     done: dict[int, _Loaded] = {}
 
     def load(u: int, want: int | None) -> None:
-        got = _load_unit(units[u], None if label_units is None else label_units[u], spec, want, rng)
-        if got is None:
-            skipped.extend(p.name for p in units[u].paths)
-        else:
-            done[u] = got
+        try:
+            done[u] = _load_unit(units[u], None if label_units is None else label_units[u], spec, want, rng)
+        except Unusable as exc:
+            skipped.extend((p.name, str(exc)) for p in units[u].paths)
 
     with _progress(progress, len(units)) as advance:
         total = 0
@@ -144,8 +173,7 @@ def _load(units: list[Unit], label_units: list[Unit] | None, unreadable: list[Pa
         for u, extra in top_up(max_samples - total, spare).items():
             load(u, len(done[u].images) + extra)
     if not done:
-        names = skipped[:5] + ([f"... (+{len(skipped) - 5} more)"] if len(skipped) > 5 else [])
-        raise DataError(f"none of the {len(skipped)} image files could be read: {', '.join(names)}")
+        raise DataError(f"none of the {len(skipped)} image files could be read: {_summarize(skipped, 5)}")
     keys = sorted(done)
     return ImageSet(
         images=np.concatenate([done[k].images for k in keys]),
@@ -167,12 +195,16 @@ class _Loaded:
     available: int
 
 
-def _read(unit: Unit) -> list[RawImage] | None:
-    """Images of one source, or None when it cannot be read (the caller lists it as skipped)."""
+def _read(unit: Unit) -> list[RawImage]:
+    """Images of one source, or :class:`Unusable` saying why not (the caller lists it as skipped)."""
     try:
         imgs = read_unit(unit.format, unit.paths)
-    except Exception:  # every parser has its own error types; any of them means "unreadable"
-        return None
+    except Unusable:
+        raise
+    except Exception as exc:  # every parser has its own error types; any of them means "unreadable"
+        # the type, not the message: parsers quote paths and header values, and reasons reach the manifest
+        shown = {"dicom": "DICOM", "nifti": "NIfTI", "nrrd": "NRRD/MHA"}.get(unit.format, unit.format.upper())
+        raise Unusable(f"not a readable {shown} file ({type(exc).__name__})") from None
     for img in imgs:
         if not np.isfinite(img.array).all():
             bad = int((~np.isfinite(img.array)).sum())
@@ -181,16 +213,18 @@ def _read(unit: Unit) -> list[RawImage] | None:
 
 
 def _load_unit(unit: Unit, label_unit: Unit | None, spec: PreprocessSpec, want: int | None,
-               rng: np.random.Generator) -> _Loaded | None:
-    """Preprocess one source, keeping ``want`` images spread over it; None when it cannot be read."""
+               rng: np.random.Generator) -> _Loaded:
+    """Preprocess one source, keeping ``want`` images spread over it; :class:`Unusable` when it gives none."""
     imgs = _read(unit)
-    if imgs is None:
-        return None
+    label_map = _label_map(unit, imgs)
+    if label_map is not None:
+        raise Unusable(label_map)
     masks = None
     if label_unit is not None:
-        masks = _read(label_unit)
-        if masks is None:
-            raise DataError(f"label {label_unit.label} for image {unit.label} cannot be read")
+        try:
+            masks = _read(label_unit)
+        except Unusable as exc:
+            raise DataError(f"label {label_unit.label} for image {unit.label} cannot be read: {exc}") from None
         _check_pair(unit, imgs, label_unit, masks)
     _check_applicable(unit, imgs[0], spec)
 
@@ -209,7 +243,7 @@ def _load_unit(unit: Unit, label_unit: Unit | None, spec: PreprocessSpec, want: 
             items.append((v, None))
     picks = [items[i] for i in spread(len(items), want, rng)]
     if not picks:
-        return None
+        raise Unusable("holds no image")
 
     images = _gather(volumes, picks, spec)
     images = T.match_channels(T.fit_size(images, spec), spec.channels)
@@ -226,6 +260,19 @@ def _load_unit(unit: Unit, label_unit: Unit | None, spec: PreprocessSpec, want: 
         volumes=len(imgs),
     )
     return _Loaded(images, labels, record, available=len(items))
+
+
+def _label_map(unit: Unit, imgs: list[RawImage]) -> str | None:
+    """Why a source is a label map rather than an image (named as one, a few integer values), or None."""
+    stem = unit.paths[0].name.split(".")[0]
+    if len(unit.paths) > 1 or not _LABEL_NAME.search(stem):
+        return None
+    arr = imgs[0].array
+    sample = arr.reshape(-1)[:: max(1, arr.size // 1_000_000)]
+    values = np.unique(sample)
+    if len(values) > _LABEL_MAX_VALUES or not np.array_equal(values, np.round(values)):
+        return None
+    return f"a label map, not an image (named so, {len(values)} integer values)"
 
 
 def _gather(volumes: list[np.ndarray], picks: list[tuple[int, int | None]], spec: PreprocessSpec) -> np.ndarray:

@@ -24,6 +24,7 @@ from medexport.loading import ModelSpec
 FP32_TOLERANCE = 1e-4
 FP32_RTOL = 1e-4
 GIVEN = "<given>"  # stands for a path to the user's images in a serialised config
+MIN_CALIB = 8  # fewer usable --calib images than this (or than --calib-samples, if lower) is refused
 
 
 @dataclass
@@ -44,7 +45,8 @@ class ParityConfig:
 @dataclass
 class DataConfig:
     """The user's images: labelled ones for the guard rails (``data``/``labels``), unlabelled ones for calibration
-    and fine-tuning (``calib``). None: the reference model's bundled images."""
+    and fine-tuning (``calib``; at most ``calib_samples``, and refused below ``min_calib`` usable ones). None: the
+    reference model's bundled images."""
 
     data: str | None = None
     labels: str | None = None
@@ -52,12 +54,15 @@ class DataConfig:
     classes: tuple[str, ...] | None = None
     calib: str | None = None
     calib_samples: int = 256
+    min_calib: int = MIN_CALIB
 
     def __post_init__(self) -> None:
         if self.classes is not None:
             self.classes = tuple(self.classes)
         if self.calib_samples < 1:
             raise InputError("--calib-samples must be at least 1")
+        if self.min_calib < 1:
+            raise InputError("--min-calib must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

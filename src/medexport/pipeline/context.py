@@ -101,6 +101,7 @@ class RunContext:
 
                 spec = PreprocessSpec(spatial_size=tuple(loaded.input_shape[2:]), channels=loaded.input_shape[1])
                 dataset = load_images(data.calib, spec, max_samples=data.calib_samples, progress=True)
+                _check_enough(dataset, min(data.min_calib, data.calib_samples))
                 images, source = dataset.images, dataset.manifest()
             elif loaded.reference is None:
                 raise DataError("no calibration data: pass --calib with a folder of real images "
@@ -169,6 +170,17 @@ class RunContext:
             raise DataError(f"the {name} images differ from the ones the recipe was built with (sha256 "
                             f"{self.digests[name][:12]}… instead of {expected[:12]}…): give the same images, or "
                             "run a new build without --recipe")
+
+
+def _check_enough(dataset, minimum: int) -> None:
+    """Refuse calibrating on fewer usable images than ``minimum``: INT8 ranges from one or two images (what is left
+    when the other files could not be read) quietly clip the rest of the domain."""
+    if len(dataset) >= minimum:
+        return
+    n, skipped = len(dataset), len(dataset.skipped)
+    why = f"; {skipped} file{'s' * (skipped != 1)} gave none: {dataset.skipped_summary()}" if skipped else ""
+    raise DataError(f"only {n} usable calibration image{'s' * (n != 1)} in --calib, fewer than the minimum of "
+                    f"{minimum}{why}; add images, or lower --min-calib")
 
 
 def reference_runner(loaded: "LoadedModel", onnx_path):

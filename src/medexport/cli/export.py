@@ -22,6 +22,7 @@ def command(out_dir, no_simplify, tolerance, rtol, **model_kw) -> None:
     out = console()
     result = run_export(config, stage_printer(out))
     parity = result["parity"]
-    checked = (f"max abs error vs torch {parity['max_abs_error']:.2e}" if parity
+    checked = (f"max abs error vs {parity['reference']} torch {parity['max_abs_error']:.2e} (allowed "
+               f"{parity['allowed_error']:.2e})" if parity
                else "copied and checked; no torch model to compare with")
     out.print(f"wrote {result['path']} (opset {result['opset']}, {checked})")

@@ -17,8 +17,9 @@ from medexport.errors import InputError
 from medexport.loading import LAYOUTS
 from medexport.pipeline._compress import compress
 from medexport.pipeline._outdir import check_out, staged
-from medexport.pipeline._stages import (compare, export_checked, external_files, ir_result, original_runner,
-                                        profile_cost, quantize, raise_guard_rail, reject_on_failure, validate)
+from medexport.pipeline._stages import (compare, export_checked, external_files, ir_result, judge,
+                                        original_runner, profile_cost, quantize, raise_guard_rail,
+                                        reject_on_failure, validate)
 from medexport.pipeline.config import BuildConfig
 from medexport.pipeline.context import RunContext, Stage, quiet_stage, reference_runner, run_batched
 from medexport.pipeline.manifest import write_manifest, write_reports
@@ -117,9 +118,8 @@ def _build(ctx: RunContext, out: Path, report: BuildReport, timed) -> None:
         else:
             with timed(f"{config.target} parity"):
                 parity = compare(ctx, run_batched(runner, inputs), onnx_path)
-                report.data["backend_parity"] = parity.to_dict()
-                reject_on_failure(result.files, onnx_path,
-                                   lambda: parity.raise_if_failed(f"the {config.target} artifact"))
+                report.data["backend_parity"] = judge(ctx, parity, onnx_path, config.target, result.files,
+                                                      f"the {config.target} artifact")
         if data is None or not config.validate:
             report.data["validation"] = {"skipped": "guard rails not run: no labelled data (pass --data, or use a "
                                                     "reference model)" if config.validate else "--no-validate"}

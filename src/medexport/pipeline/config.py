@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medexport.errors import InputError
+from medexport.exporter.parity import MIN_AGREEMENT, NOISE_FACTOR
 from medexport.evaluation.guardrails import GuardRails
 from medexport.loading import ModelSpec
 
@@ -29,15 +30,21 @@ MIN_CALIB = 8  # fewer usable --calib images than this (or than --calib-samples,
 
 @dataclass
 class ParityConfig:
-    """FP32 parity on real images: ``max |ref - out| <= tolerance + rtol * max |ref|`` on ``samples`` images."""
+    """FP32 parity on ``samples`` real images, against the float64 torch model where it runs in float64:
+    ``max |ref - out| <= max(tolerance + rtol * max |ref|, noise_factor * torch FP32's own error)`` and at least
+    ``min_agreement`` of the argmax decisions unchanged (see :class:`~medexport.exporter.parity.ParityResult`)."""
 
     tolerance: float = FP32_TOLERANCE
     rtol: float = FP32_RTOL
     samples: int = 8
+    noise_factor: float = NOISE_FACTOR
+    min_agreement: float = MIN_AGREEMENT
 
     def __post_init__(self) -> None:
         if self.tolerance <= 0 or self.rtol < 0:
             raise InputError("--tolerance must be positive and --rtol not negative")
+        if self.noise_factor < 1 or not 0 < self.min_agreement <= 1:
+            raise InputError("the parity noise factor must be at least 1 and the decision agreement in (0, 1]")
         if self.samples < 1:
             raise InputError("the number of parity samples must be at least 1")
 

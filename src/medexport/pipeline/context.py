@@ -47,6 +47,7 @@ class RunContext:
         self._labelled: tuple[LabelledData | None] | None = None
         self._parity: tuple[np.ndarray, str] | None = None
         self._reference_outputs: tuple[Any, np.ndarray] | None = None
+        self._exact_outputs: tuple[Any, np.ndarray | None] | None = None
         self.original = None  # the torch module before compression
 
     @property
@@ -159,6 +160,26 @@ class RunContext:
             self._reference_outputs = module, run_batched(reference_runner(self.loaded, onnx_path),
                                                           self.parity_inputs()[0])
         return self._reference_outputs[1]
+
+    def exact_outputs(self) -> np.ndarray | None:
+        """The torch model (as it is now) run in float64 on the parity inputs: the values an FP32 artifact is
+        judged against. A deep copy is cast, so the model itself stays FP32. None for an ONNX input, or for a
+        model with a part that has no float64 kernel (parity then judges against its FP32 outputs)."""
+        module = self.loaded.module
+        if self._exact_outputs is None or self._exact_outputs[0] is not module:
+            exact = None
+            if module is not None:
+                import copy
+
+                from medexport.runtimes.torch import Runner
+
+                try:
+                    exact = run_batched(Runner(copy.deepcopy(module).double(), self.loaded.input_shape,
+                                               dtype="float64"), self.parity_inputs()[0])
+                except (RuntimeError, TypeError, NotImplementedError):  # no float64 kernel for some part
+                    exact = None
+            self._exact_outputs = module, exact
+        return self._exact_outputs[1]
 
     def _check(self, name: str, *arrays: np.ndarray) -> None:
         digest = hashlib.sha256()

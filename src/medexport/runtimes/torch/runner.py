@@ -8,17 +8,22 @@ from medexport.runtimes._base import Runner as _Runner
 
 
 class Runner(_Runner):
-    """Eval-mode, no-grad torch inference; ``input_shape`` has a dynamic batch like the exported ONNX."""
+    """Eval-mode, no-grad torch inference; ``input_shape`` has a dynamic batch like the exported ONNX.
+
+    ``dtype="float64"`` runs a model already cast with ``.double()`` and returns float64 outputs (the exact
+    reference of parity); the default returns float32.
+    """
 
     backend = "torch"
 
-    def __init__(self, model, input_shape: tuple[int, ...], *, device: str = "cpu"):
+    def __init__(self, model, input_shape: tuple[int, ...], *, device: str = "cpu", dtype: str = "float32"):
         import torch
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError("the torch runner was asked for CUDA but no GPU is visible")
         self.torch = torch
         self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
         self.model = model.eval().to(self.device)
         self._shape = [None, *input_shape[1:]]
 
@@ -34,9 +39,9 @@ class Runner(_Runner):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.no_grad():
-            out = self.model(torch.from_numpy(batch).to(self.device))
+            out = self.model(torch.from_numpy(batch).to(self.device, self.dtype))
         if isinstance(out, (tuple, list)):
             out = out[0]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return out.float().cpu().numpy()
+        return out.to(torch.float64 if self.dtype == torch.float64 else torch.float32).cpu().numpy()

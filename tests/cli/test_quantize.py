@@ -62,6 +62,9 @@ def test_build_int8_is_validated_against_the_fp32_original(tmp_path):
     ref = report["validation"]["reference"]["overall"]["dice"]["value"]
     art = report["validation"]["artifact"]["overall"]["dice"]["value"]
     assert abs(ref - art) < 0.01  # int8 moves Dice by a fraction of a point, within the 1-point rail
+    kept = report["backend_parity"]   # not a gate, but said in every build: what INT8 changed of FP32's decisions
+    assert kept["n_inputs"] == 8 and 0.98 < kept["decisions"]["agreement"] < 1
+    assert 0 < kept["max_abs_error"] < kept["output_range"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["artifact"] == "model.int8.qdq.onnx"
     assert manifest["calibration"]["quantization"]["calibration_images"] == 32

@@ -23,7 +23,9 @@ def build_markdown(report: dict[str, Any]) -> str:
     for name, key in (("torch vs ONNX (ONNX Runtime)", "onnx_parity"), (f"reference vs {report['target']}", "backend_parity")):
         p = report.get(key)
         if p and "not_applicable" in p:
-            lines.append(f"| {name} | – | – | – | – | n/a: {p['not_applicable']} |")
+            kept = (f" (decisions kept: {100 * p['decisions']['agreement']:.2f}% on {p['n_inputs']} images)"
+                    if p.get("decisions") else "")
+            lines.append(f"| {name} | {_error(p)} | – | – | – | n/a: {p['not_applicable']}{kept} |")
         elif p:
             lines.append(f"| {name} | {p['max_abs_error']:.2e} | {p['max_rel_error']:.2e} | {p['tolerance']:.0e} | "
                          f"{p['rtol']:.0e} | "
@@ -100,3 +102,8 @@ def _int8_lines(calibration: dict[str, Any] | None) -> list[str]:
     return ["## INT8", "", f"`{quant['path']}`: {layout.name} QDQ layout for {layout.scope} ({layout.help}); "
             f"{quant['method']} calibration on {quant['calibration_images']} images, {quant['quantized_nodes']} int8 nodes, "
             f"{len(floats)} layer(s) kept in float.", ""]
+
+
+def _error(parity: dict) -> str:
+    return f"{parity['max_abs_error']:.2e}" if "max_abs_error" in parity else "–"
+

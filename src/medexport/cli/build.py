@@ -94,6 +94,9 @@ def _model_label(spec) -> str:
 def _summary(out, report: dict, out_dir: Path) -> None:
     parity = report.get("backend_parity", {})
     shown = parity.get("not_applicable") or f"parity max abs error {parity.get('max_abs_error', float('nan')):.2e}"
+    if parity.get("not_applicable") and parity.get("decisions"):
+        shown += (f"; it keeps {100 * parity['decisions']['agreement']:.2f}% of the FP32 model's decisions on "
+                  f"{parity['n_inputs']} real images")
     out.print(f"[bold]{report['model']} → {report['target']}[/bold]: {shown}")
     validation = report.get("validation")
     if validation and "skipped" in validation:

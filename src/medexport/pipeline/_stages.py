@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from medexport.errors import InputError, MedexportError
+from medexport.errors import InputError, MedexportError, ParityError
 from medexport.pipeline.context import RunContext, run_batched
 
 
@@ -89,6 +89,23 @@ def judge(ctx: RunContext, parity, onnx_path: Path, backend: str, files: list[Pa
                                                          f"({type(exc).__name__}: {str(exc)[:120]})"}
     reject_on_failure(files, onnx_path, lambda: parity.raise_if_failed(what))
     return parity.to_dict()
+
+
+def agreement(ctx: RunContext, candidate: np.ndarray, onnx_path: Path, precision: str) -> dict:
+    """How far an FP16/INT8 artifact moves the FP32 model's outputs and decisions on the parity images. Not a gate:
+    the guard rails judge it on labelled images; but every build says it, with labels or without."""
+    from medexport.exporter.parity import decision_agreement
+
+    reference = np.asarray(ctx.reference_outputs(onnx_path), dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        raise ParityError(f"the {precision.upper()} artifact's output shape {candidate.shape} differs from the "
+                             f"model's {reference.shape}")
+    return {"not_applicable": f"an {precision.upper()} artifact is judged by the guard rails against the FP32 "
+                              "original, not by a float tolerance",
+            "max_abs_error": float(np.abs(reference - candidate).max()),
+            "output_range": float(np.abs(reference).max()),
+            "decisions": decision_agreement(reference, candidate), "n_inputs": int(len(reference))}
 
 
 def check_parity(ctx: RunContext, onnx_path: Path, what: str) -> dict:

@@ -17,7 +17,7 @@ from medexport.errors import InputError
 from medexport.loading import LAYOUTS
 from medexport.pipeline._compress import compress
 from medexport.pipeline._outdir import check_out, staged
-from medexport.pipeline._stages import (compare, export_checked, external_files, ir_result, judge,
+from medexport.pipeline._stages import (agreement, compare, export_checked, external_files, ir_result, judge,
                                         original_runner, profile_cost, quantize, raise_guard_rail,
                                         reject_on_failure, validate)
 from medexport.pipeline.config import BuildConfig
@@ -111,8 +111,8 @@ def _build(ctx: RunContext, out: Path, report: BuildReport, timed) -> None:
     runner = open_runner(result.artifact, config.target, device=config.device, precision=quant.precision)
     try:
         if quant.precision != "fp32":
-            report.data["backend_parity"] = {"not_applicable": f"an {quant.precision.upper()} artifact is judged by "
-                                                                "the guard rails against the FP32 original"}
+            with timed(f"{config.target} agreement"):
+                report.data["backend_parity"] = agreement(ctx, run_batched(runner, inputs), onnx_path, quant.precision)
         elif loaded.module is None and runs_the_onnx:
             report.data["backend_parity"] = {"not_applicable": "the artifact is the input ONNX file itself"}
         else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from medexport import __version__
 from medexport._io import sha256, write_json, write_text
@@ -101,11 +101,35 @@ def verify_folder(artifact: Path) -> None:
     if artifact.name not in hashes:
         raise InputError(f"{artifact.name} is not one of the files the manifest of its build folder {artifact.parent} "
                          f"vouches for: {override}")
-    changed = [name for name, digest in sorted(hashes.items())
-               if not (artifact.parent / name).is_file() or sha256(artifact.parent / name) != digest]
+    changed = mismatches(artifact.parent, hashes)
     if changed:
         raise InputError(f"the build folder {artifact.parent} no longer matches its manifest ({', '.join(changed)} "
                          f"changed or missing since the build): {override}")
+
+
+def verify_whole(folder: Path, allowed_extra: Callable[[str], bool] = lambda name: False) -> int:
+    """Raise a one-line InputError naming the first file of ``folder`` that was changed, deleted or added since its
+    manifest was written (``allowed_extra(name)``: a file added later on purpose, e.g. a validation report);
+    return how many files the manifest vouches for. Used by `medexport verify` on builds and packages alike."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{folder} has no {MANIFEST}: not a medexport build or package folder")
+    hashes = _hashes(path)
+    for name in mismatches(Path(folder), hashes):
+        what = "missing" if not (Path(folder) / name).is_file() else "changed (sha256 differs from the manifest)"
+        raise InputError(f"{folder}: {name} is {what}")
+    extra = sorted(p.name for p in Path(folder).iterdir()
+                   if p.name != MANIFEST and p.name not in hashes and not allowed_extra(p.name))
+    if extra:
+        raise InputError(f"{folder}: {extra[0]} is not listed in its manifest (added after it was written)"
+                         + (f", and {len(extra) - 1} more" if len(extra) > 1 else ""))
+    return len(hashes)
+
+
+def mismatches(folder: Path, hashes: dict[str, str]) -> list[str]:
+    """The names in ``hashes`` whose file in ``folder`` is missing or no longer has that sha256."""
+    return [name for name, digest in sorted(hashes.items())
+            if not (folder / name).is_file() or sha256(folder / name) != digest]
 
 
 def _hashes(path: Path) -> dict[str, str]:

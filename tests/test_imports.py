@@ -36,9 +36,12 @@ class Edge:
 
 
 def module_files(src: Path = SRC, root: str = ROOT) -> dict[str, Path]:
-    """Every module under ``src`` by dotted name; a package is named by its ``__init__.py``."""
+    """Every module under ``src`` by dotted name; a package is named by its ``__init__.py``. Files in a folder that
+    is not a package (package data such as ``packaging/device/run.py``, copied into edge packages) are not modules."""
     files = {}
     for path in sorted(src.rglob("*.py")):
+        if any(not (src / folder / "__init__.py").exists() for folder in path.relative_to(src).parents[:-1]):
+            continue
         parts = path.relative_to(src).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]

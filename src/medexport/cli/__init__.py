@@ -50,9 +50,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from medexport.cli import bench, build, compress, export, inspect, quantize, validate
+    from medexport.cli import bench, build, compress, export, inspect, quantize, trt_check, validate
 
-    for module in (inspect, export, compress, quantize, build, validate, bench):
+    for module in (inspect, export, compress, quantize, build, validate, bench, trt_check):
         cli.add_command(module.command)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from medexport.bundles import load_bundle, unpack_zip
+from medexport.bundles import unpack_zip
 from medexport.cli import cli
 from medexport.errors import InputError, ModelLoadError
 from medexport.loading import ModelSpec, load_model
@@ -76,7 +76,7 @@ def test_a_bundle_builds_on_onnxruntime(bundle, tmp_path, form):
 def test_a_config_that_would_run_code_is_refused_unless_trusted(tmp_path, network, what):
     root = _write_bundle(tmp_path / "b", network)
     with pytest.raises(ModelLoadError, match="--trust-pickle") as info:
-        load_bundle(root, ModelSpec(model=str(root)))
+        load_model(ModelSpec(model=str(root)))
     assert what in str(info.value)
     assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
 
@@ -101,7 +101,7 @@ def test_unsafe_zip_entries_are_refused_and_nothing_is_written(tmp_path, name, l
     dest = tmp_path / "unpack" / "here"
     dest.mkdir(parents=True)
     with pytest.raises(InputError, match=message):
-        load_bundle(archive, ModelSpec(model=str(archive)))
+        load_model(ModelSpec(model=str(archive)))
     with pytest.raises(InputError, match=message):
         unpack_zip(archive, dest)
     assert list(dest.iterdir()) == [] and not (tmp_path / "unpack" / "escaped.txt").exists()

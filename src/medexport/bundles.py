@@ -2,10 +2,12 @@
 
 The network comes from ``configs/inference.json`` (``network_def``, built by ``monai.bundle.ConfigParser``), its
 weights from ``models/model.pt`` (``torch.load(weights_only=True)``), and the input channels, spatial shape and class
-names from ``configs/metadata.json`` (``network_data_format``). Example::
+names from ``configs/metadata.json`` (``network_data_format``); ``medexport.loading`` turns it into a model.
+Example::
 
-    loaded = load_bundle(Path("spleen_ct_segmentation.zip"), ModelSpec(model="spleen_ct_segmentation.zip"))
-    loaded.input_shape      # (1, 1, 96, 96, 96)
+    with open_bundle(Path("spleen_ct_segmentation.zip")) as bundle:
+        network = bundle.network(trust=False)       # weights next: bundle.weights
+        bundle.data_format()                        # ((1, 1, 96, 96, 96), ["background", "spleen"])
 
 A bundle config is code: ``_target_`` can name any importable callable and a ``$`` string is evaluated as Python.
 So, like a pickled checkpoint, it runs only what the user trusts: without ``--trust-pickle`` the ``network_def``
@@ -16,18 +18,17 @@ is removed once the network and weights are in memory.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Iterator
 
 from medexport._io import sha256
 from medexport.errors import InputError, ModelLoadError
-
-if TYPE_CHECKING:
-    from medexport.loading import LoadedModel, ModelSpec
 
 CONFIG = "configs/inference.json"
 METADATA = "configs/metadata.json"
@@ -41,17 +42,45 @@ def is_bundle(path: Path) -> bool:
     return path.suffix.lower() == ".zip" or (path.is_dir() and _root(path) is not None)
 
 
-def load_bundle(path: Path, spec: "ModelSpec") -> "LoadedModel":
-    """The bundle's network with its weights, shape from its metadata (``spec.input_shape`` wins)."""
+@dataclass
+class Bundle:
+    """An unpacked bundle: its folder, its two configs, and where its weights are."""
+
+    root: Path
+    config: dict
+    metadata: dict
+    provenance: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or self.root.name)
+
+    @property
+    def weights(self) -> Path:
+        return self.root / WEIGHTS
+
+    def network(self, *, trust: bool):
+        """``network_def`` built by MONAI's ConfigParser; untrusted, only plain ``monai.networks`` classes."""
+        return _network(self.config, self.root.name, trust=trust)
+
+    def data_format(self, input_shape: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], list[str] | None]:
+        """(input shape with batch 1, class names) from ``network_data_format``; ``input_shape`` wins."""
+        return _data_format(self.metadata, self.root.name, input_shape)
+
+
+@contextlib.contextmanager
+def open_bundle(path: Path) -> Iterator[Bundle]:
+    """The bundle at ``path`` (folder or zip); a zip is unpacked into a temporary folder removed on exit."""
     if not path.exists():
         raise ModelLoadError(f"MONAI bundle not found: {path}")
     if path.suffix.lower() != ".zip":
-        return _load_folder(path, spec)
+        yield _read(path)
+        return
     with tempfile.TemporaryDirectory(prefix="medexport-bundle-") as tmp:
         unpack_zip(path, Path(tmp))
-        loaded = _load_folder(Path(tmp), spec, name=path.stem)
-        loaded.provenance["bundle_zip_sha256"] = sha256(path)
-        return loaded
+        bundle = _read(Path(tmp))
+        bundle.provenance["bundle_zip_sha256"] = sha256(path)
+        yield bundle
 
 
 def unpack_zip(archive: Path, dest: Path, limit: int | None = None) -> None:
@@ -101,22 +130,16 @@ def _root(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _load_folder(folder: Path, spec: "ModelSpec", name: str | None = None) -> "LoadedModel":
-    from medexport.loading import LoadedModel, load_state_dict
-
+def _read(folder: Path) -> Bundle:
     root = _root(folder)
     if root is None:
         raise ModelLoadError(f"{folder.name} is not a MONAI bundle: no {CONFIG}")
     config, metadata = _read_json(root / CONFIG), _read_json(root / METADATA)
     if not (root / WEIGHTS).is_file():
         raise ModelLoadError(f"MONAI bundle {root.name} has no {WEIGHTS} (TorchScript-only bundles are not read)")
-    model = _network(config, root.name, trust=spec.trust_pickle)
-    load_state_dict(model, root / WEIGHTS, trust_pickle=spec.trust_pickle)
-    shape, classes = _data_format(metadata, root.name, spec)
-    provenance: dict[str, Any] = {"monai_bundle": metadata.get("name") or root.name,
-                                  "bundle_version": metadata.get("version"), "class_names": classes,
-                                  "config_sha256": sha256(root / CONFIG), "weights_sha256": sha256(root / WEIGHTS)}
-    return LoadedModel(spec.name or name or root.name, "bundle", shape, module=model.eval(), provenance=provenance)
+    provenance = {"monai_bundle": metadata.get("name") or root.name, "bundle_version": metadata.get("version"),
+                  "config_sha256": sha256(root / CONFIG), "weights_sha256": sha256(root / WEIGHTS)}
+    return Bundle(root, config, metadata, provenance)
 
 
 def _read_json(path: Path) -> dict:
@@ -178,21 +201,17 @@ def _check_plain(node: Any, bundle: str) -> None:
                              "Python; pass --trust-pickle only if you trust this bundle")
 
 
-def _data_format(metadata: dict, bundle: str, spec: "ModelSpec") -> tuple[tuple[int, ...], list[str] | None]:
-    """(input shape with batch 1, class names) from ``network_data_format``."""
+def _data_format(metadata: dict, bundle: str, input_shape) -> tuple[tuple[int, ...], list[str] | None]:
     fmt = metadata.get("network_data_format", {})
     image = fmt.get("inputs", {}).get("image", {})
     channel_def = fmt.get("outputs", {}).get("pred", {}).get("channel_def")
     classes = ([str(channel_def[k]) for k in sorted(channel_def, key=lambda k: int(k))]
                if isinstance(channel_def, dict) and all(str(k).isdigit() for k in channel_def) else None)
-    if spec.input_shape is not None:
-        return tuple(spec.input_shape), classes
+    if input_shape is not None:
+        return tuple(input_shape), classes
     channels, spatial = image.get("num_channels"), image.get("spatial_shape")
     try:
-        shape = (1, int(channels), *(int(s) for s in spatial))
+        return (1, int(channels), *(int(s) for s in spatial)), classes
     except (TypeError, ValueError):
         raise InputError(f"{bundle}/{METADATA}: inputs.image gives num_channels {channels!r} and spatial_shape "
                          f"{spatial!r}, not fixed sizes; pass --input-shape") from None
-    from medexport.loading import ModelSpec
-
-    return ModelSpec(input_shape=shape).input_shape, classes

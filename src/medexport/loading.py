@@ -126,10 +126,10 @@ def _load(spec: ModelSpec) -> LoadedModel:
     if target is None:
         return _load_reference(spec)
     path = Path(target)
-    from medexport.bundles import is_bundle, load_bundle
+    from medexport.bundles import is_bundle
 
     if is_bundle(path):
-        return load_bundle(path, spec)
+        return _load_bundle(path, spec)
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, spec)
     if path.suffix.lower() == ".pt2":
@@ -235,6 +235,20 @@ def _load_pickled_module(path: Path, spec: ModelSpec) -> LoadedModel:
         raise ModelLoadError(f"{path.name} holds a {type(obj).__name__}, not a model; use --model pkg.module:factory --weights {path.name}")
     return LoadedModel(spec.name or path.stem, "pickle", _require_shape(spec, path.name), module=obj.eval(),
                        provenance={"pickle_sha256": sha256(path)})
+
+
+def _load_bundle(path: Path, spec: ModelSpec) -> LoadedModel:
+    """A MONAI bundle folder or zip (:mod:`medexport.bundles`): its network, weights, input shape and classes."""
+    from medexport.bundles import open_bundle
+
+    with open_bundle(path) as bundle:
+        model = bundle.network(trust=spec.trust_pickle)
+        load_state_dict(model, bundle.weights, trust_pickle=spec.trust_pickle)
+        shape, classes = bundle.data_format(spec.input_shape)
+        provenance = {**bundle.provenance, "class_names": classes}
+        name = spec.name or (path.stem if path.suffix.lower() == ".zip" else bundle.root.name)
+    return LoadedModel(name, "bundle", ModelSpec(input_shape=shape).input_shape, module=model.eval(),
+                       provenance=provenance)
 
 
 def _load_exported(path: Path, spec: ModelSpec) -> LoadedModel:

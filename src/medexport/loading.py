@@ -1,5 +1,6 @@
-"""Turn what the user hands us (factory + checkpoint, a torch.export .pt2, an ONNX file, a model spec
-file, or nothing: the bundled reference model) into a model ready for the chain.
+"""Turn what the user hands us (factory + checkpoint, a torch.export .pt2, an ONNX file, a MONAI bundle folder or
+zip (:mod:`medexport.bundles`), a model spec file, or nothing: the bundled reference model) into a model ready for
+the chain.
 
 Checkpoints are loaded with ``torch.load(weights_only=True)``; a pickled module is refused unless
 the user passes ``trust_pickle=True`` (``--trust-pickle``), because unpickling runs arbitrary code.
@@ -28,7 +29,8 @@ LAYOUTS = {4: "NCHW", 5: "NCDHW"}
 class ModelSpec:
     """How to obtain the model; everything a manifest needs to rebuild it (no absolute paths)."""
 
-    model: str | None = None  # "pkg.module:factory", "file.pt2", "file.onnx", "file.pt" (pickled, trusted), or None
+    model: str | None = None  # "pkg.module:factory", "file.pt2", "file.onnx", "file.pt" (pickled, trusted), a MONAI
+    # bundle folder or .zip, or None
     weights: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, ...] | None = None
@@ -92,7 +94,7 @@ class LoadedModel:
     """A model ready for the chain: a torch module (or None for ONNX input) and its input shape."""
 
     name: str
-    kind: str  # "reference" | "factory" | "exported" | "pickle" | "onnx"
+    kind: str  # "reference" | "factory" | "exported" | "pickle" | "onnx" | "bundle"
     input_shape: tuple[int, ...]
     module: "torch.nn.Module | None" = None
     onnx_path: Path | None = None
@@ -124,6 +126,10 @@ def _load(spec: ModelSpec) -> LoadedModel:
     if target is None:
         return _load_reference(spec)
     path = Path(target)
+    from medexport.bundles import is_bundle
+
+    if is_bundle(path):
+        return _load_bundle(path, spec)
     if path.suffix.lower() == ".onnx":
         return _load_onnx(path, spec)
     if path.suffix.lower() == ".pt2":
@@ -229,6 +235,20 @@ def _load_pickled_module(path: Path, spec: ModelSpec) -> LoadedModel:
         raise ModelLoadError(f"{path.name} holds a {type(obj).__name__}, not a model; use --model pkg.module:factory --weights {path.name}")
     return LoadedModel(spec.name or path.stem, "pickle", _require_shape(spec, path.name), module=obj.eval(),
                        provenance={"pickle_sha256": sha256(path)})
+
+
+def _load_bundle(path: Path, spec: ModelSpec) -> LoadedModel:
+    """A MONAI bundle folder or zip (:mod:`medexport.bundles`): its network, weights, input shape and classes."""
+    from medexport.bundles import open_bundle
+
+    with open_bundle(path) as bundle:
+        model = bundle.network(trust=spec.trust_pickle)
+        load_state_dict(model, bundle.weights, trust_pickle=spec.trust_pickle)
+        shape, classes = bundle.data_format(spec.input_shape)
+        provenance = {**bundle.provenance, "class_names": classes}
+        name = spec.name or (path.stem if path.suffix.lower() == ".zip" else bundle.root.name)
+    return LoadedModel(name, "bundle", ModelSpec(input_shape=shape).input_shape, module=model.eval(),
+                       provenance=provenance)
 
 
 def _load_exported(path: Path, spec: ModelSpec) -> LoadedModel:

@@ -30,6 +30,7 @@ the metadata records), and ConvTranspose weights per-tensor or on axis 1
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -41,8 +42,30 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh")
 
 
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: its id (``qdq-zero-point``...), the node's name and the one-line message."""
+
+    rule: str
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _violation(rule: str, node, text: str) -> Violation:
+    return Violation(rule, node.name or node.output[0], f"{_label(node)}: {text}")
+
+
 def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = (), profile: str | None = None) -> list[str]:
-    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine.
+    """Violations of the TensorRT QDQ rules in ``onnx_path``, one line each; empty when the model is fine."""
+    return [str(v) for v in qdq_violations(onnx_path, float_nodes=float_nodes, profile=profile)]
+
+
+def qdq_violations(onnx_path: str | Path, *, float_nodes: Iterable[str] = (),
+                   profile: str | None = None) -> list[Violation]:
+    """As :func:`check_qdq`, each violation with its rule id and node name (the TensorRT readiness report).
 
     ``profile`` (default: the layout the model's metadata records, else ``tensorrt``): ``ort-u8s8``
     is onnxruntime's own layout, NOT TensorRT-compatible: uint8 asymmetric activations and Q/DQ
@@ -55,8 +78,9 @@ def check_qdq(onnx_path: str | Path, *, float_nodes: Iterable[str] = (), profile
     unsigned = graph.non_negative() if profile == "openvino" else None
     allowed_float = set(float_nodes) | set(graph.float_nodes())
     if not any(node.op_type in _QDQ for node in graph.nodes):
-        return ["the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ model"]
-    problems: list[str] = []
+        return [Violation("qdq-none", "", "the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ "
+                          "model")]
+    problems: list[Violation] = []
     for node in graph.nodes:
         if node.op_type in _QDQ:
             problems += _check_qdq_node(graph, node, activations_u8=u8s8, unsigned=unsigned)
@@ -71,39 +95,43 @@ def _label(node) -> str:
     return f"{node.op_type} '{node.name or node.output[0]}'"
 
 
-def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False, unsigned: set[str] | None = None) -> list[str]:
+def _check_qdq_node(graph: OnnxGraph, node, activations_u8: bool = False,
+                    unsigned: set[str] | None = None) -> list[Violation]:
     """Scale and zero-point rules; ``activations_u8`` accepts asymmetric uint8 on activations (not weights),
     ``unsigned`` (openvino profile) the tensors that may be uint8 with zero point 0."""
-    out: list[str] = []
+    out: list[Violation] = []
     scale = graph.const(node.input[1])
     if scale is None:
-        out.append(f"{_label(node)}: scale is not a constant")
+        out.append(_violation("qdq-scale", node, "scale is not a constant"))
     elif not (np.isfinite(scale).all() and (scale > 0).all()):
-        out.append(f"{_label(node)}: scales must be finite and positive (min {float(np.min(scale)):.3g})")
+        out.append(_violation("qdq-scale", node, f"scales must be finite and positive (min {float(np.min(scale)):.3g})"))
     zero_name = node.input[2] if len(node.input) > 2 else ""
     zero = graph.const(zero_name) if zero_name else None
     if zero_name and zero is None:
-        out.append(f"{_label(node)}: zero point is not a constant")
+        out.append(_violation("qdq-zero-point", node, "zero point is not a constant"))
     elif zero is None:
         dtype = _implicit_dtype(graph, node)
         if dtype != np.int8:
-            out.append(f"{_label(node)}: no zero point, so the type is {np.dtype(dtype).name}; TensorRT needs int8")
+            out.append(_violation("qdq-type", node, f"no zero point, so the type is {np.dtype(dtype).name}; "
+                                  "TensorRT needs int8"))
     elif activations_u8 and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
         pass   # an activation in onnxruntime's U8S8 layout
     elif unsigned is not None and zero.dtype == np.uint8 and graph.const(node.input[0]) is None:
         if np.any(zero != 0):
-            out.append(f"{_label(node)}: uint8 zero point {int(zero.flat[np.flatnonzero(zero)[0]])} is not 0")
+            out.append(_violation("qdq-zero-point", node,
+                                  f"uint8 zero point {int(zero.flat[np.flatnonzero(zero)[0]])} is not 0"))
         if node.input[0] not in unsigned:
-            out.append(f"{_label(node)}: uint8 on '{node.input[0]}', which can be negative (negatives would clip "
-                       "to 0); only ReLU-like outputs may be unsigned")
+            out.append(_violation("qdq-unsigned", node, f"uint8 on '{node.input[0]}', which can be negative "
+                                  "(negatives would clip to 0); only ReLU-like outputs may be unsigned"))
     else:
         if zero.dtype == np.int32 and node.op_type == "DequantizeLinear":
-            out.append(f"{_label(node)}: int32 DequantizeLinear (a quantized bias); TensorRT rejects it, keep biases float")
+            out.append(_violation("qdq-int32-bias", node, "int32 DequantizeLinear (a quantized bias); TensorRT "
+                                  "rejects it, keep biases float"))
         elif zero.dtype != np.int8:
-            out.append(f"{_label(node)}: type {zero.dtype.name}; TensorRT needs int8")
+            out.append(_violation("qdq-type", node, f"type {zero.dtype.name}; TensorRT needs int8"))
         if np.any(zero != 0):
-            out.append(f"{_label(node)}: zero point {int(zero.flat[np.flatnonzero(zero)[0]])} is not 0 "
-                       "(asymmetric quantization; TensorRT is symmetric only)")
+            out.append(_violation("qdq-zero-point", node, f"zero point {int(zero.flat[np.flatnonzero(zero)[0]])} "
+                                  "is not 0 (asymmetric quantization; TensorRT is symmetric only)"))
     return out
 
 
@@ -121,31 +149,31 @@ def _implicit_dtype(graph: OnnxGraph, node) -> type:
     return _implicit_dtype(graph, producer) if producer is not None and producer.op_type == "QuantizeLinear" else np.uint8
 
 
-def _check_linear(graph: OnnxGraph, node, openvino: bool = False) -> list[str]:
-    out: list[str] = []
+def _check_linear(graph: OnnxGraph, node, openvino: bool = False) -> list[Violation]:
+    out: list[Violation] = []
     for index in range(min(2, len(node.input))):   # data and weight; a bias stays float
         producer = graph.producer.get(node.input[index])
         if producer is None or producer.op_type != "DequantizeLinear":
             role = "input" if index == 0 else "weight"
-            out.append(f"{_label(node)}: {role} '{node.input[index]}' is not fed by a DequantizeLinear "
-                       "(the layer would run in float)")
+            out.append(_violation("qdq-float-layer", node, f"{role} '{node.input[index]}' is not fed by a "
+                                  "DequantizeLinear (the layer would run in float)"))
         elif index == 1:
             out += _check_weight_axis(graph, node, producer, openvino)
     return out
 
 
-def _check_fusion(graph: OnnxGraph, node) -> list[str]:
+def _check_fusion(graph: OnnxGraph, node) -> list[Violation]:
     """An activation must read its layer directly, not through Q -> DQ."""
     dq = graph.producer.get(node.input[0])
     q = graph.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
     layer = graph.producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
     if layer is None or layer.op_type not in LINEAR_OPS:
         return []
-    return [f"{_label(node)}: reads {_label(layer)} through Q/DQ; the pair blocks the layer + activation fusion "
-            "(quantize the activation's output instead)"]
+    return [_violation("qdq-fusion", node, f"reads {_label(layer)} through Q/DQ; the pair blocks the layer + "
+                       "activation fusion (quantize the activation's output instead)")]
 
 
-def _check_weight_axis(graph: OnnxGraph, node, dq, openvino: bool = False) -> list[str]:
+def _check_weight_axis(graph: OnnxGraph, node, dq, openvino: bool = False) -> list[Violation]:
     weight = graph.const(dq.input[0])
     scale = graph.const(dq.input[1])
     if weight is None or scale is None:
@@ -157,19 +185,21 @@ def _check_weight_axis(graph: OnnxGraph, node, dq, openvino: bool = False) -> li
     if node.op_type == "Conv":
         if weight.shape[0] > 1 and (per_tensor or axis != 0):
             where = "per-tensor" if per_tensor else f"on axis {axis}"
-            return [f"{_label(node)}: weights quantized {where}; TensorRT wants per-channel on axis 0 (output channels)"]
+            return [_violation("qdq-weight-axis", node, f"weights quantized {where}; TensorRT wants per-channel on "
+                               "axis 0 (output channels)")]
         return []
     if node.op_type == "ConvTranspose" and openvino:
         if not per_tensor and axis != 1:
-            return [f"{_label(node)}: weights per-channel on axis {axis}; OpenVINO runs a deconvolution in int8 only "
-                    "with per-tensor or axis-1 (output-channel) weight scales"]
+            return [_violation("qdq-weight-axis", node, f"weights per-channel on axis {axis}; OpenVINO runs a "
+                               "deconvolution in int8 only with per-tensor or axis-1 (output-channel) weight scales")]
         return []
     if node.op_type == "ConvTranspose":
         if not per_tensor and axis != 0:
-            return [f"{_label(node)}: weights per-channel on axis {axis}; TensorRT's deconvolution only takes "
-                    "per-tensor or axis-0 (input-channel) weight scales"]
+            return [_violation("qdq-weight-axis", node, f"weights per-channel on axis {axis}; TensorRT's "
+                               "deconvolution only takes per-tensor or axis-0 (input-channel) weight scales")]
         return []
     out_axis = (0 if attr(node, "transB", 0) else 1) if node.op_type == "Gemm" else rank - 1
     if not per_tensor and axis != out_axis:
-        return [f"{_label(node)}: weights per-channel on axis {axis}; expected the output axis {out_axis}"]
+        return [_violation("qdq-weight-axis", node, f"weights per-channel on axis {axis}; expected the output axis "
+                           f"{out_axis}")]
     return []

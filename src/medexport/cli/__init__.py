@@ -50,9 +50,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from medexport.cli import bench, build, compress, export, inspect, package, quantize, validate, verify
+    from medexport.cli import (bench, build, compress, export, inspect, package, quantize, trt_check, validate,
+                               verify)
 
-    for module in (inspect, export, compress, quantize, build, validate, bench, package, verify):
+    for module in (inspect, export, compress, quantize, build, validate, bench, package, verify, trt_check):
         cli.add_command(module.command)
 
 

@@ -19,8 +19,8 @@ def model_options(func: Callable) -> Callable:
     """--model/--weights/--model-kwargs/--spec/--input-shape/--static-batch/--trust-pickle."""
     options = [
         click.option("--model", "model", default=None,
-                     help="pkg.module:factory, a torch.export .pt2, an .onnx file, or a reference model name "
-                          "(default: the bundled reference model)."),
+                     help="pkg.module:factory, a torch.export .pt2, an .onnx file, a MONAI bundle (folder or .zip), "
+                          "or a reference model name (default: the bundled reference model)."),
         click.option("--weights", default=None, help="State-dict checkpoint for a factory (loaded with weights_only=True)."),
         click.option("--model-kwargs", default=None, help='JSON keyword arguments for the factory, e.g. \'{"spatial_dims": 2}\'.'),
         click.option("--spec", "spec_file", default=None, help="YAML/JSON model spec file (model, weights, model_kwargs, input_shape)."),

@@ -17,6 +17,7 @@ from medexport.errors import InputError
 from medexport.loading import LAYOUTS
 from medexport.pipeline._compress import compress
 from medexport.pipeline._outdir import check_out, staged
+from medexport.pipeline._readiness import checked_without_backend, refuse_after_check
 from medexport.pipeline._stages import (agreement, compare, export_checked, external_files, ir_result, judge,
                                         original_runner, profile_cost, quantize, raise_guard_rail,
                                         reject_on_failure, validate)
@@ -46,7 +47,8 @@ def run_build(config: BuildConfig, stage: Stage = quiet_stage, expected: dict[st
     # work
     if config.target is None:
         raise InputError("build needs a --target")
-    get_backend(config.target)
+    if not checked_without_backend(config.target):   # (TensorRT missing: refused after its readiness check)
+        get_backend(config.target)
     check_out(config.out_dir)
 
     report = BuildReport(model="?", target=config.target)
@@ -99,6 +101,9 @@ def _build(ctx: RunContext, out: Path, report: BuildReport, timed) -> None:
             source = to_fp16(onnx_path, out / FP16_FILENAME)
         written.append(source)
 
+    if checked_without_backend(config.target):
+        with timed(f"{config.target} readiness"):
+            refuse_after_check(config.target, source)
     with timed(f"build {config.target}"):
         if quant.int8 and quant.engine == "nncf":   # NNCF wrote the OpenVINO IR itself
             result = ir_result(source, config.device)

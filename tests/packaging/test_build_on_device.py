@@ -38,7 +38,7 @@ def manifest(shape, roi=None):
 @pytest.fixture
 def package(tmp_path):
     """A package folder for a target: the shipped script and a trt.env written by `medexport package`."""
-    def make(target="jetson", shape=(1, 1, 128, 128), roi=None, fp16=True):
+    def make(target="jetson", shape=(1, 1, 128, 128), roi=None, fp16=True, not_ready=""):
         folder = tmp_path / target
         folder.mkdir()
         shutil.copyfile(SCRIPT, folder / "build_on_device.sh")
@@ -46,7 +46,7 @@ def package(tmp_path):
         if fp16:
             models["fp16"] = Path("model.fp16.onnx")
         (folder / "trt.env").write_text(_trt_env(manifest(list(shape), roi), get_package_target(target), models,
-                                                 "input"))
+                                                 "input", not_ready))
         return folder
     return make
 
@@ -145,3 +145,13 @@ def test_unsupported_combinations_are_refused_on_one_line(package, target, code,
 def test_fp16_on_tensorrt_11_needs_the_fp16_onnx(package):
     result, flags = run(package("trt-workstation", fp16=False), "110000", "--precision", "fp16")
     assert result.returncode != 0 and "no FP16 ONNX" in result.stderr and not flags
+
+
+def test_a_version_the_readiness_check_failed_is_refused_and_the_others_build(package):
+    folder = package("jetson", not_ready="10.3 11")
+    for code in ("100300", "110400"):
+        result, flags = run(folder, code, jetpack="7.2.2")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1 and "readiness check" in lines[0] and not flags
+    result, flags = run(folder, "101300", jetpack="7.1")
+    assert result.returncode == 0, result.stderr

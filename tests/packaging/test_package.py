@@ -92,6 +92,8 @@ def test_tolerances_and_metrics_come_from_the_build(int8_build, packages):
     assert package["selftest"]["int8"]["atol"] == pytest.approx(measured["max_abs_error"])
     assert package["selftest"]["int8"]["min_agreement"] == pytest.approx(measured["decisions"]["agreement"])
     assert package["selftest"]["fp32"]["atol"] == pytest.approx(manifest["parity"]["onnx"]["allowed_error"])
+    assert package["tensorrt_readiness"] == {name: {v: "passes" for v in ("10.3", "10.13", "10.16", "11")}
+                                             for name in package["models"].values()}
     card = (packages["jetson"] / "MODEL_CARD.md").read_text()
     for row in manifest["metrics"]["guard_rails"]["rows"]:
         assert f"| {row['name']} | {row['metric']} | {100 * row['reference']:.2f}% | " in card

@@ -66,8 +66,9 @@ def _fill(out: Path, build: Path, manifest: dict, spec: PackageTarget) -> dict:
     tests = write_selftest(models, manifest, spec, out)
     for name in (*DEVICE_FILES, *(TRT_DEVICE_FILES if spec.builds_on_device else ())):
         _copy_device_file(name, out)
+    readiness = _tensorrt_readiness(models) if spec.builds_on_device else None
     if spec.builds_on_device:
-        write_text(out / "trt.env", _trt_env(manifest, spec, models, input_name))
+        write_text(out / "trt.env", _trt_env(manifest, spec, models, input_name, _not_ready(readiness)))
     write_json(out / "preprocessing.json", _describe.preprocessing(manifest, input_name))
     write_json(out / "labels.json", _describe.labels(manifest, _classes(manifest)))
     calibration = _describe.calibration(manifest)
@@ -79,6 +80,8 @@ def _fill(out: Path, build: Path, manifest: dict, spec: PackageTarget) -> dict:
                "input": {"name": input_name, "shape": manifest["input"]["shape"],
                          "dynamic_batch": bool(manifest["input"].get("dynamic_batch"))},
                "selftest_input": INPUT, "selftest": tests}
+    if readiness is not None:
+        package["tensorrt_readiness"] = readiness
     write_json(out / "package.json", package)
     files = sorted(p for p in out.iterdir() if p.name != MANIFEST)
     write_json(out / MANIFEST, {
@@ -115,7 +118,30 @@ def _classes(manifest: dict) -> list[str] | None:
     return ((manifest.get("config") or {}).get("data") or {}).get("classes")
 
 
-def _trt_env(manifest: dict, spec: PackageTarget, models: dict[str, Path], input_name: str) -> str:
+def _tensorrt_readiness(models: dict[str, Path]) -> dict:
+    """Each packaged ONNX against the TensorRT versions our users deploy to: refused when no version would parse
+    one of them; the versions that would not are recorded, and build_on_device.sh refuses to build on them."""
+    from medexport.runtimes.tensorrt.readiness import check_versions
+
+    verdicts = {}
+    for path in models.values():
+        reports = check_versions(path)
+        if not any(report.passed for report in reports):
+            raise InputError(f"no TensorRT version this package targets would take it: {reports[0].summary()} "
+                             "(`medexport trt-check` lists every finding)")
+        verdicts[path.name] = {r.version: "passes" if r.passed else r.summary() for r in reports}
+    return verdicts
+
+
+def _not_ready(readiness: dict | None) -> str:
+    """The TensorRT versions (``10.3``; ``11``: all of 11.x) some packaged ONNX fails the readiness check on."""
+    failed = {version for verdicts in (readiness or {}).values() for version, verdict in verdicts.items()
+              if verdict != "passes"}
+    return " ".join(sorted(failed))
+
+
+def _trt_env(manifest: dict, spec: PackageTarget, models: dict[str, Path], input_name: str,
+             not_ready: str = "") -> str:
     """``trt.env``: the facts build_on_device.sh needs, as shell assignments (data, not code)."""
     shape = manifest["input"]["shape"]
     roi = (manifest.get("preprocessing") or {}).get("sliding_window_roi")
@@ -126,6 +152,7 @@ def _trt_env(manifest: dict, spec: PackageTarget, models: dict[str, Path], input
         "MAX_BATCH": str(max(8, ((manifest.get("config") or {}).get("latency") or {}).get("batch", 1))),
         "ONNX_FP32": models["fp32"].name, "ONNX_FP16": models["fp16"].name if "fp16" in models else "",
         "ONNX_INT8": models["int8"].name if "int8" in models else "", "DEFAULT_PRECISION": build_precision(manifest),
+        "NOT_READY_FOR": not_ready,
     }
     return "# written by medexport package: what build_on_device.sh builds\n" + "".join(
         f"{k}={shlex.quote(v)}\n" for k, v in values.items())

@@ -76,6 +76,13 @@ if [ "$PACKAGE_TARGET" = jetson ] && [ "$major" = 11 ] && [ -n "$JETPACK_VERSION
     die "TensorRT 11 on Jetson needs JetPack 7.2.2 or later (found JetPack $JETPACK_VERSION)"
 fi
 
+# medexport's readiness check found an ONNX file of this package that this TensorRT's parser would not take
+for v in ${NOT_READY_FOR:-}; do
+    if [ "$v" = "$major.$minor" ] || [ "$v" = "$major" ]; then
+        die "an ONNX file of this package fails the TensorRT $v readiness check (see package.json: tensorrt_readiness)"
+    fi
+done
+
 # ---------------------------------------------------------------- precision: from the ONNX on 11, flags on 10
 flags=()
 case "$precision" in

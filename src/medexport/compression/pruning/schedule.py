@@ -120,11 +120,12 @@ class _Guard:
     def _report(self, model: "nn.Module"):
         import torch
 
+        from medexport._outputs import prediction
         from medexport.evaluation import evaluate
 
         def predict(x):
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                return prediction(model(torch.from_numpy(x))).numpy()
 
         data = self.data
         return evaluate(predict, data.images, data.labels, task=data.task, classes=data.classes,
@@ -143,7 +144,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
     before = profile(captured)
     graph = analyze(captured, model)
-    final, skipped = allocate(graph, config, prune.importance_for(config), {c.name: c.macs for c in before.layers})
+    final, skipped = allocate(graph, config, prune.importance_for(config), layer_macs(before))
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
     guard = _Guard(model, config) if config.heldout is not None else None
@@ -193,12 +194,20 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
     return (candidate, True) if result.passed else (model, False)
 
 
+def layer_macs(cost) -> dict[str, int]:
+    """``{layer name: MACs}`` of a profile; a torch.export capture names its nodes ``layer:op``, summed per layer."""
+    out: dict[str, int] = {}
+    for c in cost.layers:
+        name = c.name.partition(":")[0]
+        out[name] = out.get(name, 0) + c.macs
+    return out
+
+
 def _group_records(method: str, now: dict[str, int], original: dict[str, int],
                    members: dict[str, tuple[str, ...]], before, after, done_steps: dict[str, int],
                    locked: dict[str, str]) -> list[GroupRecord]:
     """One GroupRecord per group that lost channels: original vs final width (``now``) and its layers' MACs."""
-    macs_before = {c.name: c.macs for c in before.layers}
-    macs_after = {c.name: c.macs for c in after.layers}
+    macs_before, macs_after = layer_macs(before), layer_macs(after)
     records = []
     for name, channels in original.items():
         kept = now.get(name, channels)

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from medexport._outputs import prediction
 from medexport.errors import BackendUnavailableError
 from medexport.runtimes._base import Runner as _Runner
 
 
 class Runner(_Runner):
-    """Eval-mode, no-grad torch inference; ``input_shape`` has a dynamic batch like the exported ONNX."""
+    """Eval-mode, no-grad torch inference; ``input_shape`` has a dynamic batch like the exported ONNX.
+
+    A model returning a tuple, list or dict yields its prediction (first tensor, ``None`` skipped: see
+    ``medexport._outputs``), the same tensor the ONNX runners return as output 0."""
 
     backend = "torch"
 
@@ -34,9 +38,7 @@ class Runner(_Runner):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.no_grad():
-            out = self.model(torch.from_numpy(batch).to(self.device))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+            out = prediction(self.model(torch.from_numpy(batch).to(self.device)))  # the ONNX runners' output 0
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return out.float().cpu().numpy()

@@ -357,3 +357,21 @@ def test_a_monai_network_torch_fx_cannot_trace_is_pruned_through_torch_export(pr
     assert small.blocks[7].layers[1].conv.out_channels == small.blocks[7].layers[3].conv.in_channels == 32
     assert all(g.macs_after < g.macs_before for g in record.layers)  # layer MACs found under torch.export names
     assert record.skipped["blocks.4.layers.3.conv"] == "pad that changes the channel count"
+
+
+def test_a_network_with_nothing_to_prune_is_refused_in_one_line():
+    """A ViT's channels all run through attention and flattening the analysis locks: refused, not "1.00x"."""
+    from monai.networks.nets import ViT
+
+    vit = ViT(1, img_size=(32, 32), patch_size=(8, 8), hidden_size=48, mlp_dim=96, num_layers=1, num_heads=4,
+              spatial_dims=2, classification=True, num_classes=2).eval()
+    with pytest.raises(InputError, match=r"^prune-l2 cannot prune this model: none of its 2 channel groups may lose "
+                                         r"channels \(.*flatten that mixes channels") as caught:
+        get_pass("prune-l2").apply(vit, (1, 1, 32, 32), HALF)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_torch_export_program_is_refused_in_one_line():
+    program = torch.export.export(_Residual().eval(), (torch.zeros(1, 1, 8, 8),)).module()
+    with pytest.raises(InputError, match=r"torch.export program \(.pt2\) keeps none: give the model as pkg.module"):
+        get_pass("prune-l2").apply(program, (1, 1, 8, 8), HALF)

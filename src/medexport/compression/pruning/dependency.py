@@ -94,8 +94,13 @@ def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) ->
     """Label every channel of ``captured`` (a torch.fx or torch.export capture of ``root``), then group the classes.
 
     ``root`` is required for a torch.export capture: its layers, not the capture's copies, are the members."""
+    import torch
+
     if root is None and captured.method == "export":
         raise InputError("analysing a torch.export capture needs the model it was captured from (root)")
+    if isinstance(root, torch.fx.GraphModule) and captured.method == "export":
+        raise InputError("structured pruning narrows a model's layers, and a torch.export program (.pt2) keeps "
+                         "none: give the model as pkg.module:factory with --weights")
     graph = _Analysis(captured, root if root is not None else captured.module).run()
     graph.root = root if root is not None else captured.module
     return graph

@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import collections
 import copy
 import fnmatch
 import math
@@ -29,6 +30,7 @@ from medexport.compression.pruning import importance as scores
 from medexport.compression.pruning.config import PruneConfig
 from medexport.compression.pruning.dependency import DependencyGraph, Group, analyze
 from medexport.compression.record import GroupRecord, PassRecord
+from medexport.errors import InputError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,6 +91,20 @@ def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig, im
     return {g.name: removed[i] / g.channels for i, g in enumerate(groups)}
 
 
+def refuse_if_nothing_prunable(method: str, graph: DependencyGraph, config: PruneConfig) -> None:
+    """One-line InputError when no group of ``graph`` may lose a channel (all locked or excluded), naming why:
+    a network built of layers the analysis does not follow (a ViT's attention, a model loaded from a .pt2) is
+    refused instead of being "compressed" 1.00x."""
+    reasons = [skip_reason(g, config) for g in graph.groups]
+    if graph.groups and all(reasons):
+        common = collections.Counter(reasons).most_common(3)
+        raise InputError(f"{method} cannot prune this model: none of its {len(reasons)} channel groups may lose "
+                         f"channels ({'; '.join(f'{n}x {r}' for r, n in common)})")
+    if not graph.groups:
+        raise InputError(f"{method} cannot prune this model: it has no convolution or Linear layer the analysis "
+                         "can follow")
+
+
 def skip_reason(group: Group, config: PruneConfig) -> str | None:
     """Why ``group`` may not be pruned at all (locked by the analysis or excluded by name), or None."""
     names = dict.fromkeys(m.name for m in group.members)
@@ -144,6 +160,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
     before = profile(captured)
     graph = analyze(captured, model)
+    refuse_if_nothing_prunable(prune.name, graph, config)
     final, skipped = allocate(graph, config, prune.importance_for(config), layer_macs(before))
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}

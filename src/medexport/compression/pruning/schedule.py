@@ -91,11 +91,11 @@ def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig, im
     return {g.name: removed[i] / g.channels for i, g in enumerate(groups)}
 
 
-def refuse_if_nothing_prunable(method: str, graph: DependencyGraph, config: PruneConfig) -> None:
-    """One-line InputError when no group of ``graph`` may lose a channel (all locked or excluded), naming why:
-    a network built of layers the analysis does not follow (a ViT's attention, a model loaded from a .pt2) is
-    refused instead of being "compressed" 1.00x."""
-    reasons = [skip_reason(g, config) for g in graph.groups]
+def refuse_if_nothing_prunable(method: str, graph: DependencyGraph) -> None:
+    """One-line InputError when the analysis locks every group of ``graph``, naming why: a network built of
+    layers it does not follow (a ViT's attention and flattening) is refused instead of being "compressed" 1.00x.
+    Groups the user excluded by name are a choice, not a refusal (``--exclude-layer '*'`` runs and prunes nothing)."""
+    reasons = [g.locked for g in graph.groups]
     if graph.groups and all(reasons):
         common = collections.Counter(reasons).most_common(3)
         raise InputError(f"{method} cannot prune this model: none of its {len(reasons)} channel groups may lose "
@@ -160,7 +160,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
     before = profile(captured)
     graph = analyze(captured, model)
-    refuse_if_nothing_prunable(prune.name, graph, config)
+    refuse_if_nothing_prunable(prune.name, graph)
     final, skipped = allocate(graph, config, prune.importance_for(config), layer_macs(before))
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}

@@ -27,9 +27,14 @@ EXTRA = {  # networks beyond tests/_nets.py: residual units in 3D, and attention
     "attentionunet": ("monai.networks.nets:AttentionUnet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2,
                                                            "channels": [8, 16, 32], "strides": [2, 2]},
                       (1, 1, 32, 32)),
+    # up-transitions concatenate a transposed conv with the skip and add the block back onto both (16^3: its minimum)
+    "vnet3d": ("monai.networks.nets:VNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}, (1, 1, 16, 16, 16)),
+    # torch.fx cannot trace it (its channel pad): captured with torch.export
+    "highresnet": ("monai.networks.nets:HighResNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2},
+                   (1, 1, 16, 16)),
 }
 NETS = ("unet2d", "unet3d", "unet3d-res2", "dynunet", "segresnet", "attentionunet", "densenet121", "resnet2d", "basicunet",
-        "brain-tissue-unet2d", "brain-region-alexnet")
+        "brain-tissue-unet2d", "brain-region-alexnet", "vnet3d", "highresnet")
 HALF = PruneConfig(ratio=0.5)
 PRUNING = list_passes(family="pruning")
 # The groups are proven on every network with one pass; every pass (its own choice of channels and weight
@@ -37,7 +42,9 @@ PRUNING = list_passes(family="pruning")
 # tested without multiplying the slowest cases.
 GROUPS_PASS = "prune-l2"
 EVERY_PASS_NETS = ("attentionunet",)
-CASES = [(key, method) for key in NETS for method in PRUNING if method == GROUPS_PASS or key in EVERY_PASS_NETS]
+SLOW_NETS = ("vnet3d", "highresnet")  # 45M parameters in 3D; three torch.export captures per prune
+CASES = [pytest.param(key, method, marks=[pytest.mark.slow] if key in SLOW_NETS else [])
+         for key in NETS for method in PRUNING if method == GROUPS_PASS or key in EVERY_PASS_NETS]
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +237,7 @@ def test_exclusions_leave_a_group_whole():
 
 def test_config_is_validated_and_the_passes_are_registered():
     assert {"prune-l1", "prune-l2", "prune-bn"} <= set(list_passes("prune-*"))
-    for bad in ({"ratio": 1.0}, {"ratio": -0.1}, {"round_to": 0}):
+    for bad in ({"ratio": 1.0}, {"ratio": -0.1}, {"round_to": 0}, {"min_channels": 0}):
         with pytest.raises(InputError):
             PruneConfig(**bad)
     from medexport.compression import LowRankConfig
@@ -256,3 +263,115 @@ def test_basicunet_pads_its_skips_at_an_odd_size_and_still_prunes_exactly(net):
     x = _input(shape, batch=2)
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max().item() < 1e-4
+
+
+@pytest.mark.slow
+def test_vnet_keeps_every_layer_at_least_min_channels_wide(pruned):
+    """VNet's up-transition puts a transposed conv and the skip in one group; ranked together, the transposed conv
+    used to lose every filter (a ConvTranspose3d with zero outputs, reported as a bad input shape)."""
+    _, shape, small, record = pruned("vnet3d", GROUPS_PASS)
+    widths = {n: m.out_channels for n, m in small.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
+    assert min(widths.values()) >= 2 and widths["out_tr.conv_block.conv"] == 2  # the head: 2 classes
+    assert min(w for n, w in widths.items() if not n.startswith("out_tr")) >= 4
+    assert widths["up_tr256.up_conv"] == 64  # half of its 128, like the skip it is concatenated with
+    assert record.macs_after < 0.45 * record.macs_before
+
+
+class _UpCat(nn.Module):
+    """VNet's pattern in miniature: a transposed conv concatenated with a skip, a conv over both added back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skip, self.down = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 2, stride=2)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+        self.ops, self.head = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 2, 1)
+        with torch.no_grad():
+            self.up.weight.mul_(1e-3)  # its filters rank lowest in the group
+
+    def forward(self, x):
+        skip = self.skip(x)
+        cat = torch.cat([self.up(self.down(skip)), skip], dim=1)
+        return self.head(torch.relu(self.ops(cat) + cat))
+
+
+@pytest.mark.parametrize("method", ["prune-l2", "merge"])
+def test_every_producer_of_a_group_keeps_its_share_and_min_channels(method):
+    model, shape = _UpCat().eval(), (1, 1, 8, 8)
+    small, _ = get_pass(method).apply(model, shape, pass_config(method, shape, round_to=1))
+    assert small.up.out_channels == small.skip.out_channels == 4  # half each, though `up` ranks lowest
+    assert small.ops.in_channels == 8 and small(_input(shape)).shape == (1, 2, 8, 8)
+    deep, _ = get_pass(method).apply(model, shape, pass_config(method, shape, round_to=1, ratio=0.9))
+    assert deep.up.out_channels == deep.skip.out_channels == 4  # PruneConfig.min_channels (default 4)
+    deeper, _ = get_pass(method).apply(model, shape, pass_config(method, shape, round_to=1, ratio=0.9, min_channels=1))
+    assert deeper.up.out_channels == deeper.skip.out_channels == 1
+
+
+def test_a_pruned_model_that_fails_names_the_layer_not_the_input():
+    from medexport.compression.pruning.prune import check_runs
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 4, 1)).eval()
+    model[0] = nn.Conv2d(1, 6, 3)  # narrowed without its consumer
+    with pytest.raises(InputError, match=r"prune-l2 left layer 1 \(Conv2d\) unable to run: .*--exclude-layer '1'"):
+        check_runs(model, (1, 1, 8, 8), "prune-l2")
+
+
+class _EmptyGuard(nn.Module):
+    """Returns early on an empty batch: torch.fx cannot branch on ``numel()``, torch.export can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn, self.b = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        if x.numel() == 0:
+            return x.new_zeros((0, 2, *x.shape[2:]))
+        return self.b(torch.relu(self.bn(self.a(x))))
+
+
+def test_a_network_only_torch_export_traces_is_pruned_exactly():
+    from medexport.graph import capture
+
+    model, shape = _EmptyGuard().eval(), (1, 1, 8, 8)
+    assert capture(model, shape).method == "export"
+    chosen = plan(model, shape, PruneConfig(round_to=1), importance.l2_norm)
+    assert {(m.name, m.role) for m in chosen.graph.members} == {("a", "in"), ("a", "out"), ("bn", "channel"),
+                                                               ("b", "in"), ("b", "out")}
+    zeroed = copy.deepcopy(model)
+    _zero_removed(zeroed, chosen)
+    narrowed = apply_plan(copy.deepcopy(zeroed), chosen)
+    assert narrowed.a.out_channels == narrowed.bn.num_features == narrowed.b.in_channels == 8
+    x = _input(shape, batch=2)
+    with torch.no_grad():
+        assert (narrowed(x) - zeroed(x)).abs().max().item() < 1e-6
+    small, record = get_pass("prune-l2").apply(model, shape, PruneConfig(round_to=1))
+    assert small.a.out_channels == 8 and record.layers[0].macs_after < record.layers[0].macs_before
+
+
+@pytest.mark.slow
+def test_a_monai_network_torch_fx_cannot_trace_is_pruned_through_torch_export(pruned):
+    from medexport.graph import capture
+
+    model, shape, small, record = pruned("highresnet", GROUPS_PASS)
+    assert capture(model, shape).method == "export"
+    assert {g.name: g.kept for g in record.layers}["blocks.7.layers.1.conv"] == 32
+    assert small.blocks[7].layers[1].conv.out_channels == small.blocks[7].layers[3].conv.in_channels == 32
+    assert all(g.macs_after < g.macs_before for g in record.layers)  # layer MACs found under torch.export names
+    assert record.skipped["blocks.4.layers.3.conv"] == "pad that changes the channel count"
+
+
+def test_a_network_with_nothing_to_prune_is_refused_in_one_line():
+    """A ViT's channels all run through attention and flattening the analysis locks: refused, not "1.00x"."""
+    from monai.networks.nets import ViT
+
+    vit = ViT(1, img_size=(32, 32), patch_size=(8, 8), hidden_size=48, mlp_dim=96, num_layers=1, num_heads=4,
+              spatial_dims=2, classification=True, num_classes=2).eval()
+    with pytest.raises(InputError, match=r"^prune-l2 cannot prune this model: none of its 2 channel groups may lose "
+                                         r"channels \(.*flatten that mixes channels") as caught:
+        get_pass("prune-l2").apply(vit, (1, 1, 32, 32), HALF)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_torch_export_program_is_refused_in_one_line():
+    program = torch.export.export(_Residual().eval(), (torch.zeros(1, 1, 8, 8),)).module()
+    with pytest.raises(InputError, match=r"torch.export program \(.pt2\) keeps none: give the model as pkg.module"):
+        get_pass("prune-l2").apply(program, (1, 1, 8, 8), HALF)

@@ -4,6 +4,10 @@ Opset 17 is pinned: it is the newest opset every target we ship to accepts (Tens
 JetPack 5 up to TensorRT 11, OpenVINO, ONNX Runtime), and it has LayerNormalization and per-channel
 Q/DQ. We use the TorchScript-based exporter: it exports every MONAI network we test in about a
 second and needs no onnxscript; the dynamo exporter is not needed for these CNNs.
+
+A model that returns a tuple, list or dict (``None`` entries dropped) is exported with one ONNX output per
+tensor, in the order and with the names of :mod:`medexport._outputs`; the first is the prediction the rest of
+the chain judges, and the manifest records where each output came from (``out[0]``, ``out['seg']``).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medexport._io import atomic_path
+from medexport._outputs import flat_module, flatten_outputs
 from medexport.errors import ExportError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -37,13 +42,17 @@ class ExportResult:
     output_shapes: list[list[int | str]]
     simplified: bool
     notes: list[str] = field(default_factory=list)
+    output_sources: dict[str, str] = field(default_factory=dict)  # output name -> place in the model's return value
 
     def to_dict(self) -> dict:
+        outputs = [{"name": n, "shape": s, **({"source": self.output_sources[n]} if n in self.output_sources else {})}
+                   for n, s in zip(self.output_names, self.output_shapes)]
         return {
             "path": self.path.name,
             "opset": self.opset,
             "input": {"name": self.input_name, "shape": self.input_shape},
-            "outputs": [{"name": n, "shape": s} for n, s in zip(self.output_names, self.output_shapes)],
+            "outputs": outputs,
+            "prediction": self.output_names[0] if self.output_names else None,
             "simplified": self.simplified,
             "notes": self.notes,
         }
@@ -60,15 +69,21 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], dest: st
     model = model.eval()
     with torch.no_grad():
         outputs = model(example)
-    n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
-    output_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    flat = flatten_outputs(outputs)
+    output_names = [o.name for o in flat]
     kwargs = {"input_names": [INPUT_NAME], "output_names": output_names, "opset_version": opset,
               "do_constant_folding": True}
-    if dynamic_batch:
-        kwargs["dynamic_axes"] = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]}
+    if dynamic_batch:  # outputs without the batch axis (a scalar, a per-model tensor) stay static
+        kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, **{o.name: {0: "batch"} for o in flat
+                                  if o.value.dim() and o.value.shape[0] == example.shape[0]}}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
     notes: list[str] = []
+    if not isinstance(outputs, torch.Tensor):
+        model = flat_module(model)
+        notes.append(f"the model returns {type(outputs).__name__}: exported as {len(flat)} output(s) "
+                     f"{', '.join(f'{o.name}={o.source}' for o in flat)} (None dropped); {flat[0].name} is the "
+                     "prediction")
     with atomic_path(dest) as tmp:
         try:
             with warnings.catch_warnings(), torch.no_grad():
@@ -84,7 +99,9 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], dest: st
                 notes.append(note)
         _save(proto, tmp, data_name=f"{dest.name}.data")
         check_onnx(tmp)
-    return _describe(dest, opset, simplified, notes)
+    result = _describe(dest, opset, simplified, notes)
+    result.output_sources = {o.name: o.source for o in flat} if not isinstance(outputs, torch.Tensor) else {}
+    return result
 
 
 def check_onnx(path: str | Path) -> "onnx.ModelProto":

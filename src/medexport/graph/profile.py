@@ -163,7 +163,7 @@ def _module_cost(module, in_shape, out_shape) -> tuple[str | None, int, int, int
 
 
 def _function_cost(graph: "CapturedGraph", node, in_shape, out_shape) -> tuple[str | None, int, int, int]:
-    op = _op_name(node)
+    op = op_name(node)
     out_numel = math.prod(out_shape)
     if op in ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
               "conv_transpose3d"):
@@ -201,7 +201,7 @@ def _function_cost(graph: "CapturedGraph", node, in_shape, out_shape) -> tuple[s
     return None, 0, 0, 0
 
 
-def _op_name(node) -> str:
+def op_name(node) -> str:
     """'aten.conv2d.default' -> 'conv2d'; torch.add / operator.add -> 'add'; F.relu -> 'relu'."""
     target = node.target
     if node.op == "call_method":

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medexport._outputs import prediction
 from medexport.compression import _layers
 from medexport.compression.lowrank.config import LowRankConfig, damage_images
 from medexport.errors import InputError
@@ -188,14 +189,14 @@ def _damage(model: "nn.Module", decomps: dict, table: dict, images) -> dict:
         return damage
     x = torch.from_numpy(np.ascontiguousarray(damage_images(images), dtype=np.float32))
     with torch.no_grad():
-        reference = model(x)
+        reference = prediction(model(x))
         scale = float((reference**2).sum()) or 1.0
         for name, rows in table.items():
             original = model.get_submodule(name)
             try:
                 for row in rows[1:]:
                     _layers.replace(model, name, decomps[name].build_standalone(row.ranks))
-                    damage[name, row.ranks] = float(((model(x) - reference) ** 2).sum()) / scale
+                    damage[name, row.ranks] = float(((prediction(model(x)) - reference) ** 2).sum()) / scale
             finally:
                 _layers.replace(model, name, original)
     return damage

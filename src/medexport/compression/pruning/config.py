@@ -22,7 +22,10 @@ class PruneConfig:
     ``ratio`` of the channels of every prunable group is removed (``scope="layer"``), or of all prunable
     channels together, lowest globally normalised scores first, no group losing more than ``max_ratio``
     (``scope="global"``). Kept counts are rounded to multiples of ``round_to`` in groups of at least
-    ``round_min_channels`` channels (smaller ones keep ``round(channels * (1 - ratio))``, at least one).
+    ``round_min_channels`` channels (smaller ones keep ``round(channels * (1 - ratio))``). No layer of a pruned
+    group keeps fewer than ``min_channels`` outputs (default 4; a layer narrower than that is not narrowed), nor
+    zero: a group that joins several producers (a U-Net concat summed back onto itself, as in VNet) is pruned
+    as a whole, and one producer could otherwise lose every channel it has.
     ``exclude`` are shell globs on qualified module names: a group touching a matching layer is left whole.
     With ``heldout`` (and ``rails``), every step is validated and a step that breaks a guard rail is rolled
     back and its group locked. ``recover``, when given, takes each step's pruned model and returns it
@@ -34,6 +37,7 @@ class PruneConfig:
     ratio: float = 0.5
     round_to: int = 8
     round_min_channels: int = 16
+    min_channels: int = 4  # no pruned layer keeps fewer output channels (a narrower one is kept as it is)
     exclude: tuple[str, ...] = ()
     scope: str = "layer"  # "layer": every group loses ``ratio``; "global": per-group ratios from one global ranking
     max_ratio: float = 0.75  # global scope: no group loses more than this share (the pathology paper's cap)
@@ -52,6 +56,8 @@ class PruneConfig:
             raise InputError(f"round_to must be >= 1, got {self.round_to}")
         if self.round_min_channels < 1:
             raise InputError(f"round_min_channels must be >= 1, got {self.round_min_channels}")
+        if self.min_channels < 1:
+            raise InputError(f"min_channels must be >= 1, got {self.min_channels}")
         if self.scope not in ("layer", "global"):
             raise InputError(f"scope must be 'layer' or 'global', got {self.scope!r}")
         if not 0.0 < self.max_ratio < 1.0:
@@ -67,11 +73,14 @@ class PruneConfig:
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     def kept_channels(self, channels: int, ratio: float | None = None) -> int:
-        """Channels a group of ``channels`` keeps at ``ratio`` (default: the config's), rounded, never zero."""
+        """Channels a group of ``channels`` keeps at ``ratio`` (default: the config's), rounded, at least
+        ``min_channels`` (or all of them when there are fewer)."""
         target = channels * (1.0 - (self.ratio if ratio is None else ratio))
         if channels >= self.round_min_channels and self.round_to > 1:
-            return min(channels, max(self.round_to, int(target / self.round_to + 0.5) * self.round_to))
-        return min(channels, max(1, int(target + 0.5)))
+            kept = max(self.round_to, int(target / self.round_to + 0.5) * self.round_to)
+        else:
+            kept = int(target + 0.5)
+        return min(channels, max(self.min_channels, kept))
 
     def to_dict(self) -> dict:
         """Plain JSON-able form, for the manifest's compression recipe."""

@@ -10,7 +10,12 @@ per-channel layer (norms, PReLU, depthwise convs) that carry one of its labels. 
 labels of each of its groups, so only whole norm groups go and the others' statistics are unchanged.
 A *group* is the set of classes one producer's outputs span (joined through residual adds); it is the
 unit a ratio is applied to. Anything not understood, the network input and output (heads), shared
-modules and grouped convs lock the labels they touch. Example::
+modules and grouped convs lock the labels they touch.
+
+A torch.export capture (for models torch.fx cannot trace, e.g. MONAI's HighResNet and SwinUNETR) is read
+the same way: its graph holds ATen calls (``aten.conv3d``, ``aten.batch_norm``, ...) whose parameters are
+``get_attr`` nodes named by the model's own qualified names, so a call is mapped back to the layer that
+owns its weight, and that layer of the model is the member that is narrowed. Example::
 
     graph = analyze(capture(model, (1, 1, 64, 64)))
     [(g.name, g.channels, g.locked) for g in graph.groups]
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from medexport.errors import InputError
+from medexport.graph.profile import op_name
 
 if TYPE_CHECKING:
     import torch
@@ -85,11 +91,17 @@ class DependencyGraph:
 
 
 def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) -> DependencyGraph:
-    """Label every channel of ``captured`` (a torch.fx capture of ``root``), then group the classes."""
-    if captured.method != "fx":
-        raise InputError("structured pruning needs a torch.fx trace; this model only traces with torch.export, "
-                         "which pruning does not support yet")
-    graph = _Analysis(captured).run()
+    """Label every channel of ``captured`` (a torch.fx or torch.export capture of ``root``), then group the classes.
+
+    ``root`` is required for a torch.export capture: its layers, not the capture's copies, are the members."""
+    import torch
+
+    if root is None and captured.method == "export":
+        raise InputError("analysing a torch.export capture needs the model it was captured from (root)")
+    if isinstance(root, torch.fx.GraphModule) and captured.method == "export":
+        raise InputError("structured pruning narrows a model's layers, and a torch.export program (.pt2) keeps "
+                         "none: give the model as pkg.module:factory with --weights")
+    graph = _Analysis(captured, root if root is not None else captured.module).run()
     graph.root = root if root is not None else captured.module
     return graph
 
@@ -97,15 +109,34 @@ def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) ->
 class _Analysis:
     """One walk over the graph in topological order, keeping a label list per tensor node."""
 
-    def __init__(self, captured: "CapturedGraph") -> None:
+    def __init__(self, captured: "CapturedGraph", root: "torch.nn.Module") -> None:
         self.captured = captured
         self.gm = captured.module
+        self.root = root
+        self.aten = captured.method == "export"
         self.graph = DependencyGraph()
         self.locks: dict[int, str] = {}
         self.env: dict[Any, Labels | None] = {}
-        calls = collections.Counter(n.target for n in self.gm.graph.nodes if n.op == "call_module")
-        self.shared = {t for t, n in calls.items() if n > 1 and next(self.gm.get_submodule(t).parameters(), None)
-                       is not None}  # one narrower copy would change every use: locked
+        self.layers = {n: layer for n in self.gm.graph.nodes if (layer := self._layer(n)) is not None}
+        calls = collections.Counter(name for name, _ in self.layers.values())
+        self.shared = {name for name, module in self.layers.values() if calls[name] > 1 and
+                       next(module.parameters(), None) is not None}  # one narrower copy would change every use
+
+    def _layer(self, node) -> tuple[str, "torch.nn.Module"] | None:
+        """``(qualified name, module)`` of the layer ``node`` calls: a ``call_module`` node, or an ATen call
+        whose first parameter is a ``get_attr`` of a layer of the op's kind (torch.export); else None."""
+        if node.op == "call_module":
+            return node.target, self.gm.get_submodule(node.target)
+        kinds = _aten_layers().get(op_name(node)) if self.aten and node.op == "call_function" else None
+        params = [a for a in node.args[1:] if _is_node(a) and a.op == "get_attr"]
+        if kinds is None or not params:
+            return None
+        name = params[0].target.rpartition(".")[0]
+        try:
+            module = self.root.get_submodule(name)
+        except AttributeError:
+            return None
+        return (name, module) if isinstance(module, kinds) else None
 
     def run(self) -> DependencyGraph:
         for node in self.gm.graph.nodes:
@@ -115,8 +146,8 @@ class _Analysis:
                 self.env[node] = self._fresh(node, "network input")
             elif node.op == "get_attr":
                 self.env[node] = self._fresh(node, "constant tensor")
-            elif node.op == "call_module":
-                self.env[node] = self._module(node)
+            elif node in self.layers:
+                self.env[node] = self._module(node, *self.layers[node])
             else:
                 self.env[node] = self._function(node)
         self._group()
@@ -149,8 +180,8 @@ class _Analysis:
             if rx != ry:
                 self.graph.parent[ry] = rx
 
-    def _member(self, node, role: str, labels: Labels) -> None:
-        self.graph.members.append(Member(node.target, self.gm.get_submodule(node.target), role, labels))
+    def _member(self, name: str, module: "torch.nn.Module", role: str, labels: Labels) -> None:
+        self.graph.members.append(Member(name, module, role, labels))
 
     def _unknown(self, node, why: str) -> Labels | None:
         self._lock(_tensor_args(node, self.env), why)
@@ -162,38 +193,37 @@ class _Analysis:
 
     # -- call_module --------------------------------------------------------------------------------
 
-    def _module(self, node) -> Labels | None:
+    def _module(self, node, name: str, module: "torch.nn.Module") -> Labels | None:
         from torch import nn
 
-        module = self.gm.get_submodule(node.target)
         kind = type(module).__name__
-        if node.target in self.shared:
-            return self._unknown(node, f"shared module {node.target}")
+        if name in self.shared:
+            return self._unknown(node, f"shared module {name}")
         labels = self._input(node)
         if labels is None:
             return self._unknown(node, f"{kind} on an untracked input")
         if isinstance(module, nn.modules.conv._ConvNd):
-            return self._conv(node, module, labels)
+            return self._conv(node, name, module, labels)
         if isinstance(module, nn.Linear):
             if len(self.captured.node_shape(node) or ()) != 2:
                 return self._unknown(node, "Linear on a tensor of rank above 2")
-            self._member(node, "in", labels)
+            self._member(name, module, "in", labels)
             out = self._new(module.out_features)
-            self._member(node, "out", out)
+            self._member(name, module, "out", out)
             return out
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
-            self._member(node, "channel", labels)
+            self._member(name, module, "channel", labels)
             return labels
         if isinstance(module, nn.GroupNorm):
             size = module.num_channels // module.num_groups
             for start in range(0, len(labels), size):
                 for label in labels[start + 1:start + size]:
                     self._union([labels[start]], [label])
-            self._member(node, "channel", labels)
+            self._member(name, module, "channel", labels)
             return labels
         if isinstance(module, nn.PReLU):
             if module.num_parameters > 1:
-                self._member(node, "channel", labels)
+                self._member(name, module, "channel", labels)
             return labels
         if isinstance(module, nn.Flatten):
             return self._flatten(node, labels) if module.start_dim == 1 and module.end_dim == -1 else \
@@ -202,17 +232,17 @@ class _Analysis:
             return self._same(node, labels, kind)
         return self._unknown(node, f"unsupported layer {kind}")
 
-    def _conv(self, node, module, labels: Labels) -> Labels | None:
+    def _conv(self, node, name: str, module, labels: Labels) -> Labels | None:
         out_channels = module.out_channels
         if module.groups == 1:
-            self._member(node, "in", labels)
+            self._member(name, module, "in", labels)
             out = self._new(out_channels)
-            self._member(node, "out", out)
+            self._member(name, module, "out", out)
             return out
         if module.groups == module.in_channels == out_channels:
-            self._member(node, "channel", labels)  # depthwise: channel i in, channel i out
+            self._member(name, module, "channel", labels)  # depthwise: channel i in, channel i out
             return labels
-        return self._unknown(node, f"grouped convolution {node.target} (groups={module.groups})")
+        return self._unknown(node, f"grouped convolution {name} (groups={module.groups})")
 
     # -- call_function / call_method ----------------------------------------------------------------
 
@@ -220,15 +250,17 @@ class _Analysis:
         shape = self.captured.node_shape(node)
         if shape is None:
             return None  # not a tensor (x.size(), getattr): nothing to track
-        target = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
+        target = op_name(node)
         if (node.op == "call_function" and node.target in _elementwise()) or \
-                (node.op == "call_method" and target in _ELEMENTWISE_METHODS):
+                ((node.op == "call_method" or self.aten) and target in _ELEMENTWISE_METHODS):
             return self._elementwise(node, shape)
         if target == "cat":
             return self._cat(node, shape)
         labels = self._input(node)
         if labels is None:
             return self._unknown(node, f"{target} on an untracked input")
+        if self.aten and any(_is_node(a) and a.op == "get_attr" for a in node.args[1:]):
+            return self._unknown(node, f"{target} with parameters of no layer it understands")
         if target in _PASS_FUNCTIONS:
             return self._same(node, labels, target)
         if target in _RESHAPES:
@@ -338,6 +370,19 @@ def _pass_modules() -> tuple[type, ...]:
 
 
 @functools.cache
+def _aten_layers() -> dict[str, tuple[type, ...]]:
+    """ATen op name -> the layer types whose parameters it may be called with (torch.export graphs)."""
+    from torch import nn
+
+    conv, norm = (nn.modules.conv._ConvNd,), (nn.modules.batchnorm._BatchNorm,)
+    return {**dict.fromkeys(("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
+                             "conv_transpose3d"), conv),
+            "linear": (nn.Linear,), "batch_norm": norm, "_native_batch_norm_legit_no_training": norm,
+            "instance_norm": (nn.modules.instancenorm._InstanceNorm,), "group_norm": (nn.GroupNorm,),
+            "prelu": (nn.PReLU,)}
+
+
+@functools.cache
 def _elementwise() -> frozenset:
     import torch
 
@@ -351,9 +396,14 @@ def _is_node(value: Any) -> bool:
     return isinstance(value, torch.fx.Node)
 
 
-_ELEMENTWISE_METHODS = frozenset({"add", "sub", "mul", "div", "add_", "mul_"})
+_ELEMENTWISE_METHODS = frozenset({"add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_"})
 _PASS_FUNCTIONS = frozenset({"relu", "relu_", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "hardtanh",
                              "dropout", "interpolate", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d",
                              "avg_pool2d", "avg_pool3d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
-                             "adaptive_max_pool2d", "adaptive_max_pool3d", "contiguous", "clone", "pad"})
+                             "adaptive_max_pool2d", "adaptive_max_pool3d", "contiguous", "clone", "pad",
+                             # ATen spellings (torch.export); norms here have no parameters (else they are layers)
+                             "leaky_relu_", "hardtanh_", "elu_", "silu_", "sigmoid_", "tanh_", "dropout_", "alias",
+                             "to", "_to_copy", "batch_norm", "instance_norm", "upsample_nearest1d",
+                             "upsample_nearest2d", "upsample_nearest3d", "upsample_linear1d", "upsample_bilinear2d",
+                             "upsample_trilinear3d"})
 _RESHAPES = frozenset({"flatten", "view", "reshape"})

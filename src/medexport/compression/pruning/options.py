@@ -1,5 +1,6 @@
-"""The pruning/merging family's options (``--ratio``, ``--iterative``, ``--scope``, ``--max-ratio``, ``--rollback``)
-and the data a pruning pass reads at run time (calibration images, labelled images for rollback, a fine-tuning hook).
+"""The pruning/merging family's options (``--ratio``, ``--min-channels``, ``--iterative``, ``--scope``,
+``--max-ratio``, ``--rollback``) and the data a pruning pass reads at run time (calibration images, labelled images
+for rollback, a fine-tuning hook).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from medexport.errors import InputError
 OPTIONS = (
     PassOption("--ratio", "ratio", "Pruning passes: share of channels removed from every prunable group.",
                type=float, default=0.5),
+    PassOption("--min-channels", "min_channels", "Pruning/merging: no pruned layer keeps fewer output channels than "
+               "this (a narrower layer is left as it is).", type=int, default=4),
     PassOption("--iterative", "steps", "Pruning/merging: reach --ratio in this many steps, re-scoring after each "
                "(--iterative alone: 4 steps).", type=int, default=1, flag_value=4),
     PassOption("--scope", "scope", "Pruning/merging: same ratio in every group, or per-group ratios from one global "

@@ -12,6 +12,8 @@ drop so that the group keeps its target channel count (from :func:`schedule.allo
 """
 from __future__ import annotations
 
+import collections
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,11 +39,13 @@ if TYPE_CHECKING:
 class PrunePlan:
     """Which classes go, on which analysed graph; ``keep`` gives per layer and role the positions to keep.
 
-    ``merges`` maps a kept class to the classes merged into it (filter merging only).
+    ``merges`` maps a kept class to the classes merged into it (filter merging only); ``min_channels`` is the
+    config's floor on every producer's width (see :func:`producer_floors`).
     """
 
     graph: DependencyGraph
     removed: set[int]
+    min_channels: int = 1
     groups: list[GroupRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     merges: dict[int, list[int]] = field(default_factory=dict)
@@ -56,13 +60,40 @@ class PrunePlan:
         return out
 
 
+def producer_floors(group: Group, graph: DependencyGraph, n_keep: int, floor: int) -> list[tuple[dict, int]]:
+    """Per producer of ``group``: ``({class: its output positions}, outputs it must keep)``.
+
+    A group can join producers that own different classes: in VNet's up-transition a transposed conv is
+    concatenated with the skip and the block's output is added back onto both, so the transposed conv owns half
+    the group. Scores summed over producers favour the classes more producers write, and ranked on the whole
+    group such a producer could lose every filter. So each keeps at least the group's kept share of its outputs,
+    and at least ``floor`` (or all it has, when it has fewer)."""
+    out = []
+    for member in group.members:
+        if member.role == "out":
+            width = len(member.labels)
+            owned = collections.Counter(graph.find(label) for label in member.labels)
+            out.append((owned, min(width, max(floor, math.ceil(width * n_keep / len(group.classes))))))
+    return out
+
+
 def lowest(group: Group, graph: DependencyGraph, n_keep: int, importance: "Importance",
            chosen: PrunePlan) -> list[int]:
-    """The classes of ``group`` to remove: all but the ``n_keep`` highest-scored."""
+    """The classes of ``group`` to remove: all but the ``n_keep`` highest-scored, lowest first, skipping a class
+    whose removal would leave one of the group's producers under its floor (:func:`producer_floors`)."""
     import torch
 
-    order = torch.argsort(importance(group, graph), stable=True)
-    return [group.classes[i] for i in order[:len(group.classes) - n_keep].tolist()]
+    floors = producer_floors(group, graph, n_keep, chosen.min_channels)
+    kept = [sum(owned.values()) for owned, _ in floors]
+    removed: list[int] = []
+    for i in torch.argsort(importance(group, graph), stable=True).tolist():
+        if len(removed) == len(group.classes) - n_keep:
+            break
+        c = group.classes[i]
+        if all(kept[p] - owned.get(c, 0) >= need for p, (owned, need) in enumerate(floors)):
+            removed.append(c)
+            kept = [kept[p] - owned.get(c, 0) for p, (owned, _) in enumerate(floors)]
+    return removed
 
 
 def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, importance: "Importance",
@@ -75,7 +106,7 @@ def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, 
     from medexport.graph import capture
 
     graph = analyze(capture(model, tuple(input_shape)), model)
-    result = PrunePlan(graph, set())
+    result = PrunePlan(graph, set(), min_channels=config.min_channels)
     if targets is None:
         targets, result.skipped = allocate(graph, config, importance)
     for group in graph.groups:
@@ -85,11 +116,29 @@ def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, 
         n_keep = max(1, round(targets[group.name] * len(group.classes) / channels))
         if n_keep >= len(group.classes):
             continue
-        result.removed.update(choose(group, graph, n_keep, importance, result))
+        dropped = choose(group, graph, n_keep, importance, result)
+        result.removed.update(dropped)
+        _keep_floors(group, graph, dropped, n_keep, result)
         kept = len(graph.keep_positions(next(m.labels for m in group.members if m.role == "out"), result.removed))
         names = tuple(dict.fromkeys(m.name for m in group.members))
         result.groups.append(GroupRecord(group.name, method, names, channels, kept, channels - kept, 0, 0))
     return result
+
+
+def _keep_floors(group: Group, graph: DependencyGraph, dropped: list[int], n_keep: int, chosen: PrunePlan) -> None:
+    """Give back dropped classes (last chosen first) until every producer of ``group`` keeps its floor
+    (:func:`producer_floors`), whatever ``choose`` picked (filter merging clusters without floors)."""
+    for owned, need in producer_floors(group, graph, n_keep, chosen.min_channels):
+        for c in reversed(dropped):
+            if sum(n for k, n in owned.items() if k not in chosen.removed) >= need:
+                break
+            if c in owned and c in chosen.removed:
+                chosen.removed.discard(c)
+                for survivor, parents in list(chosen.merges.items()):
+                    if c in parents:
+                        parents.remove(c)
+                    if not parents:
+                        del chosen.merges[survivor]
 
 
 def apply_plan(model: "nn.Module", chosen: PrunePlan) -> "nn.Module":
@@ -97,6 +146,35 @@ def apply_plan(model: "nn.Module", chosen: PrunePlan) -> "nn.Module":
     for name, roles in chosen.keep().items():
         prune_layer(model.get_submodule(name), roles)
     return model
+
+
+def check_runs(model: "nn.Module", input_shape: tuple[int, ...], method: str) -> None:
+    """Raise InputError naming the layer a narrowed ``model`` fails in, so the message blames the pruning
+    and says how to avoid it, not the input shape (which ran before pruning)."""
+    import torch
+
+    names = {id(m): n for n, m in model.named_modules()}
+    running: list = []
+
+    def enter(module, args) -> None:
+        running.append(module)
+
+    def leave(module, args, output) -> None:
+        running.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(*input_shape))
+    except Exception as exc:  # noqa: BLE001 - any failure of the narrowed model is this pass's to explain
+        layer = names.get(id(running[-1]), "") if running else ""
+        where = f"layer {layer} ({type(running[-1]).__name__})" if layer else "the model"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{method} left {where} unable to run: {reason}; keep its channels with "
+                         f"--exclude-layer '{layer or '*'}' or prune less (--ratio, --min-channels)") from exc
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class PrunePass(CompressionPass):
@@ -137,6 +215,7 @@ class PrunePass(CompressionPass):
                       self.choose)
         self.before_slicing(model, chosen, config)
         apply_plan(model, chosen)
+        check_runs(model, input_shape, self.name)
         return chosen
 
     def apply_impl(self, model: "nn.Module", input_shape: tuple[int, ...],

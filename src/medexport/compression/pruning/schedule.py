@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import collections
 import copy
 import fnmatch
 import math
@@ -29,6 +30,7 @@ from medexport.compression.pruning import importance as scores
 from medexport.compression.pruning.config import PruneConfig
 from medexport.compression.pruning.dependency import DependencyGraph, Group, analyze
 from medexport.compression.record import GroupRecord, PassRecord
+from medexport.errors import InputError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,6 +91,20 @@ def _global_ratios(graph: DependencyGraph, groups: list, config: PruneConfig, im
     return {g.name: removed[i] / g.channels for i, g in enumerate(groups)}
 
 
+def refuse_if_nothing_prunable(method: str, graph: DependencyGraph) -> None:
+    """One-line InputError when the analysis locks every group of ``graph``, naming why: a network built of
+    layers it does not follow (a ViT's attention and flattening) is refused instead of being "compressed" 1.00x.
+    Groups the user excluded by name are a choice, not a refusal (``--exclude-layer '*'`` runs and prunes nothing)."""
+    reasons = [g.locked for g in graph.groups]
+    if graph.groups and all(reasons):
+        common = collections.Counter(reasons).most_common(3)
+        raise InputError(f"{method} cannot prune this model: none of its {len(reasons)} channel groups may lose "
+                         f"channels ({'; '.join(f'{n}x {r}' for r, n in common)})")
+    if not graph.groups:
+        raise InputError(f"{method} cannot prune this model: it has no convolution or Linear layer the analysis "
+                         "can follow")
+
+
 def skip_reason(group: Group, config: PruneConfig) -> str | None:
     """Why ``group`` may not be pruned at all (locked by the analysis or excluded by name), or None."""
     names = dict.fromkeys(m.name for m in group.members)
@@ -120,11 +136,12 @@ class _Guard:
     def _report(self, model: "nn.Module"):
         import torch
 
+        from medexport._outputs import prediction
         from medexport.evaluation import evaluate
 
         def predict(x):
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                return prediction(model(torch.from_numpy(x))).numpy()
 
         data = self.data
         return evaluate(predict, data.images, data.labels, task=data.task, classes=data.classes,
@@ -143,7 +160,8 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
     before = profile(captured)
     graph = analyze(captured, model)
-    final, skipped = allocate(graph, config, prune.importance_for(config), {c.name: c.macs for c in before.layers})
+    refuse_if_nothing_prunable(prune.name, graph)
+    final, skipped = allocate(graph, config, prune.importance_for(config), layer_macs(before))
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
     guard = _Guard(model, config) if config.heldout is not None else None
@@ -193,12 +211,20 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
     return (candidate, True) if result.passed else (model, False)
 
 
+def layer_macs(cost) -> dict[str, int]:
+    """``{layer name: MACs}`` of a profile; a torch.export capture names its nodes ``layer:op``, summed per layer."""
+    out: dict[str, int] = {}
+    for c in cost.layers:
+        name = c.name.partition(":")[0]
+        out[name] = out.get(name, 0) + c.macs
+    return out
+
+
 def _group_records(method: str, now: dict[str, int], original: dict[str, int],
                    members: dict[str, tuple[str, ...]], before, after, done_steps: dict[str, int],
                    locked: dict[str, str]) -> list[GroupRecord]:
     """One GroupRecord per group that lost channels: original vs final width (``now``) and its layers' MACs."""
-    macs_before = {c.name: c.macs for c in before.layers}
-    macs_after = {c.name: c.macs for c in after.layers}
+    macs_before, macs_after = layer_macs(before), layer_macs(after)
     records = []
     for name, channels in original.items():
         kept = now.get(name, channels)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medexport._outputs import prediction
 from medexport.errors import BackendUnavailableError
 from medexport.runtimes._base import Runner as _Runner
 
@@ -11,7 +12,9 @@ class Runner(_Runner):
     """Eval-mode, no-grad torch inference; ``input_shape`` has a dynamic batch like the exported ONNX.
 
     ``dtype="float64"`` runs a model already cast with ``.double()`` and returns float64 outputs (the exact
-    reference of parity); the default returns float32.
+    reference of parity); the default returns float32. A model returning a tuple, list or dict yields its
+    prediction (first tensor, ``None`` skipped: see ``medexport._outputs``), the same tensor the ONNX runners
+    return as output 0.
     """
 
     backend = "torch"
@@ -39,9 +42,7 @@ class Runner(_Runner):
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.no_grad():
-            out = self.model(torch.from_numpy(batch).to(self.device, self.dtype))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+            out = prediction(self.model(torch.from_numpy(batch).to(self.device, self.dtype)))  # ONNX output 0
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return out.to(torch.float64 if self.dtype == torch.float64 else torch.float32).cpu().numpy()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
-from medexport.errors import ModelLoadError, ParityError
+from medexport.errors import ExportError, ModelLoadError, ParityError
 from medexport.exporter import OPSET, check_onnx, compare_outputs, export_onnx
 from medexport.zoo.samples import real_inputs
 
@@ -71,3 +71,39 @@ def test_relative_part_of_the_tolerance_scales_with_the_output():
     assert not compare_outputs(ref, ref + 5e-4, tolerance=1e-4).passed
     assert compare_outputs(ref, ref + 5e-4, tolerance=1e-4, rtol=1e-4).passed  # 1e-4 + 1e-4 * 10 = 1.1e-3
     assert not compare_outputs(ref, ref + 2e-3, tolerance=1e-4, rtol=1e-4).passed
+
+
+class _Unpool(torch.nn.Module):
+    """Max-pooling with indices, then max-unpooling (Quicknat's decoder): torch 2.13's TorchScript exporter fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.pool, self.unpool = torch.nn.MaxPool2d(2, return_indices=True), torch.nn.MaxUnpool2d(2)
+
+    def forward(self, x):
+        return self.unpool(*self.pool(self.conv(x)))
+
+
+def test_a_model_the_torchscript_exporter_fails_on_exports_through_torch_export(tmp_path):
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = _Unpool().eval()
+    result = export_onnx(model, (1, 1, 32, 32), tmp_path / "m.onnx")
+    assert result.opset == 18 and "torch.export-based exporter" in result.notes[0]
+    assert result.input_shape == ["batch", 1, 32, 32]
+    x = torch.rand(3, 1, 32, 32)
+    out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    assert np.abs(out - model(x).detach().numpy()).max() < 1e-5
+
+
+def test_without_onnxscript_the_export_failure_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ExportError, match=r"medexport\[dynamo\]"):
+        export_onnx(_Unpool().eval(), (1, 1, 32, 32), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -11,7 +11,10 @@ the chain judges, and the manifest records where each output came from (``out[0]
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import inspect
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
 OPSET = 17
+DYNAMO_OPSET = 18   # the oldest opset torch's torch.export-based exporter writes
 INPUT_NAME = "input"
 _TWO_GB = 2 * 1024**3
 
@@ -85,12 +89,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], dest: st
                      f"{', '.join(f'{o.name}={o.source}' for o in flat)} (None dropped); {flat[0].name} is the "
                      "prediction")
     with atomic_path(dest) as tmp:
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (example,), str(tmp), **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any exporter failure is reported as one line
-            raise ExportError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+        opset = _write_onnx(model, example, tmp, kwargs, dynamic_batch, notes)
         proto = onnx.load(str(tmp))
         simplified = False
         if simplify:
@@ -102,6 +101,38 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], dest: st
     result = _describe(dest, opset, simplified, notes)
     result.output_sources = {o.name: o.source for o in flat} if not isinstance(outputs, torch.Tensor) else {}
     return result
+
+
+def _write_onnx(model, example, tmp: Path, kwargs: dict, dynamic_batch: bool, notes: list[str]) -> int:
+    """Write the ONNX with the TorchScript exporter; where it fails and ``onnxscript`` is installed, with torch's
+    torch.export-based exporter (it needs opset 18 and is much slower, so it is the fallback, not the default).
+    Returns the opset written."""
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), **kwargs)
+        return kwargs["opset_version"]
+    except Exception as exc:  # noqa: BLE001 - any exporter failure is reported as one line
+        failure = f"torch.onnx.export failed: {_first_line(exc)}"
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ExportError(f"{failure} (pip install 'medexport[dynamo]' adds torch's torch.export-based exporter, "
+                          "which medexport then tries)")
+    batch = torch.cat([example, example])   # a batch of 1 would be specialized away by torch.export
+    shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (batch,), dynamo=True, opset_version=DYNAMO_OPSET, verbose=False,
+                                        input_names=kwargs["input_names"], output_names=kwargs["output_names"],
+                                        dynamic_shapes=shapes)
+            program.save(str(tmp))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"{failure}; the torch.export-based exporter failed too: {_first_line(exc)}") from exc
+    notes.append(f"exported by torch's torch.export-based exporter at opset {DYNAMO_OPSET}: the TorchScript exporter "
+                 f"failed ({failure[len('torch.onnx.export failed: '):][:120]})")
+    return DYNAMO_OPSET
 
 
 def check_onnx(path: str | Path) -> "onnx.ModelProto":

@@ -49,7 +49,8 @@ def bad_files(rng: random.Random, tmp_path) -> dict[str, object]:
         "random.npy": b"\x93NUMPY" + noise(100), "random.npz": b"PK\x03\x04" + noise(100),
         "broken.json": '{"config": {', "list.json": "[1, 2, 3]", "wrong.json": json.dumps({"medexport_manifest": 1}),
         "badconfig.json": json.dumps({"medexport_manifest": 1, "config": {"latency": {"seconds": "soon"}}}),
-        "spec.yaml": "model: [unclosed", "random.pt2": noise(200),
+        "spec.yaml": "model: [unclosed", "random.pt2": noise(200), "random.zip": b"PK\x03\x04" + noise(200),
+        "random.tar.gz": b"\x1f\x8b" + noise(200),
     }
     paths = {}
     for name, data in contents.items():
@@ -87,7 +88,13 @@ def cases(tmp_path) -> list[list[str]]:
     found += [["quantize", "--calib", "calib", *out], ["quantize", "--calib", files["random.png"], *out],
               ["build", "--no-latency", "--data", files["random.npz"], *out],
               ["validate", "folder/model.onnx", "--no-verify", "--data", files["random.npz"]],
-              ["build", "--latency-seconds", "0", *out], ["build", "--latency-seconds", "nan", *out]]
+              ["build", "--latency-seconds", "0", *out], ["build", "--latency-seconds", "nan", *out],
+              ["build", "--model", files["random.zip"], "--no-latency", *out]]
+    found += [["package", "folder", "--target", target, *out] for target in ("ort", "jetson")]
+    found += [["package", files["random.onnx"], "--target", "openvino-cpu", *out],
+              ["verify", "folder"], ["verify", files["random.tar.gz"]], ["verify", files["random.onnx"]]]
+    found += [["trt-check", files[model]] for model in ("truncated.onnx", "random.onnx", "empty.onnx")]
+    found.append(["trt-check", "folder/model.onnx", "--trt-version", "x.y"])
     return found
 
 

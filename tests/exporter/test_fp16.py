@@ -30,6 +30,7 @@ def test_fp16_keeps_float32_io_and_segments_like_fp32(fp32, tmp_path):
     assert b.dtype == np.float32 and np.abs(a - b).max() < 1e-2 * np.abs(a).max()
     assert (a.argmax(1) == b.argmax(1)).mean() > 0.999
     assert path.stat().st_size < 0.6 * fp32.stat().st_size
+    onnx.checker.check_model(str(path), full_check=True)   # nodes in topological order, as ONNX requires
 
 
 def test_missing_file_is_a_load_error(tmp_path):

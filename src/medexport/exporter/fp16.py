@@ -23,12 +23,14 @@ def to_fp16(onnx_path: str | Path, dest: str | Path) -> Path:
     """Write the FP16 copy of ``onnx_path`` to ``dest`` (atomically) and return ``dest``."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     onnx_path, dest = Path(onnx_path), Path(dest)
     if not onnx_path.is_file():
         raise ModelLoadError(f"ONNX file not found: {onnx_path}")
     try:
         model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+        OnnxModel(model).topological_sort()   # the converter appends the input casts last; ONNX wants them first
     except Exception as exc:  # noqa: BLE001 - the converter raises several unrelated types
         raise ExportError(f"FP16 conversion of {onnx_path.name} failed: {str(exc).splitlines()[0][:200]}") from exc
     with atomic_path(dest) as tmp:

@@ -196,3 +196,16 @@ def test_openvino_layout_is_openvino_only_and_its_default():
             BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8", layout="openvino"))
         assert BuildConfig(model=ModelSpec(), out_dir="x", target=target, quantization=QuantizationConfig(precision="int8")).int8_layout == "tensorrt"
     assert BuildConfig(model=ModelSpec(), out_dir="x", target="openvino", quantization=QuantizationConfig(precision="int8")).int8_layout == "openvino"
+
+
+def test_a_calibration_that_would_not_fit_in_memory_is_refused_with_the_count_that_fits(fp32, images, tmp_path,
+                                                                                         monkeypatch):
+    from medexport.calibration import _memory
+
+    per_image = _memory.activation_bytes(fp32)
+    assert 4 * 2**20 < per_image < 8 * 2**20   # the 2D reference U-Net's tensors at 128x128, float32
+    monkeypatch.setattr(_memory, "available_bytes", lambda: int(10.5 * per_image / _memory.HEADROOM))
+    with pytest.raises(DataError, match=r"--calib-samples 10 .*"):
+        quantize_qdq(fp32, images, tmp_path / "q.onnx")   # 16 images
+    assert not (tmp_path / "q.onnx").exists()
+    quantize_qdq(fp32, images[:10], tmp_path / "q.onnx")   # ten fit

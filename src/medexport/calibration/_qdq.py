@@ -29,6 +29,7 @@ from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
 from medexport.calibration._concat_scales import unify_concat_scales
 from medexport.calibration._float_layers import float_inputs, with_glue
+from medexport.calibration._memory import check_fits
 from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, NON_NEGATIVE_KEY, OnnxGraph, quantized_nodes
 from medexport.calibration._unsigned import unsigned_activations
 from medexport.calibration.choices import LAYOUTS, METHODS, get_option
@@ -114,6 +115,8 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
     if unknown:
         raise InputError(f"nodes_to_exclude names nodes that are not in {onnx_path.name}: {', '.join(unknown)}")
 
+    if calibration_cache is None or not Path(calibration_cache).is_file():
+        check_fits(onnx_path, len(images))
     excluded = with_glue(graph, config.nodes_to_exclude, QUANTIZED_OPS)
     batch = input_shape[0] if input_shape[0] is not None else config.batch_size
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,

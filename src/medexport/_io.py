@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 
@@ -50,3 +50,13 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def entry_escapes(name: str) -> str | None:
+    """How an archive entry's name would land outside the folder it unpacks into: ``"absolute"`` (a root, a drive),
+    ``"outside"`` (a ``..`` part), or None when it stays inside. The one rule for package tarballs and bundle zips."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]):
+        return "absolute"
+    return "outside" if ".." in parts else None
+

@@ -24,10 +24,10 @@ import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterator
 
-from medexport._io import sha256
+from medexport._io import entry_escapes, sha256
 from medexport.errors import InputError, ModelLoadError
 
 CONFIG = "configs/inference.json"
@@ -115,8 +115,7 @@ def unpack_zip(archive: Path, dest: Path, limit: int | None = None) -> None:
 
 def _check_member(archive: Path, info: zipfile.ZipInfo) -> None:
     name = info.filename
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
+    if entry_escapes(name):
         raise InputError(f"{archive.name}: entry '{name}' points outside the bundle folder; refusing the archive")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise InputError(f"{archive.name}: entry '{name}' is a link; refusing the archive")

@@ -14,7 +14,7 @@ import json
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from medexport._io import atomic_path
+from medexport._io import atomic_path, entry_escapes
 from medexport.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -56,9 +56,10 @@ def _check_members(tarball: Path, members: list[tarfile.TarInfo]) -> str:
         path = PurePosixPath(info.name)
         if not path.parts:
             raise InputError(f"{tarball}: refused: an entry has an empty name")
-        if info.name.startswith(("/", "\\")) or path.is_absolute() or ":" in path.parts[0]:
+        escape = entry_escapes(info.name)
+        if escape == "absolute":
             raise InputError(f"{tarball}: refused: entry '{info.name}' has an absolute path")
-        if ".." in path.parts:
+        if escape:
             raise InputError(f"{tarball}: refused: entry '{info.name}' points outside the package folder")
         if info.issym() or info.islnk():
             raise InputError(f"{tarball}: refused: entry '{info.name}' is a link")

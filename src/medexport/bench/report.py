@@ -107,3 +107,42 @@ def _int8_lines(calibration: dict[str, Any] | None) -> list[str]:
 def _error(parity: dict) -> str:
     return f"{parity['max_abs_error']:.2e}" if "max_abs_error" in parity else "–"
 
+
+
+def bench_markdown(report: dict[str, Any]) -> str:
+    """The comparison of a bench report: speed-ups against the baseline, every latency statistic, guard rails,
+    and where each number came from."""
+    from medexport.bench.views import stat_keys
+
+    entries = report["entries"]
+    lines = [f"# medexport bench: {len(entries)} result(s) against {report['baseline']}", "",
+             "| result | batch | median ms | speed-up | MMACs | ideal | realized/ideal | MiB | worst class | guard rails |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|:---:|"]
+    for r in report["comparison"]:
+        worst = f"{r['worst_class']['name']} {100 * r['worst_class']['value']:.1f}%" if r["worst_class"] else "–"
+        lines.append(f"| {r['name']} | {r['batch']} | {r['median_ms']:.3f} | {_num(r['speedup'], '.2f', 'x')} | "
+                     f"{_num(r['macs'] and r['macs'] / 1e6, '.1f')} | {_num(r['ideal_speedup'], '.2f', 'x')} | "
+                     f"{_num(r['realized_over_ideal'], '.2f')} | {_num(r['size_bytes'] and r['size_bytes'] / 2**20, '.2f')} | "
+                     f"{worst} | "
+                     f"{_MARK[r['guard_rails_passed']]} |")
+    keys = stat_keys(entries)
+    lines += ["", "## Latency (ms)", "", "| result | source | runtime | batch | " + " | ".join(keys) + " |",
+              "|---|---|---|---:|" + "---:|" * len(keys)]
+    for e in entries:
+        for r in e["latency"]:
+            lines.append(f"| {e['name']} | {e['source']} | {e['target']} ({', '.join(e.get('devices') or [])}) | "
+                         f"{r['batch']} | " + " | ".join(_num(r.get(k), '.3f') for k in keys) + " |")
+    for e in entries:
+        if e.get("warning"):
+            lines += ["", f"**Warning ({e['name']}):** {e['warning']}"]
+    env = report["environment"]
+    lines += ["", f"Measured here on {env['cpu']} ({env.get('logical_cores')} logical cores), Python {env['python']}, "
+                  f"{', '.join(f'{k} {v}' for k, v in env['versions'].items())}."]
+    return "\n".join(lines) + "\n"
+
+
+_MARK = {True: "✓", False: "✗", None: "–"}
+
+
+def _num(value: float | None, spec: str, unit: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{unit}"

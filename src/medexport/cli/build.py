@@ -129,4 +129,4 @@ def _summary(out, report: dict, out_dir: Path) -> None:
         if budget.get("capped"):
             out.print(f"[yellow]note:[/yellow] latency stopped at its {budget['seconds']:g} s budget "
                       f"({budget['timed_calls'][target]} timed calls of the artifact; --latency-seconds for more)")
-    out.print(f"wrote {out_dir}/ (manifest.json, report.json, report.md)")
+    out.print(f"wrote {out_dir}/ (manifest.json, report.json, report.md, report.html)")

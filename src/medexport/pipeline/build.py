@@ -29,7 +29,7 @@ from medexport.runtimes import get_backend, get_spec, make_builder, open_runner
 
 @dataclass
 class BuildReport:
-    """What a build did and measured; written as report.json and report.md."""
+    """What a build did and measured; written as report.json, report.md and report.html."""
 
     model: str
     target: str
@@ -74,7 +74,10 @@ def _build(ctx: RunContext, out: Path, report: BuildReport, timed) -> None:
         report.data["compression"], report.data["finetune"] = compress(ctx)
     if loaded.module is not None:
         with timed("profile"):
-            report.data["profile"] = profile_cost(ctx)["totals"]
+            cost = profile_cost(ctx)
+            report.data["profile"] = {**cost["totals"], "layers": [   # per-layer MACs, for report.html
+                {"node": layer["name"], "op_type": layer["kind"], "macs": layer["macs"]}
+                for layer in cost["layers"] if layer["macs"]]}
 
     onnx_path = out / ("model.compressed.onnx" if config.compression.chain else "model.onnx")
     spec = get_spec(config.target)

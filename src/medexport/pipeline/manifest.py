@@ -1,4 +1,4 @@
-"""report.json, report.md and manifest.json of a build, and the check that a build folder still matches it.
+"""report.json, report.md, report.html and manifest.json of a build, and the check that a build folder still matches it.
 
 The manifest lists exactly the files the build wrote, with sha256: anything else in the folder is
 not vouched for. It is written last, so a folder with a manifest is a complete, verified build.
@@ -19,14 +19,18 @@ if TYPE_CHECKING:
     from medexport.pipeline.build import BuildReport
 
 MANIFEST = "manifest.json"
-BUILD_RECORD = (MANIFEST, "report.json", "report.md")   # what describes a build; the manifest goes first
+BUILD_RECORD = (MANIFEST, "report.json", "report.md", "report.html")   # what describes a build; the manifest goes first
 
 
 def write_reports(out: Path, report: BuildReport) -> list[Path]:
+    """report.json (stamped with its schema version, see medexport.bench.schema), report.md and report.html."""
+    from medexport.bench.html import report_html
     from medexport.bench.report import build_markdown
+    from medexport.bench.schema import stamped
 
-    return [write_json(out / "report.json", report.to_dict()),
-            write_text(out / "report.md", build_markdown(report.to_dict()))]
+    data = stamped(report.to_dict(), "build")
+    return [write_json(out / "report.json", data), write_text(out / "report.md", build_markdown(data)),
+            write_text(out / "report.html", report_html(data))]
 
 
 def write_manifest(out: Path, config: BuildConfig, loaded: LoadedModel, report: BuildReport,

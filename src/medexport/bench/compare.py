@@ -12,38 +12,49 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medexport.errors import InputError
+from medexport.errors import InputError, ModelLoadError
 
 MANIFEST, REPORT = "manifest.json", "report.json"
 
 
-def resolve(path: Path) -> tuple[Path, dict[str, Any]]:
-    """The artifact to run for ``path`` (an artifact, or a build folder: the artifact its manifest names) and what
-    its build folder records about it (empty for an artifact outside a build folder)."""
+def artifact_of(path: Path) -> Path:
+    """The artifact to run for ``path``: the artifact itself, or the one a build folder's manifest names."""
     path = Path(path)
     if path.is_dir():
         if not (path / MANIFEST).is_file():
             raise InputError(f"{path} is a folder without {MANIFEST}: give an artifact or a medexport build folder")
-        artifact = path / _read(path / MANIFEST)["artifact"]
-    elif path.is_file():
-        artifact = path
-    else:
-        raise InputError(f"artifact not found: {path}")
-    folder = artifact.parent
-    if not (folder / MANIFEST).is_file() or not (folder / REPORT).is_file():
-        return artifact, {"size_bytes": _artifact_bytes(artifact)}
-    return artifact, build_facts(folder)
+        try:
+            return path / json.loads((path / MANIFEST).read_text())["artifact"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{path / MANIFEST} is not a readable medexport manifest") from None
+    if not path.is_file():
+        raise ModelLoadError(f"artifact not found: {path}")
+    return path
 
 
-def build_facts(folder: Path) -> dict[str, Any]:
-    """MACs, MACs before compression, size of the built files and guard rails, from a build folder's records."""
-    manifest, report = _read(folder / MANIFEST), _read(folder / REPORT)
-    files = manifest.get("files", {})
+def facts_of(artifact: Path) -> dict[str, Any]:
+    """What the build folder of ``artifact`` recorded about it (:func:`build_facts`); only its size on disk when it
+    is not in a build folder or the folder's records cannot be read."""
+    try:
+        return build_facts(artifact.parent, artifact.name)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return {"size_bytes": _artifact_bytes(artifact)}
+
+
+def build_facts(folder: Path, name: str) -> dict[str, Any]:
+    """MACs, MACs before compression, size of the built files, guard rails and per-layer MACs of the file ``name``
+    from its build folder's manifest.json and report.json. The guard rails and built files are those of the
+    build's artifact: another file of the folder (the FP32 ONNX beside an INT8 one) gets its MACs and own size."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    report = json.loads((folder / REPORT).read_text())
+    files = manifest["files"]
     built = report.get("build", {}).get("files") or [manifest["artifact"]]
     compression = report.get("compression") or {}
     profile = report.get("profile") or {}
     metrics = manifest.get("metrics") or {}
-    return {"size_bytes": sum(files.get(name, {}).get("bytes", 0) for name in built),
+    if name != manifest["artifact"]:
+        built, metrics = [name], {}
+    return {"size_bytes": sum(files[f]["bytes"] for f in built),
             "macs": profile.get("macs", compression.get("macs_after")),
             "macs_original": compression.get("macs_before", profile.get("macs")),
             "guard_rails": metrics.get("guard_rails"),
@@ -98,13 +109,6 @@ def unique_names(paths: list[Path]) -> list[str]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path} ({type(exc).__name__})") from None
 
 
 def _artifact_bytes(artifact: Path) -> int:

@@ -133,11 +133,12 @@ def _figure(width: float, height: float):
 
 
 def _svg(fig) -> str:
-    """The figure as an ``<svg>`` element (text kept as text, no XML prolog, no timestamp)."""
+    """The figure as an ``<svg>`` element (text kept as text; no XML prolog, metadata or timestamp)."""
     import matplotlib
 
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "medexport"}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)   # RDF credits: not for an inline figure
     return text[text.index("<svg"):]

@@ -43,7 +43,7 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
 
     from medexport._io import write_json, write_text
     from medexport.bench import environment
-    from medexport.bench.compare import comparison, entry, resolve, unique_names
+    from medexport.bench.compare import artifact_of, comparison, entry, facts_of, unique_names
     from medexport.bench.html import report_html
     from medexport.bench.imports import read_import
     from medexport.bench.layers import measured_layers
@@ -61,7 +61,7 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     shape = tuple(parse_shape(input_shape)) if input_shape else None   # a malformed shape fails before any work
     if json_path and len(artifacts) != 1:
         raise InputError("--json names the file of a single ARTIFACT; with several, each gets ARTIFACT.bench.json")
-    resolved = [resolve(Path(a)) for a in artifacts]
+    resolved = [artifact_of(Path(a)) for a in artifacts]
     names = unique_names([Path(a) for a in artifacts])
     given = dict(zip(artifacts, names))
     imported = [read_import(spec) for spec in imports]
@@ -69,7 +69,7 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     baseline = given.get(baseline, baseline) if baseline else next(iter(given.values()))
     if baseline not in given.values():
         raise InputError(f"--baseline {baseline} is none of the compared results ({', '.join(given.values())})")
-    json_paths = [Path(json_path) if json_path else art.with_name(art.name + ".bench.json") for art, _ in resolved]
+    json_paths = [Path(json_path) if json_path else art.with_name(art.name + ".bench.json") for art in resolved]
     for path in json_paths:
         if path.is_dir():
             raise InputError(f"--json {path} is a folder: give a file name")
@@ -80,9 +80,10 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     out = console()
     out.file = click.get_text_stream("stdout")
     entries = []
-    for name, (artifact, facts), path in zip(names, resolved, json_paths):
+    for name, artifact, path in zip(names, resolved, json_paths):
         if not no_verify:
             verify_folder(artifact)
+        facts = facts_of(artifact)
         result = bench_artifact(artifact, target=target, device=device, batches=sizes, input_shape=input_shape,
                                 iterations=iterations, warmup=warmup, threads=threads)
         write_json(path, result)

@@ -7,21 +7,17 @@ import pytest
 from medexport.bench.html import report_html
 from medexport.bench.plots import pareto_front, quantile_of
 from medexport.bench.report import bench_markdown
-from tests._chromium import blank_fraction, needs_chromium, open_page
+from tests._chromium import PLOTS, blank_fraction, needs_chromium, open_page
 from tests.bench._reports import bench_report
 
 pytest.importorskip("matplotlib")
-
-# every figure with its id, how many SVG paths it holds and how wide it is on screen
-FIGURES = ("JSON.stringify(Object.fromEntries([...document.querySelectorAll('figure.plot')].map("
-           "f => [f.id, [f.querySelectorAll('svg path').length, f.querySelector('svg').getBoundingClientRect().width]])))")
 
 
 @needs_chromium
 def test_the_bench_report_renders_in_chromium_with_its_plots(tmp_path):
     page_path = tmp_path / "report.html"
     page_path.write_text(report_html(bench_report()))
-    page = open_page(page_path, FIGURES)
+    page = open_page(page_path, PLOTS)
     assert page.errors == []
     assert page.requests == [page_path.as_uri()]          # self-contained: nothing else was fetched
     figures = json.loads(page.values)

@@ -1,4 +1,5 @@
 """`medexport build` with no arguments: the trained 2D model, per-class validation, a complete manifest."""
+import importlib.util
 import json
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from medexport._io import sha256
 from medexport.loading import ModelSpec
 from medexport.pipeline import BuildConfig, DataConfig, LatencyConfig, run_build
+from tests._chromium import PLOTS, blank_fraction, needs_chromium, open_page
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,63 @@ def test_weights_do_not_apply_to_the_reference_model(tmp_path):
     with pytest.raises(InputError, match="not to the bundled reference model"):
         run_build(BuildConfig(model=ModelSpec(weights="x.pt"), out_dir=tmp_path, latency=LatencyConfig(enabled=False)))
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_build_report_follows_the_schema_with_every_documented_key(default_build):
+    pytest.importorskip("jsonschema")
+    from medexport.bench.schema import report_schema, validate_report
+    from medexport.errors import InputError
+
+    report = json.loads((default_build / "report.json").read_text())
+    assert report["schema_version"] == 1 and report["kind"] == "build"
+    validate_report(report)
+    for key in report_schema()["required"] + report_schema()["$defs"]["build"]["required"]:
+        with pytest.raises(InputError, match=key):
+            validate_report({k: v for k, v in report.items() if k != key})
+    layers = report["profile"]["layers"]   # per-layer MACs for report.html, summing to the model's
+    assert len(layers) >= 5 and sum(layer["macs"] for layer in layers) == report["profile"]["macs"]
+
+
+@needs_chromium
+def test_build_report_html_renders_with_its_plots(default_build):
+    pytest.importorskip("matplotlib")
+    page = open_page(default_build / "report.html", PLOTS)
+    assert page.errors == [] and page.requests == [(default_build / "report.html").resolve().as_uri()]
+    plots = json.loads(page.values)
+    assert {"plot-latency", "plot-pareto"} <= set(plots) and any(name.startswith("plot-layers") for name in plots)
+    assert all(paths >= 5 and width > 300 for paths, width in plots.values()), plots
+    assert blank_fraction(page.screenshot) < 0.97
+    html = (default_build / "report.html").read_text()
+    assert "white_matter" in html and "grey_matter" in html   # the guard-rail table
+
+
+def test_bench_compares_a_build_folder_with_results_from_devices(default_build, tmp_path):
+    from click.testing import CliRunner
+
+    from medexport.cli import cli
+
+    edge = {"model": "brain-tissue-unet2d", "runtime": "openvino", "precision": "int8", "batch": 1, "iterations": 20,
+            "mean_ms": 2.1, "p50_ms": 2.0, "p90_ms": 2.5, "p99_ms": 3.0, "throughput_per_s": 476.0, "devices": ["CPU"]}
+    (tmp_path / "edge.json").write_text(json.dumps(edge))
+    (tmp_path / "times.json").write_text(json.dumps([{"latencyMs": 1.0 + i / 10, "computeMs": 0.8} for i in range(11)]))
+    args = ["bench", str(default_build), "--import", str(tmp_path / "edge.json"), "--import",
+            f"{tmp_path / 'times.json'}:1", "--iterations", "5", "--warmup", "1", "--json", str(tmp_path / "b.json")]
+    result = CliRunner().invoke(cli, [*args, "--baseline", str(default_build), "--report", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    rows = {row["name"]: row for row in report["comparison"]}
+    base, build = rows[default_build.name], json.loads((default_build / "report.json").read_text())
+    files = json.loads((default_build / "manifest.json").read_text())["files"]
+    assert base["speedup"] == 1.0 and base["macs"] == build["profile"]["macs"] and base["guard_rails_passed"]
+    assert base["size_bytes"] == sum(files[name]["bytes"] for name in build["build"]["files"])
+    assert base["worst_class"]["name"] in ("grey_matter", "white_matter")
+    assert rows["edge.json"]["speedup"] == pytest.approx(base["median_ms"] / 2.0, rel=1e-2)
+    assert rows["times.json"]["median_ms"] == pytest.approx(1.5)
+    assert "edge.json" in (tmp_path / "cmp" / "report.md").read_text() and (tmp_path / "cmp" / "report.html").is_file()
+    if importlib.util.find_spec("jsonschema"):
+        from medexport.bench.schema import validate_report
+
+        validate_report(report)
+    wrong = CliRunner().invoke(cli, [*args, "--baseline", "int8"])
+    assert wrong.exit_code == 1 and wrong.output.strip().splitlines()[-1].startswith(
+        "medexport: error: --baseline int8 is none of the compared results"), wrong.output

@@ -37,7 +37,9 @@ def report_html(report: dict[str, Any]) -> str:
     for name, layers in v["layers"]:
         body += [f"<h2>Per layer: {escape(name)}</h2>",
                  _figure(f"plot-layers-{len(body)}", plots.layer_shares(layers),
-                         "Share of MACs beside share of measured time, top layers."), _layer_table(layers)]
+                         "Share of MACs beside share of measured time, top layers." if _timed(layers) else
+                         "Share of MACs, top layers (per-layer times: medexport bench --layers)."),
+                 _layer_table(layers)]
     for name, rails in v["guard_rails"]:
         body += [f"<h2>Guard rails: {escape(name)}</h2>", _guard_rails(rails)]
     body.append("<h2>Where it was measured</h2>")
@@ -47,6 +49,10 @@ def report_html(report: dict[str, Any]) -> str:
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{escape(v['title'])}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _timed(layers: list[dict[str, Any]]) -> bool:
+    return any(layer.get("ms") is not None for layer in layers)
 
 
 def _figure(ident: str, svg: str | None, caption: str) -> str:

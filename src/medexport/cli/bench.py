@@ -77,27 +77,31 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     if report_dir:
         check_out(Path(report_dir), "--report")
 
-    out = console()
-    out.file = click.get_text_stream("stdout")
-    entries = []
+    entries, printed = [], []
     for name, artifact, path in zip(names, resolved, json_paths):
         if not no_verify:
             verify_folder(artifact)
-        facts = facts_of(artifact)
         result = bench_artifact(artifact, target=target, device=device, batches=sizes, input_shape=input_shape,
                                 iterations=iterations, warmup=warmup, threads=threads)
         write_json(path, result)
-        out.print(_latency_table(artifact.name, result, Table))
-        if result["warning"]:
-            out.print(f"[yellow]warning:[/yellow] {result['warning']}")
-        out.print(f"wrote {path}")
+        facts = facts_of(artifact)   # (after the runner opened it: a broken file is the runner's one-line error)
         entries.append(entry(name, f"measured here by medexport bench ({artifact.name})", result, facts))
         if layers:
             entries[-1]["layers"] = measured_layers(artifact, result["target"], input_shape=shape, threads=threads,
                                                     profile_layers=facts.get("profile_layers"))
-            if entries[-1]["layers"] is None:
-                out.print("[yellow]warning:[/yellow] --layers: per-node profiling is not in this medexport")
-                del entries[-1]["layers"]
+        printed.append((artifact, result, path))
+    out = console()
+    out.file = click.get_text_stream("stdout")
+    for artifact, result, path in printed:
+        out.print(_latency_table(artifact.name, result, Table))
+        if result["warning"]:
+            out.print(f"[yellow]warning:[/yellow] {result['warning']}")
+        out.print(f"wrote {path}")
+    if layers and any(e.get("layers", ()) is None for e in entries):
+        out.print("[yellow]warning:[/yellow] --layers: this medexport has no per-node profiling (bench/node_times.py)")
+    for e in entries:
+        if e.get("layers", ()) is None:
+            del e["layers"]
     entries += [entry(name, result["source"], result, {}) for name, result in imported]
     report = stamped({"baseline": baseline, "entries": entries, "comparison": comparison(entries, baseline),
                       "environment": environment()}, "bench")

@@ -126,9 +126,8 @@ def _latency_table(name: str, result: dict, table_type):
 
 
 def _comparison_table(report: dict, table_type):
-    table = table_type(title=f"against {report['baseline']}")
-    for col in ("result", "batch", "median ms", "speed-up", "MMACs", "ideal", "realized/ideal", "MiB", "worst class",
-                "guard rails"):
+    table = table_type(title=f"median latency and speed-up against {report['baseline']}")
+    for col in ("result", "batch", "ms", "speed-up", "MMACs", "ideal", "real/ideal", "MiB", "worst class", "rails"):
         table.add_column(col, justify="left" if col in ("result", "worst class") else "right")
     for r in report["comparison"]:
         worst = r["worst_class"]

@@ -16,6 +16,7 @@ def test_speedups_are_against_the_baseline_at_the_same_batch():
     assert rows["fp32", 1]["realized_over_ideal"] is None   # nothing compressed: no ideal to realize
     assert rows["jetson.json", 1]["speedup"] == 2.0 and rows["jetson.json", 1]["ideal_speedup"] is None
     assert compressed["worst_class"] == {"name": "white_matter", "metric": "dice", "value": 0.88, "delta_points": -2.0}
+    assert compressed["overall"] == {"metric": "dice", "value": 0.90, "delta_points": -1.0}
     assert compressed["guard_rails_passed"] is True and rows["jetson.json", 1]["guard_rails_passed"] is None
 
 

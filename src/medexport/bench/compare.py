@@ -83,7 +83,7 @@ def entry(name: str, source: str, result: dict[str, Any], facts: dict[str, Any])
 
 def comparison(entries: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
     """One row per entry and batch size: median, speed-up over ``baseline`` at that batch, MACs and the ideal
-    speed-up they promise, size, worst class and whether the guard rails held."""
+    speed-up they promise, size, the overall metric and the worst class, and whether the guard rails held."""
     base = next((e for e in entries if e["name"] == baseline), None)
     if base is None:
         raise InputError(f"--baseline {baseline} is none of the compared results ({', '.join(e['name'] for e in entries)})")
@@ -97,8 +97,14 @@ def comparison(entries: list[dict[str, Any]], baseline: str) -> list[dict[str, A
                          "speedup": _round(speedup), "ideal_speedup": _round(ideal),
                          "realized_over_ideal": _round(speedup / ideal if speedup and ideal and ideal != 1 else None),
                          "macs": e.get("macs"), "size_bytes": e.get("size_bytes"), "worst_class": e.get("worst_class"),
+                         "overall": _overall(e.get("guard_rails")),
                          "guard_rails_passed": (e.get("guard_rails") or {}).get("passed")})
     return rows
+
+
+def _overall(guard_rails: dict[str, Any] | None) -> dict[str, Any] | None:
+    row = next((r for r in (guard_rails or {}).get("rows", []) if r["scope"] == "overall"), None)
+    return row and {"metric": row["metric"], "value": row["candidate"], "delta_points": row["delta_points"]}
 
 
 def unique_names(paths: list[Path]) -> list[str]:

@@ -116,14 +116,15 @@ def bench_markdown(report: dict[str, Any]) -> str:
 
     entries = report["entries"]
     lines = [f"# medexport bench: {len(entries)} result(s) against {report['baseline']}", "",
-             "| result | batch | median ms | speed-up | MMACs | ideal | realized/ideal | MiB | worst class | guard rails |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|:---:|"]
+             "| result | batch | median ms | speed-up | MMACs | ideal | realized/ideal | MiB | overall | worst class | "
+             "guard rails |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---|:---:|"]
     for r in report["comparison"]:
         worst = f"{r['worst_class']['name']} {100 * r['worst_class']['value']:.1f}%" if r["worst_class"] else "–"
+        overall = f"{r['overall']['metric']} {100 * r['overall']['value']:.1f}%" if r.get("overall") else "–"
         lines.append(f"| {r['name']} | {r['batch']} | {r['median_ms']:.3f} | {_num(r['speedup'], '.2f', 'x')} | "
                      f"{_num(r['macs'] and r['macs'] / 1e6, '.1f')} | {_num(r['ideal_speedup'], '.2f', 'x')} | "
                      f"{_num(r['realized_over_ideal'], '.2f')} | {_num(r['size_bytes'] and r['size_bytes'] / 2**20, '.2f')} | "
-                     f"{worst} | "
+                     f"{overall} | {worst} | "
                      f"{_MARK[r['guard_rails_passed']]} |")
     keys = stat_keys(entries)
     lines += ["", "## Latency (ms)", "", "| result | source | runtime | batch | " + " | ".join(keys) + " |",

@@ -56,7 +56,8 @@ def _build_view(report: dict[str, Any]) -> dict[str, Any]:
 def stat_keys(entries: list[dict[str, Any]]) -> list[str]:
     """Every ``*_ms`` statistic the entries carry: percentiles in order, then the others (mean, std...), then
     prefixed families (compute_*, end_to_end_*), so keys a newer harness adds show up unchanged."""
-    keys = {k for e in entries for r in e["latency"] for k in r if k.endswith("_ms")}
+    keys = {k for e in entries for r in e["latency"] for k, v in r.items()
+            if k.endswith("_ms") and isinstance(v, (int, float))}
     quantiled = sorted((k for k in keys if quantile_of(k) is not None), key=quantile_of)
     plain = sorted(k for k in keys if quantile_of(k) is None and k.count("_") == 1)
     return quantiled + plain + sorted(keys - set(quantiled) - set(plain))

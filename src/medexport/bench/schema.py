@@ -1,4 +1,4 @@
-"""The versioned schema of report.json (``schema/report.schema.json``, shipped in the package) and its check.
+"""The versioned schema of report.json (``report.schema.json``, shipped in the package) and its check.
 
 Both `medexport build` and `medexport bench` stamp their report with :data:`SCHEMA_VERSION` and a ``kind``; a
 reader checks a report with :func:`validate_report` (needs ``jsonschema``, in the ``dev`` extra).
@@ -23,7 +23,7 @@ def stamped(report: dict[str, Any], kind: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) every report.json follows."""
-    return json.loads(resources.files("medexport.bench").joinpath("schema/report.schema.json").read_text())
+    return json.loads(resources.files("medexport.bench").joinpath("report.schema.json").read_text())
 
 
 def validate_report(report: dict[str, Any]) -> None:

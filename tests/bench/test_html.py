@@ -52,3 +52,12 @@ def test_the_pareto_front_keeps_what_nothing_beats():
     points = [{"name": n, "median_ms": ms, "value": v} for n, ms, v in
               [("fp32", 10, 0.90), ("int8", 6, 0.89), ("svd", 8, 0.85), ("fast", 4, 0.80)]]
     assert [p["name"] for p in pareto_front(points)] == ["fast", "int8", "fp32"]   # svd: int8 is faster and better
+
+
+def test_without_matplotlib_the_page_keeps_its_tables_and_says_why(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)   # import fails as if matplotlib were absent
+    html = report_html(bench_report())
+    assert "<svg" not in html and "plots need matplotlib: pip install 'medexport[report]'" in html
+    assert "<td>compressed</td>" in html and "white_matter" in html

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (apt-get install chromium)")
 
 # JavaScript: every report figure by id, with how many SVG paths it holds and its width on screen
-PLOTS = ("JSON.stringify(Object.fromEntries([...document.querySelectorAll('figure.plot')].map("
-         "f => [f.id, [f.querySelectorAll('svg path').length, f.querySelector('svg').getBoundingClientRect().width]])))")
+PLOTS = ("JSON.stringify(Object.fromEntries([...document.querySelectorAll('figure.plot')].map(f => [f.id, "
+         "[f.querySelectorAll('svg path').length, f.querySelector('svg').getBoundingClientRect().width]])))")
 
 
 @dataclass

@@ -1,4 +1,6 @@
 """Comparison against a baseline: speed-ups at equal batch, ideal speed-up from MACs, realized/ideal."""
+from pathlib import Path
+
 import pytest
 
 from medexport.bench.compare import comparison, unique_names, worst_class
@@ -37,5 +39,5 @@ def test_worst_class_and_names():
     assert worst_class(RAILS, "reference")["value"] == 0.90
     assert worst_class({"passed": True, "rows": RAILS["rows"][:1]})["name"] == "dice"   # no class rows: overall
     assert worst_class(None) is None
-    from pathlib import Path
-    assert unique_names([Path("a/model.onnx"), Path("b/model.onnx"), Path("c")]) == ["a/model.onnx", "b/model.onnx", "c"]
+    paths = [Path("a/model.onnx"), Path("b/model.onnx"), Path("c")]
+    assert unique_names(paths) == ["a/model.onnx", "b/model.onnx", "c"]

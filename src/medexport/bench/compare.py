@@ -86,7 +86,8 @@ def comparison(entries: list[dict[str, Any]], baseline: str) -> list[dict[str, A
     speed-up they promise, size, the overall metric and the worst class, and whether the guard rails held."""
     base = next((e for e in entries if e["name"] == baseline), None)
     if base is None:
-        raise InputError(f"--baseline {baseline} is none of the compared results ({', '.join(e['name'] for e in entries)})")
+        names = ", ".join(e["name"] for e in entries)
+        raise InputError(f"--baseline {baseline} is none of the compared results ({names})")
     base_ms = {r["batch"]: r["median_ms"] for r in base["latency"]}
     rows = []
     for e in entries:

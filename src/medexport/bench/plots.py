@@ -72,7 +72,8 @@ def pareto(points: list[dict[str, Any]]) -> str | None:
     ax = fig.subplots()
     for p in points:
         ax.scatter(p["median_ms"], p["value"], s=36)
-        ax.annotate(f"{p['name']} ({p['class']})", (p["median_ms"], p["value"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(f"{p['name']} ({p['class']})", (p["median_ms"], p["value"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
     front = pareto_front(points)
     ax.plot([p["median_ms"] for p in front], [p["value"] for p in front], linestyle="--", color="grey",
             label="Pareto front")

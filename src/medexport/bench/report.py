@@ -123,7 +123,8 @@ def bench_markdown(report: dict[str, Any]) -> str:
         overall = f"{r['overall']['metric']} {100 * r['overall']['value']:.1f}%" if r.get("overall") else "–"
         lines.append(f"| {r['name']} | {r['batch']} | {r['median_ms']:.3f} | {_num(r['speedup'], '.2f', 'x')} | "
                      f"{_num(r['macs'] and r['macs'] / 1e6, '.1f')} | {_num(r['ideal_speedup'], '.2f', 'x')} | "
-                     f"{_num(r['realized_over_ideal'], '.2f')} | {_num(r['size_bytes'] and r['size_bytes'] / 2**20, '.2f')} | "
+                     f"{_num(r['realized_over_ideal'], '.2f')} | "
+                     f"{_num(r['size_bytes'] and r['size_bytes'] / 2**20, '.2f')} | "
                      f"{overall} | {worst} | "
                      f"{_MARK[r['guard_rails_passed']]} |")
     keys = stat_keys(entries)

@@ -14,7 +14,7 @@ The table gives per-class Dice on the bundled held-out images (what the guard ra
 pruned model and each recovery, and the seconds each took. Rerun it with::
 
     python benchmarks/finetune_labels.py --models brain-tissue-unet2d --steps 100 300 [--threads 2]
-    python benchmarks/finetune_labels.py --models brain-tissue-unet3d --steps 60
+    python benchmarks/finetune_labels.py --models brain-tissue-unet3d --steps 60 200 --threads 1 [--patches 64]
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "scripts" / "zoo")]
 
 
-def training_side(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Float images (N, 1, *spatial) in [0, 1] and int64 labels from the training side of the model's template."""
+def training_side(name: str, patches: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Float images (N, 1, *spatial) in [0, 1] and int64 labels from the training side of the model's template:
+    every 1.5 mm axial slice (2D), or ``patches`` random 48^3 patches (3D, as the training script draws them)."""
     import _common as C
 
     t0, t1 = C.HELDOUT_Z_MM[0] - C.GAP_MM, C.HELDOUT_Z_MM[1] + C.GAP_MM
@@ -42,7 +43,8 @@ def training_side(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     elif name == "brain-tissue-unet3d":
         import train_brain_tissue_unet3d as T
 
-        images, labels = T.sample(np.random.default_rng(seed), T.training_parts(*T.volume()), 24, augment=False)
+        images, labels = T.sample(np.random.default_rng(seed), T.training_parts(*T.volume()), patches,
+                                  augment=False)
     else:
         raise SystemExit(f"no training-side labels for {name}")
     return C.from_uint8(images), labels.astype(np.int64)
@@ -60,7 +62,7 @@ def per_class_dice(model, ref) -> dict[str, float]:
     return {name: 100 * metrics["dice"].value for name, metrics in report.per_class.items()}
 
 
-def rows(name: str, steps_list: list[int], ratio: float, batch: int | None) -> list[tuple]:
+def rows(name: str, steps_list: list[int], ratio: float, batch: int | None, patches: int) -> list[tuple]:
     from medexport.compression import get_pass
     from medexport.compression.pruning import PruneConfig
     from medexport.evaluation import GuardRails
@@ -71,7 +73,7 @@ def rows(name: str, steps_list: list[int], ratio: float, batch: int | None) -> l
     ref = get_model(name)
     original = ref.build()
     pruned, _ = get_pass("prune-l2").apply(copy.deepcopy(original), tuple(ref.input_shape), PruneConfig(ratio=ratio))
-    images, labels = training_side(name)
+    images, labels = training_side(name, patches)
     data = LabelledData(images, labels, ref.task, ref.classes, "training side", roi_size=ref.roi_size)
     out = [(name, "original", "-", per_class_dice(original, ref), None, None),
            (name, f"prune-l2 {ratio}", 0, per_class_dice(pruned, ref), None, None)]
@@ -106,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=None, help="default: 8 images (2D), 2 volumes (3D)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--patches", type=int, default=24, help="3D: training-side 48^3 patches drawn")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for name in args.models:
-        rows(name, args.steps, args.ratio, args.batch)
+        rows(name, args.steps, args.ratio, args.batch, args.patches)
     return 0
 
 

@@ -78,10 +78,29 @@ def test_fine_tuning_on_the_images_the_guard_rails_judge_is_refused(tmp_path, sp
 @pytest.mark.parametrize("change, message", [
     ({"compression": CompressionConfig.from_flags("prune-l2", {"--ratio": 0.5})}, "add --finetune STEPS"),
     ({"data": DataConfig(), "resume": True}, "distillation has none to continue from"),
+    ({"data": DataConfig(), "compression": CompressionConfig.from_flags("prune-l2", {"--ratio": 0.5}, 20,
+                                                                        finetune_val=0.3)},
+     "--finetune-val and --patience steer fine-tuning on labels"),
 ])
 def test_label_options_without_what_they_need_are_refused(tmp_path, split, change, message):
     with pytest.raises(InputError, match=message):
         dataclasses.replace(_config(tmp_path, split), **change)
+
+
+def test_a_failed_command_keeps_only_its_checkpoints_and_a_successful_one_drops_them(tmp_path):
+    from medexport.pipeline._outdir import staged
+
+    out = tmp_path / "new"
+    with pytest.raises(RuntimeError), staged(out, build=True) as staging:
+        (staging / "model.onnx").write_text("x")
+        (out / CHECKPOINTS).mkdir(parents=True)
+        (out / CHECKPOINTS / "round-0.pt").write_text("state")
+        (out / "stray").write_text("written by this command")
+        raise RuntimeError("interrupted")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [CHECKPOINTS, f"{CHECKPOINTS}/round-0.pt"]
+    with staged(out, build=True) as staging:
+        (staging / "model.onnx").write_text("x")
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
 
 
 def test_the_recipe_records_the_label_options_but_not_the_paths(tmp_path, split):

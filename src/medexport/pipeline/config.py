@@ -285,6 +285,10 @@ class BuildConfig:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
         if self.data.finetune_data is not None and not self.compression.finetune_steps:
             raise InputError("--finetune-data are images to fine-tune on; add --finetune STEPS")
+        tuned = (self.compression.finetune_val, self.compression.patience)
+        if self.data.finetune_data is None and tuned != (CompressionConfig.finetune_val, CompressionConfig.patience):
+            raise InputError("--finetune-val and --patience steer fine-tuning on labels; add --finetune-data or drop "
+                             "them")
         if self.resume and self.data.finetune_data is None:
             raise InputError("--resume continues a fine-tuning on labels (--finetune-data) from its checkpoints; "
                              "distillation has none to continue from")

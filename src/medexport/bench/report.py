@@ -81,7 +81,15 @@ def _compression_lines(record: dict[str, Any] | None, tuned: dict[str, Any] | No
             change = f"sub-pixel convolution (exact){timed}"
         lines.append(f"| {layer['method']} | `{layer['name']}` | {change} | {layer['macs_before'] / 1e6:.2f} | "
                      f"{layer['macs_after'] / 1e6:.2f} |")
-    if tuned:
+    if tuned and tuned["method"] == "labels":
+        schedule = f" ({tuned['schedule']})" if tuned.get("schedule") else ""
+        early = tuned.get("early_stopping")
+        kept = (f" Early stopping on {tuned['val_images']} images held aside kept step {early['best_step']} "
+                f"({early['best_points']:+.1f} points of {early['metric']})." if early else "")
+        lines += ["", f"Fine-tuned on labelled images ({tuned['data']['source']}): {tuned['steps']} steps{schedule} on "
+                      f"{tuned['images']} of them, {tuned['loss']} {tuned['loss_first']:.3f} -> "
+                      f"{tuned['loss_last']:.3f}.{kept}"]
+    elif tuned:
         schedule = f" ({tuned['schedule']})" if tuned.get("schedule") else ""
         lines += ["", f"Fine-tuned by {tuned['method']} from the original: {tuned['steps']} steps{schedule} on "
                       f"{tuned['images']} images ({tuned.get('data', {}).get('source', 'the --calib images')}), "

@@ -132,11 +132,30 @@ def compression_options(required: bool) -> Callable:
     through :class:`PassOptionsCommand`, which the command must use (``@click.command(cls=PassOptionsCommand)``)."""
 
     def decorate(func: Callable) -> Callable:
+        func = click.option("--resume", is_flag=True,
+                            help="With --finetune-data: continue the fine-tuning that a failed or interrupted run "
+                                 "with the same options and images left in OUT/finetune-checkpoints, instead of "
+                                 "starting over.")(func)
+        func = click.option("--patience", type=int, default=5, show_default=True,
+                            help="With --finetune-data: stop after this many checks (one every tenth of the steps) "
+                                 "without a better guard-rail headroom on the images held aside.")(func)
+        func = click.option("--finetune-val", type=float, default=0.2, show_default=True,
+                            help="With --finetune-data: the fraction of those images held aside; the guard-rail "
+                                 "metric on them, relative to the original, keeps the best weights and stops early "
+                                 "(0: train on all, keep the last weights).")(func)
+        func = click.option("--finetune-labels", default=None,
+                            help="Mask files/folder paired with --finetune-data (segmentation).")(func)
+        func = click.option("--finetune-data", default=None,
+                            help="Labelled images to fine-tune on instead of distilling, in the forms --data takes (an "
+                                 ".npz with 'images' and 'labels', or image files/folder with --finetune-labels "
+                                 "masks); loss: Dice + cross-entropy (segmentation) or cross-entropy. Never the --data "
+                                 "images the guard rails judge.")(func)
         func = click.option("--finetune", "finetune_steps", type=int, default=0, is_flag=False, flag_value=300,
                             help="Fine-tune this many steps by distillation from the original on the calibration "
-                                 "images (--calib; --finetune alone: 300 steps, about 40 s on the 2D reference model on "
-                                 "2 CPU cores): after a low-rank pass; with a pruning pass, spread over its --iterative "
-                                 "steps, each step fine-tuned before it is judged and before the next.")(func)
+                                 "images (--calib), or on labelled images with --finetune-data (--finetune alone: 300 "
+                                 "steps, about 40 s on the 2D reference model on 2 CPU cores): after a low-rank pass; "
+                                 "with a pruning pass, spread over its --iterative steps, each step fine-tuned before "
+                                 "it is judged and before the next.")(func)
         return click.option("--compress" if not required else "--method", "compress", required=required, default=None,
                             type=PassChain(),
                             help="Compression pass: low-rank (svd, spatial-svd, tucker, hsc), channel pruning (prune-*), "
@@ -201,14 +220,32 @@ def data_options(func: Callable) -> Callable:
     return func
 
 
-def data_config(data_path, labels_path, task, classes, calib=None, calib_samples=256, min_calib=None):
+def data_config(data_path, labels_path, task, classes, calib=None, calib_samples=256, min_calib=None,
+                finetune_data=None, finetune_labels=None):
     """The DataConfig of the image options a command received."""
     from medexport.pipeline import DataConfig
     from medexport.pipeline.config import MIN_CALIB
 
     return DataConfig(data=data_path, labels=labels_path, task=task,
                       classes=tuple(classes.split(",")) if classes else None, calib=calib, calib_samples=calib_samples,
-                      min_calib=MIN_CALIB if min_calib is None else min_calib)
+                      min_calib=MIN_CALIB if min_calib is None else min_calib, finetune_data=finetune_data,
+                      finetune_labels=finetune_labels)
+
+
+def finetune_summary(tuned: dict) -> str:
+    """One line on a fine-tuning record: what it trained on, its loss, and where early stopping kept the weights."""
+    if tuned["method"] != "labels":
+        return (f"fine-tuned {tuned['steps']} steps on {tuned['images']} images in {tuned['seconds']:.0f} s "
+                f"(distillation loss {tuned['loss_first']:.3f} -> {tuned['loss_last']:.3f})")
+    line = (f"fine-tuned {tuned['steps']} steps on {tuned['images']} labelled images in {tuned['seconds']:.0f} s "
+            f"({tuned['loss']} {tuned['loss_first']:.3f} -> {tuned['loss_last']:.3f})")
+    early = tuned.get("early_stopping")
+    if early:
+        line += (f"; kept step {early['best_step']} ({early['best_points']:+.1f} points of {early['metric']} on "
+                 f"{tuned['val_images']} images held aside)")
+    if tuned.get("resumed_from") is not None:
+        line += f"; resumed from step {tuned['resumed_from']}"
+    return line
 
 
 def model_spec(model, weights, model_kwargs, spec_file, input_shape, static_batch, trust_pickle) -> ModelSpec:

@@ -1,6 +1,7 @@
 """`medexport build`: the whole chain for one target, into an output folder with a manifest."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -11,7 +12,8 @@ from medexport.cli._options import (PassOptionsCommand, calib_options, compressi
 from medexport.pipeline.config import LatencyConfig
 
 # with --recipe, the options that may be given again (the files a manifest does not keep, and where to write)
-_RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "data_path", "labels_path", "calib"}
+_RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "data_path", "labels_path", "calib",
+                   "finetune_data", "finetune_labels", "resume"}
 
 
 @click.command("build", cls=PassOptionsCommand)
@@ -35,7 +37,8 @@ _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "dat
                    "variant (3D networks), and the report says it was capped.")
 @precision_options
 @calib_options("Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
-def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, target, device, out_dir,
+def command(compress, pass_options, finetune_steps, finetune_data, finetune_labels, finetune_val, patience, resume,
+            data_path, labels_path, task, classes, target, device, out_dir,
             recipe, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             latency_seconds, precision, calib, calib_samples, min_calib, calib_method, int8_engine, accuracy_control,
             int8_layout,
@@ -61,14 +64,20 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
             model["trust_pickle"] = True
         folder = Path(recipe).parent   # by default the rebuild goes beside the recipe's build, never into it
         config, expected = read_recipe(recipe, out_dir=out_dir or folder.with_name(f"{folder.name}-rebuild"),
-                                       model=model, calib=calib, data=data_path, labels=labels_path)
+                                       model=model, calib=calib, data=data_path, labels=labels_path,
+                                       finetune_data=finetune_data, finetune_labels=finetune_labels)
+        if resume:
+            config = dataclasses.replace(config, resume=True)
     else:
         config = BuildConfig(
             model=model_spec(**model_kw), out_dir=Path(out_dir or "out/pending"), target=target, device=device,
             simplify=not no_simplify, parity=ParityConfig(tolerance, rtol),
             rails=GuardRails(max_overall_drop, max_class_drop),
-            data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib),
-            compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
+            data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib, finetune_data,
+                             finetune_labels),
+            compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps, finetune_val=finetune_val,
+                                                     patience=patience),
+            resume=resume,
             quantization=QuantizationConfig(precision=precision, engine=int8_engine, layout=int8_layout,
                                             method=calib_method, accuracy_control=accuracy_control),
             latency=LatencyConfig(enabled=not no_latency, batch=latency_batch, seconds=latency_seconds))

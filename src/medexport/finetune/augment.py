@@ -29,3 +29,21 @@ def random_view(batch: "torch.Tensor", rng: np.random.Generator) -> "torch.Tenso
     x = torch.roll(x, shifts, dims=dims)
     span = float(batch.max() - batch.min()) or 1.0
     return x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05)) * span
+
+
+def random_labelled_view(batch: "torch.Tensor", labels: "torch.Tensor",
+                         rng: np.random.Generator) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """:func:`random_view` for labelled fine-tuning: the flip and the shift move a segmentation mask (B, *spatial)
+    with its image; class labels (B,) are left as they are (a flip or small shift keeps the class)."""
+    import torch
+
+    spatial = batch.shape[2:]
+    flip = rng.random() < 0.5
+    shifts = tuple(int(rng.integers(-(s // 16), s // 16 + 1)) for s in spatial)
+    x = batch.flip(-1) if flip else batch
+    x = torch.roll(x, shifts, dims=tuple(range(2, batch.ndim)))
+    if labels.ndim == batch.ndim - 1:   # a mask per image
+        y = labels.flip(-1) if flip else labels
+        labels = torch.roll(y, shifts, dims=tuple(range(1, labels.ndim)))
+    span = float(batch.max() - batch.min()) or 1.0
+    return x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05)) * span, labels

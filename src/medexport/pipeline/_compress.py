@@ -38,7 +38,7 @@ def compress(ctx: RunContext) -> tuple[dict, dict | None]:
         tuned = recovery.summary() if recovery is not None else None
         steps = ctx.config.compression.finetune_steps
         if steps and tuned is None:   # no stepwise pass, or one that found nothing to do
-            with ctx.stage(finetune_label(steps)):
+            with ctx.stage(finetune_label(steps, ctx.config.data.finetune_data is not None)):
                 once = Recovery(ctx, steps)
                 loaded.module = once(loaded.module)
                 tuned = once.summary()

@@ -1,17 +1,21 @@
-"""Recovery fine-tuning in the chain: distillation from the original, after compression or inside a stepwise pass.
+"""Recovery fine-tuning in the chain: distillation from the original, or training on the user's labelled images,
+after compression or inside a stepwise pass.
 
 With a stepwise pass (pruning, merging; alone or in a chain) the --finetune steps are spread over its
 --iterative steps: each step is fine-tuned before it is judged by the guard rails and before the next step
 scores channels (the classic prune / fine-tune loop). Otherwise the model is fine-tuned once, after the
-lossy passes. Either way the teacher is the original model and the images are the calibration images (the
-user's --calib, else the reference model's training-side images), never the held-out images the guard rails
-judge on.
+lossy passes. Without --finetune-data the teacher is the original model and the images are the calibration
+images (the user's --calib, else the reference model's training-side images); with it, the model trains on
+those labelled images, early-stopped on a part of them held aside, and each round checkpoints into
+``<out>/finetune-checkpoints/round-<k>.pt`` for --resume. Never on the images the guard rails judge.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medexport.pipeline._outdir import CHECKPOINTS
 from medexport.pipeline.context import RunContext
 
 if TYPE_CHECKING:
@@ -19,19 +23,34 @@ if TYPE_CHECKING:
 
 
 class Recovery:
-    """Distils a compressed model from the original for ``steps`` steps each time it is called (a stepwise pass's
-    ``recover`` hook, or once after compression); every round is recorded."""
+    """Fine-tunes a compressed model for ``steps`` steps each time it is called (a stepwise pass's ``recover``
+    hook, or once after compression); every round is recorded. A run that does not resume drops the checkpoints
+    an earlier one left."""
 
     def __init__(self, ctx: RunContext, steps: int) -> None:
         self.ctx, self.steps = ctx, steps
         self.rounds: list = []
+        self.labelled = ctx.config.data.finetune_data is not None
+        self.folder = Path(ctx.config.out_dir) / CHECKPOINTS
+        if self.labelled and not ctx.config.resume:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def __call__(self, model: "nn.Module") -> "nn.Module":
-        from medexport.finetune import DistillConfig, distill
-
         # another seed each round, so the rounds do not replay the same batches
-        model, record = distill(model, self.ctx.original, self.ctx.calibration(),
-                                DistillConfig(steps=self.steps, seed=len(self.rounds)), progress=True)
+        if self.labelled:
+            from medexport.finetune import LabelledConfig, finetune_on_labels
+
+            compression = self.ctx.config.compression
+            config = LabelledConfig(steps=self.steps, val_fraction=compression.finetune_val,
+                                    patience=compression.patience, seed=len(self.rounds))
+            model, record = finetune_on_labels(model, self.ctx.original, self.ctx.finetune_labelled(), config,
+                                               self.ctx.rails, checkpoint=self.folder / f"round-{len(self.rounds)}.pt",
+                                               resume=self.ctx.config.resume, progress=True)
+        else:
+            from medexport.finetune import DistillConfig, distill
+
+            model, record = distill(model, self.ctx.original, self.ctx.calibration(),
+                                    DistillConfig(steps=self.steps, seed=len(self.rounds)), progress=True)
         self.rounds.append(record)
         return model
 
@@ -42,13 +61,19 @@ class Recovery:
         if not self.rounds:
             return None
         first, last = self.rounds[0].to_dict(), self.rounds[-1].to_dict()
-        result = {**first, "data": self.ctx.calibration_source()}
+        if self.labelled:
+            labelled = self.ctx.finetune_labelled()
+            source = {"count": int(len(labelled.images)), "source": labelled.description}
+        else:
+            source = self.ctx.calibration_source()
+        result = {**first, "data": source}
         if len(self.rounds) > 1:
             result.update(steps=sum(r.steps for r in self.rounds), seconds=round(sum(r.seconds for r in self.rounds), 2),
                           loss_last=last["loss_last"], schedule=f"{self.steps} steps after each pruning step tried",
                           rounds=[r.to_dict() for r in self.rounds])
         calib, data = self.ctx.config.data.calib, self.ctx.config.data.data
-        if calib is not None and data is not None and Path(calib).resolve() == Path(data).resolve():
+        if (not self.labelled and calib is not None and data is not None
+                and Path(calib).resolve() == Path(data).resolve()):
             result["note"] = ("fine-tuned on the same images the guard rails validate on (--calib = --data): the "
                               "validation is not independent")
         return result
@@ -65,5 +90,7 @@ def stepwise_steps(ctx: RunContext) -> int | None:
     return max(1, steps // getattr(stepwise[0], "steps", 1))
 
 
-def finetune_label(steps: int) -> str:
+def finetune_label(steps: int, labelled: bool = False) -> str:
+    if labelled:
+        return f"fine-tune ({steps} steps on your labelled images, early-stopped on a part held aside)"
     return f"fine-tune ({steps} steps of distillation from the original)"

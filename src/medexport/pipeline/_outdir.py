@@ -2,7 +2,9 @@
 
 A command writes into ``.<out>.<random>.partial`` (same parent, so the same file system) and moves its files into
 ``--out`` only when it succeeded. A failure or Ctrl-C at any point removes the staging folder and any folder the
-command created, so ``--out`` is left exactly as it was: a previous build whole with its manifest, or absent.
+command created, so ``--out`` is left exactly as it was: a previous build whole with its manifest, or absent;
+except for the fine-tuning checkpoints (``CHECKPOINTS``), written straight into ``--out`` so that a failed or
+interrupted run leaves them for ``--resume``, and removed when a command succeeds (nothing is left to resume).
 Tracking written files instead could remove new files but not bring back the previous build's files they
 overwrote. Example::
 
@@ -21,6 +23,8 @@ from typing import Iterator
 
 from medexport.errors import InputError
 from medexport.pipeline.manifest import BUILD_RECORD, MANIFEST, listed_files
+
+CHECKPOINTS = "finetune-checkpoints"  # the folder of --out that a failure keeps, for --resume
 
 
 def check_out(out: Path, flag: str = "--out") -> None:
@@ -56,10 +60,17 @@ def staged(out: Path, *, build: bool) -> Iterator[Path]:
     try:
         yield staging
         _commit(staging, out, build)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if out.absolute() in created:   # a commit cut short: everything in it is this command's
-            shutil.rmtree(out, ignore_errors=True)
+        if out.absolute() in created:   # everything in it is this command's; its checkpoints stay for --resume
+            for path in out.iterdir() if out.is_dir() else ():
+                if path.name == CHECKPOINTS:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
         for folder in created:   # deepest first
             with contextlib.suppress(OSError):
                 folder.rmdir()

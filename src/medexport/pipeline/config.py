@@ -53,7 +53,8 @@ class ParityConfig:
 class DataConfig:
     """The user's images: labelled ones for the guard rails (``data``/``labels``), unlabelled ones for calibration
     and fine-tuning (``calib``; at most ``calib_samples``, and refused below ``min_calib`` usable ones). None: the
-    reference model's bundled images."""
+    reference model's bundled images. ``finetune_data``/``finetune_labels``: labelled images (the forms ``data``
+    takes) to fine-tune on instead of distilling; never the ones the guard rails judge."""
 
     data: str | None = None
     labels: str | None = None
@@ -62,10 +63,18 @@ class DataConfig:
     calib: str | None = None
     calib_samples: int = 256
     min_calib: int = MIN_CALIB
+    finetune_data: str | None = None
+    finetune_labels: str | None = None
 
     def __post_init__(self) -> None:
         if self.classes is not None:
             self.classes = tuple(self.classes)
+        if self.finetune_labels is not None and self.finetune_data is None:
+            raise InputError("--finetune-labels pairs masks with --finetune-data; give the images too")
+        given = [p for p in (self.data, self.finetune_data) if p is not None and p != GIVEN]
+        if len(given) == 2 and Path(given[0]).resolve() == Path(given[1]).resolve():
+            raise InputError("--finetune-data are the images the guard rails judge (--data): fine-tuning on them "
+                             "would make the validation meaningless; give other labelled images")
         if self.calib_samples < 1:
             raise InputError("--calib-samples must be at least 1")
         if self.min_calib < 1:
@@ -73,23 +82,28 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("data", "labels", "calib"):
+        for key in ("data", "labels", "calib", "finetune_data", "finetune_labels"):
             out[key] = GIVEN if out[key] is not None else None
         out["classes"] = list(self.classes) if self.classes else None
         return out
 
     def missing(self) -> list[str]:
         """Options that stand for the user's images in a recipe and must be given again."""
-        return [f"--{key}" for key in ("data", "labels", "calib") if getattr(self, key) == GIVEN]
+        return [f"--{key.replace('_', '-')}" for key in ("data", "labels", "calib", "finetune_data", "finetune_labels")
+                if getattr(self, key) == GIVEN]
 
 
 @dataclass
 class CompressionConfig:
     """A chain of registered passes, each with the options the user gave it (config field -> value), run in order;
-    then ``finetune_steps`` of distillation from the original (spread over the steps of a stepwise pass)."""
+    then ``finetune_steps`` of distillation from the original, or of training on labelled images (spread over the
+    steps of a stepwise pass). On labels, ``finetune_val`` of the images is held aside for early stopping after
+    ``patience`` checks without a better guard-rail headroom (see :class:`~medexport.finetune.LabelledConfig`)."""
 
     chain: tuple[tuple[str, dict[str, Any]], ...] = ()
     finetune_steps: int = 0
+    finetune_val: float = 0.2
+    patience: int = 5
 
     def __post_init__(self) -> None:
         from medexport.compression import get_pass
@@ -111,6 +125,9 @@ class CompressionConfig:
         if self.finetune_steps and all(exact):
             raise InputError(f"--finetune recovers what a lossy pass changed; {self.label} is exact: drop --finetune "
                              "or add a compression pass before it")
+        from medexport.finetune import LabelledConfig
+
+        LabelledConfig(val_fraction=self.finetune_val, patience=self.patience)   # checks them
         for method, options in self.chain:
             known = {option.field for option in get_pass(method).options}
             unknown = sorted(set(options) - known)
@@ -119,7 +136,8 @@ class CompressionConfig:
                                  f"{', '.join(sorted(known)) or 'none'}")
 
     @classmethod
-    def from_flags(cls, methods: str | None, given: dict[str, Any], finetune_steps: int = 0) -> "CompressionConfig":
+    def from_flags(cls, methods: str | None, given: dict[str, Any], finetune_steps: int = 0,
+                   **finetune: Any) -> "CompressionConfig":
         """Route the command-line options the user gave (flag -> value) to the passes of ``methods`` that declare
         them; an option no pass of the chain declares is refused."""
         from medexport.compression import get_pass
@@ -135,7 +153,7 @@ class CompressionConfig:
         stray = [flag for flag in given if flag not in used]
         if stray:
             _refuse_unused(stray, names)
-        return cls(tuple(chain), finetune_steps)
+        return cls(tuple(chain), finetune_steps, **finetune)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -162,12 +180,12 @@ class CompressionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"chain": [{"method": method, "options": _plain(options)} for method, options in self.chain],
-                "finetune_steps": self.finetune_steps}
+                "finetune_steps": self.finetune_steps, "finetune_val": self.finetune_val, "patience": self.patience}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CompressionConfig":
         return cls(tuple((step["method"], step["options"]) for step in data.get("chain", ())),
-                   data.get("finetune_steps", 0))
+                   data.get("finetune_steps", 0), data.get("finetune_val", 0.2), data.get("patience", 5))
 
 
 def _refuse_unused(flags: list[str], methods: list[str], configured: bool = False) -> None:
@@ -249,6 +267,7 @@ class BuildConfig:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    resume: bool = False  # continue fine-tuning from the checkpoints a failed run left in out_dir (not recorded)
 
     def __post_init__(self) -> None:
         from medexport.calibration.choices import INT8_ENGINES, LAYOUTS, check_serves
@@ -264,6 +283,15 @@ class BuildConfig:
             raise InputError("INT8 quantization is for a target; give --target")
         if not self.model.dynamic_batch and self.latency.batch != 1:
             raise InputError("--static-batch exports batch 1; use --batch 1 or drop --static-batch")
+        if self.data.finetune_data is not None and not self.compression.finetune_steps:
+            raise InputError("--finetune-data are images to fine-tune on; add --finetune STEPS")
+        tuned = (self.compression.finetune_val, self.compression.patience)
+        if self.data.finetune_data is None and tuned != (CompressionConfig.finetune_val, CompressionConfig.patience):
+            raise InputError("--finetune-val and --patience steer fine-tuning on labels; add --finetune-data or drop "
+                             "them")
+        if self.resume and self.data.finetune_data is None:
+            raise InputError("--resume continues a fine-tuning on labels (--finetune-data) from its checkpoints; "
+                             "distillation has none to continue from")
         self.passes = self.compression.configured(self.measure_backend)
 
     @property

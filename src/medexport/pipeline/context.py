@@ -45,6 +45,7 @@ class RunContext:
         self._loaded: LoadedModel | None = None
         self._calibration: tuple[np.ndarray, dict] | None = None
         self._labelled: tuple[LabelledData | None] | None = None
+        self._finetune_labelled: LabelledData | None = None
         self._parity: tuple[np.ndarray, str] | None = None
         self._reference_outputs: tuple[Any, np.ndarray] | None = None
         self._exact_outputs: tuple[Any, np.ndarray | None] | None = None
@@ -80,7 +81,10 @@ class RunContext:
 
         config = self.config
         self.labelled()
-        if (config.quantization.int8 or config.compression.finetune_steps or "calibration" in self.expected
+        if config.data.finetune_data is not None:
+            self.finetune_labelled()
+        distills = config.compression.finetune_steps and config.data.finetune_data is None
+        if (config.quantization.int8 or distills or "calibration" in self.expected
                 or any(get_pass(method).needs_calibration for method in config.compression.methods)):
             self.calibration()
 
@@ -133,6 +137,24 @@ class RunContext:
                 self._check("labelled", result.images, result.labels)
             self._labelled = (result,)
         return self._labelled[0]
+
+    def finetune_labelled(self) -> "LabelledData":
+        """The user's labelled images to fine-tune on (--finetune-data/--finetune-labels), read like --data."""
+        if self._finetune_labelled is None:
+            from medexport.evaluation.validation import user_data
+
+            data, loaded = self.config.data, self.loaded
+            if GIVEN in (data.finetune_data, data.finetune_labels):
+                raise InputError("this recipe was fine-tuned on your own labelled images: pass them again with "
+                                 "--finetune-data (and --finetune-labels)")
+            result = user_data(data.finetune_data, data.finetune_labels, loaded.input_shape, task=data.task,
+                               classes=data.classes, reference_model=loaded.reference)
+            self._check("finetune", result.images, result.labels)
+            if self.labelled() is not None and self.digests.get("labelled") == self.digests["finetune"]:
+                raise DataError("--finetune-data are the images the guard rails judge: fine-tuning on them would "
+                                "make the validation meaningless; give other labelled images")
+            self._finetune_labelled = result
+        return self._finetune_labelled
 
     def parity_inputs(self) -> tuple[np.ndarray, str]:
         """Real images for parity: the reference model's held-out images, or bundled real images resized."""

@@ -5,7 +5,9 @@ activations and weights (zero point 0), per-channel weights (per-tensor for Conv
 biases, Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul/Add/Concat and not on their outputs,
 so conv + bias + ReLU (+ residual add) fuse. ONNX Runtime and OpenVINO run the same file. Two
 one-backend layouts sit beside it (``QuantConfig.layout``): ``ort-u8s8`` for ONNX Runtime and
-``openvino`` (the same placement with uint8 zero-point-0 ReLU outputs, as NNCF's, faster there).
+``openvino`` (the same placement with uint8 zero-point-0 ReLU outputs, as NNCF's, MaxPool and instance-norm
+inputs quantized and no Q/DQ after a Concat of one scale: OpenVINO's int8 paths, found with
+``medexport.bench.node_times``). Fast bias correction (``_bias_correction``) then shifts the int8 convs' biases.
 Calibration is onnxruntime's (``quantize_static`` with min-max, percentile or entropy ranges); the
 resulting model is checked by ``check_qdq`` before it replaces ``dest``. Example::
 

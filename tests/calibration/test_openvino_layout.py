@@ -35,7 +35,7 @@ def test_max_pool_reads_the_quantized_input_and_no_number_changes(resnet, monkey
     fp32, images, tmp = resnet
     moved = quantize_qdq(fp32, images, tmp / "moved.onnx", QuantConfig(layout="openvino")).path
     assert check_qdq(moved) == []
-    monkeypatch.setattr(_qdq, "quantized_max_pools", lambda model: 0)
+    monkeypatch.setattr(_qdq, "move_qdq_upstream", lambda model: 0)
     kept = quantize_qdq(fp32, images, tmp / "kept.onnx", QuantConfig(layout="openvino")).path
     import onnx
 
@@ -56,9 +56,9 @@ def test_openvino_runs_the_max_pool_in_int8(resnet):
     rows = node_times(path, "openvino", images[:1], threads=1, runs=2)
     pools = [r for r in rows if r["op_type"] == "MaxPool"]
     assert pools and all(r["precision"] in INT8 for r in pools)
-    # the input's and the head's (global average pool -> reshape -> Q -> Gemm): none after a pool
-    assert [r["node"] for r in rows if r["op_type"] == "FakeQuantize"] == ["input_QuantizeLinear",
-                                                                            "/Reshape_output_0_QuantizeLinear"]
+    # only the input's: none after a pool, and the head's (global average pool -> reshape -> Q -> Gemm, moved in
+    # front of the reshape) folds into the pool
+    assert [r["node"] for r in rows if r["op_type"] == "FakeQuantize"] == ["input_QuantizeLinear"]
     assert all(p in INT8 for p in conv_precisions(rows).values())
 
 
@@ -78,3 +78,21 @@ def test_instance_norms_and_skip_concats_run_in_int8_on_a_basic_unet(tmp_path):
     assert all(p in INT8 for p in conv_precisions(rows).values())
     # no re-quantization: the one FakeQuantize left is the input's
     assert [r["node"] for r in rows if r["op_type"] == "FakeQuantize"] == ["input_QuantizeLinear"]
+
+
+@pytest.mark.openvino
+def test_group_norms_take_int8_from_the_conv_and_keep_their_affine_step_inside(tmp_path):
+    """MONAI's SegResNet: GroupNorm exports as Reshape -> InstanceNormalization -> Reshape -> Mul -> Add."""
+    from monai.networks.nets import SegResNet
+
+    torch.manual_seed(0)
+    net = SegResNet(spatial_dims=2, in_channels=1, out_channels=2, init_filters=8).eval()
+    fp32 = export_onnx(net, (1, 1, 64, 64), tmp_path / "model.onnx").path
+    images = real_inputs((1, 1, 64, 64), 8)
+    path = quantize_qdq(fp32, images, tmp_path / "ov.onnx", QuantConfig(layout="openvino")).path
+    assert check_qdq(path) == []
+    rows = node_times(path, "openvino", images[:1], threads=1, runs=2)
+    assert not [r for r in rows if r["op_type"] == "Multiply"]            # the norm's scale folded into the MVN
+    assert all(r["precision"] in INT8 for r in rows if r["op_type"] == "MVN")
+    # no conv writes f32 for a Reorder to copy into a norm: every Reorder between a conv and a norm moves int8
+    assert all(r["precision"] in INT8 for r in rows if r["op_type"] == "Reorder" and "norm" in r["node"])

@@ -30,9 +30,9 @@ import numpy as np
 from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
 from medexport.calibration._concat_scales import drop_exact_concat_requantization, unify_concat_scales
-from medexport.calibration._float_layers import float_inputs, with_glue
+from medexport.calibration._float_layers import float_inputs, float_norm_parameters, with_glue
 from medexport.calibration._memory import check_fits
-from medexport.calibration._pool_qdq import quantized_max_pools
+from medexport.calibration._pool_qdq import move_qdq_upstream
 from medexport.calibration._graph import (FLOAT_NODES_KEY, LAYOUT_KEY, NON_NEGATIVE_KEY, OnnxGraph,
                                           drop_unread_initializers, quantized_nodes)
 from medexport.calibration._unsigned import unsigned_activations
@@ -207,7 +207,8 @@ def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str, cali
     if layout == "openvino":
         model.metadata_props.add(key=NON_NEGATIVE_KEY, value=json.dumps(calibrated_non_negative))
         drop_exact_concat_requantization(model)
-        quantized_max_pools(model)
+        move_qdq_upstream(model)
+        float_norm_parameters(model)
         unsigned_activations(model)
         drop_unread_initializers(model.graph)
     onnx.save(model, str(path))

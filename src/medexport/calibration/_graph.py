@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # ops whose weights TensorRT, ONNX Runtime and OpenVINO run in int8 when Q/DQ feed them
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # ops that pass int8 data on unchanged when all their inputs are DQ outputs of one scale
-INT8_PASSING_OPS = ("MaxPool", "Concat", "Reshape")
+INT8_PASSING_OPS = ("MaxPool", "Concat", "Reshape", "Flatten")
 FLOAT_NODES_KEY = "medexport.float_nodes"   # metadata: nodes kept in float on purpose (JSON list)
 LAYOUT_KEY = "medexport.qdq_layout"   # metadata: "tensorrt" (every backend), "ort-u8s8" / "openvino" (one backend)
 # metadata (openvino layout): graph inputs that no calibration image took below 0 (JSON list)
@@ -130,7 +130,7 @@ def attr(node, name: str, default):
 
 
 def int8_tensors(graph: OnnxGraph) -> set[str]:
-    """DequantizeLinear outputs, and what a MaxPool, Reshape or Concat makes of them alone: the tensors a backend
+    """DequantizeLinear outputs, and what a MaxPool, Reshape, Flatten or Concat makes of them alone: the tensors a backend
     holds in int8 (max pooling, reshaping and concatenation of one scale move int8 values without changing them;
     the openvino layout drops the Q/DQ pairs after them). Nodes are in topological order."""
     out: set[str] = set()

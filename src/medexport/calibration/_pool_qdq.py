@@ -18,14 +18,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import onnx
 
-POOL_OPS = ("MaxPool", "Reshape")   # both commute with a per-tensor quantizer
+POOL_OPS = ("MaxPool", "Reshape", "Flatten")   # each commutes with a per-tensor quantizer
 
 
 def move_qdq_upstream(model: "onnx.ModelProto") -> int:
+    """:func:`_move_once` until no pair moves (MaxPool -> Flatten -> Q: the pair passes the Flatten, then the pool)."""
+    total = 0
+    while True:
+        moved = _move_once(model)
+        total += moved
+        if not moved:
+            return total
+
+
+def _move_once(model: "onnx.ModelProto") -> int:
     """Rewrite ``x -> MaxPool -> Q -> DQ -> readers`` as ``x -> Q -> DQ -> MaxPool -> readers`` (in place) where
-    the Q is the pool output's only reader, and the same for a Reshape (a GroupNorm's, exported as Reshape ->
-    InstanceNormalization -> Reshape: the conv before it then writes int8, not f32 that a Reorder copies, profiled
-    on MONAI's SegResNet); returns how many pairs moved."""
+    the Q is the pool output's only reader, and the same for a Flatten (a classifier's head: its last MaxPool ran
+    f32 on brain-region-alexnet) or a Reshape (a GroupNorm's, exported as Reshape -> InstanceNormalization ->
+    Reshape: the conv before it then writes int8, not f32 that a Reorder copies, profiled on MONAI's SegResNet);
+    returns how many pairs moved."""
     graph = model.graph
     readers: dict[str, list] = {}
     for node in graph.node:

@@ -5,6 +5,15 @@ and the calibration time of the 2D reference model on 256 real images.
     python benchmarks/int8.py [--rounds 5] [--models brain-tissue-unet2d,brain-tissue-unet3d]
                               [--prune prune-l2:0.1,0.25,0.5] [--search] [--finetune STEPS] [--subpixel]
                               [--threads N] [--calib256]
+    python benchmarks/int8.py --networks resnet18-2d,basicunet-2d,brain-tissue-unet2d [--threads 1] [--profile]
+
+``--networks`` prints one table, one row per network (MONAI networks outside the zoo, untrained, calibrated on
+real brain slices or crops at their input size, and zoo reference models, on their own calibration images):
+OpenVINO FP32, our QDQ ONNX in the openvino layout and NNCF's default PTQ, with an A/A control (our file
+compiled again), timed in alternated rounds; the speed-ups over FP32, ours against NNCF, and for the zoo models
+the worst per-class metric drop of each against FP32 on the held-out images. ``--profile`` adds, per network,
+OpenVINO's per-node profile of ours against NNCF's (``medexport.bench.node_times``): time per op type and the
+convolutions in float on one side only.
 
 For each zoo reference model: export FP32 ONNX, quantize it with ``quantize_qdq`` on the model's bundled
 calibration images, and quantize the OpenVINO model with ``nncf.quantize`` (default PTQ) on the same images.
@@ -61,9 +70,16 @@ def main() -> None:
                         help="OpenVINO inference threads for every OpenVINO variant (default: OpenVINO's own, with "
                              "the LATENCY hint)")
     parser.add_argument("--calib256", action="store_true", help="time calibrating the 2D model on 256 real slices")
+    parser.add_argument("--networks", default="",
+                        help=f"one ours-vs-NNCF table over these networks and exit ({', '.join(NETWORKS)}, or zoo "
+                             "model names)")
+    parser.add_argument("--profile", action="store_true", help="with --networks: per-node profiles, ours vs NNCF")
     args = parser.parse_args()
     global OV_THREADS
     OV_THREADS = args.threads
+    if args.networks:
+        print(_networks_table(args.networks.split(","), args.rounds, args.method, args.profile), flush=True)
+        return
     from medexport.zoo import get_model
 
     for name in args.models.split(","):
@@ -167,6 +183,94 @@ def _bench_model(ref, tmp: Path, rounds: int, method: str, prune: str, search: b
     for runner in runners.values():
         runner.close()
     return "\n".join(lines)
+
+
+# MONAI networks a user brings (untrained weights: latency and placement, not accuracy): factory, kwargs, input
+NETWORKS = {
+    "resnet18-2d": ("resnet18", {"spatial_dims": 2, "n_input_channels": 1, "num_classes": 3}, (1, 1, 224, 224)),
+    "basicunet-2d": ("BasicUNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2}, (1, 1, 128, 128)),
+    "unet-2d": ("UNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "channels": (16, 32, 64, 128),
+                         "strides": (2, 2, 2), "num_res_units": 2}, (1, 1, 128, 128)),
+    "segresnet-2d": ("SegResNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "init_filters": 16},
+                     (1, 1, 128, 128)),
+    "densenet121-2d": ("DenseNet121", {"spatial_dims": 2, "in_channels": 1, "out_channels": 3}, (1, 1, 128, 128)),
+}
+
+
+def _networks_table(names: list[str], rounds: int, method: str, profile: bool) -> str:
+    """Ours (openvino layout) against NNCF's default PTQ on each network, one row each, in one run."""
+    from medexport.bench import busy_warning
+    from medexport.zoo import get_model
+
+    busy, load_before = busy_warning(), os.getloadavg()
+    rows, profiles, first = [], [], None
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            if name in NETWORKS:
+                import monai.networks.nets as nets
+
+                factory, kwargs, shape = NETWORKS[name]
+                model, ref = getattr(nets, factory)(**kwargs).eval(), None
+            else:
+                ref = get_model(name)
+                model, shape = ref.build(), tuple(ref.input_shape)
+            row, runner, prof = _network_row(name, model, shape, ref, Path(tmp), rounds, method, profile)
+            rows.append(row)
+            profiles += [f"\n#### {name}: per-node profile, OpenVINO CPU, ours vs NNCF\n\n{prof}"] if prof else []
+            first = first or _machine(runner, busy, load_before, os.getloadavg())
+    return "\n".join([f"\n### INT8 on OpenVINO: ours (--int8-layout openvino) against NNCF default PTQ, {rounds} "
+                      f"alternated rounds, median", "", first or "", "",
+                      "| network | input | FP32 ms | ours ms | NNCF ms | ours speed-up | NNCF speed-up | ours vs NNCF "
+                      "| A/A | worst class Δ ours | worst class Δ NNCF |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, *profiles])
+
+
+def _network_row(name: str, model, shape, ref, tmp: Path, rounds: int, method: str, profile: bool):
+    """One table row: FP32, ours, NNCF, ours again timed in alternation; worst class drops for a zoo model."""
+    from medexport.bench import interleaved_medians
+    from medexport.bench.node_times import compare, node_times
+    from medexport.exporter import export_onnx
+    from medexport.zoo.samples import real_inputs
+
+    fp32 = export_onnx(model, shape, tmp / "model.onnx").path
+    calibration = ref.calibration() if ref is not None else real_inputs(shape, 32)
+    ours = _layout(fp32, calibration, tmp / "model.ov.qdq.onnx", "openvino", method)
+    nncf = _nncf_ptq(fp32, calibration, tmp / "model.nncf.xml")
+    runners = {"fp32": _ov_runner(fp32), "ours": _ov_runner(ours, precision="int8"),
+               "nncf": _ov_runner(nncf, precision="int8"), "again": _ov_runner(ours, precision="int8")}
+    batch = calibration[:1] if ref is None else real_inputs(shape, 1)
+    ms = interleaved_medians({k: r.infer for k, r in runners.items()}, batch, rounds=rounds, warmup=5, iterations=20,
+                             min_seconds=0.3)
+    worst = {k: "n/a (untrained)" for k in ("ours", "nncf")}
+    if ref is not None:
+        worst = _worst_class_drops(ref, runners)
+    prof = ""
+    if profile:
+        prof = compare(node_times(ours, "openvino", batch, threads=OV_THREADS, runs=10),
+                       node_times(nncf, "openvino", batch, threads=OV_THREADS, runs=10)).markdown("ours", "NNCF")
+    row = (f"| {name} | {'x'.join(map(str, shape))} | {ms['fp32']:.2f} | {ms['ours']:.2f} | {ms['nncf']:.2f} | "
+           f"{ms['fp32'] / ms['ours']:.2f}x | {ms['fp32'] / ms['nncf']:.2f}x | {100 * (ms['ours'] / ms['nncf'] - 1):+.1f}% "
+           f"| {100 * abs(ms['ours'] / ms['again'] - 1):.1f}% | {worst['ours']} | {worst['nncf']} |")
+    for runner in list(runners.values())[1:]:
+        runner.close()
+    return row, runners["fp32"], prof
+
+
+def _worst_class_drops(ref, runners) -> dict[str, str]:
+    """The worst per-class metric change (points) of ours and NNCF's against OpenVINO FP32 on the held-out images."""
+    from medexport.evaluation import evaluate
+    from medexport.evaluation.guardrails import GuardRails
+    from medexport.evaluation.validation import reference_data
+
+    data = reference_data(ref)
+    common = {"task": data.task, "classes": list(data.classes), "roi_size": data.roi_size, "spacing": data.spacing}
+    reference, _ = evaluate(runners["fp32"], data.images, data.labels, **common)
+    out = {}
+    for key in ("ours", "nncf"):
+        verdict = GuardRails().check(reference, evaluate(runners[key], data.images, data.labels, **common)[0],
+                                     artifact=key).to_dict()
+        out[key] = f"{min(r['delta_points'] for r in verdict['rows'] if r['scope'] == 'class'):+.2f}"
+    return out
 
 
 def _compressed(ref, method_name: str, ratio: float, calibration, tmp: Path, method: str, search: bool,

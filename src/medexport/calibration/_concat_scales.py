@@ -80,3 +80,47 @@ def _readers(model: "onnx.ModelProto") -> dict[str, list]:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     return readers
+
+
+def drop_exact_concat_requantization(model: "onnx.ModelProto") -> int:
+    """Remove the Q/DQ pair on a Concat's output where every input is a DQ of the very scale and zero point of that
+    pair (as after :func:`unify_concat_scales`): the concatenation of such tensors is already on the pair's grid, so
+    the pair changes no number. OpenVINO keeps it as an int8-to-int8 FakeQuantize (profiled on MONAI's 2D BasicUNet
+    at 128 x 128, one thread: 0.10 ms of 8.2 ms over the four skip concatenations; NNCF's IR has none). Returns how
+    many pairs went (in place; ``--int8-layout openvino`` only, as the checker then accepts a conv reading the
+    Concat: TensorRT's rules want the pair)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    readers = _readers(model)
+    outputs = {o.name for o in graph.output}
+
+    def params(node) -> tuple | None:
+        values = [inits.get(name) for name in node.input[1:3]]
+        return None if len(values) < 2 or any(v is None for v in values) else tuple(
+            (v.dtype.str, v.tobytes()) for v in values)
+
+    dropped = 0
+    for concat in [n for n in graph.node if n.op_type == "Concat"]:
+        qs = readers.get(concat.output[0], [])
+        if len(qs) != 1 or qs[0].op_type != "QuantizeLinear" or concat.output[0] in outputs:
+            continue
+        dqs = readers.get(qs[0].output[0], [])
+        if not dqs or any(dq.op_type != "DequantizeLinear" or dq.output[0] in outputs for dq in dqs):
+            continue
+        inputs = [producer.get(name) for name in concat.input]
+        want = params(qs[0])
+        if want is None or any(p is None or p.op_type != "DequantizeLinear" or params(p) != want for p in inputs) \
+                or any(params(dq) != want for dq in dqs):
+            continue
+        for dq in dqs:
+            for reader in readers.get(dq.output[0], []):
+                for i, name in enumerate(reader.input):
+                    if name == dq.output[0]:
+                        reader.input[i] = concat.output[0]
+            graph.node.remove(dq)
+        graph.node.remove(qs[0])
+        dropped += 1
+    return dropped

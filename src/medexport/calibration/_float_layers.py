@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
+
 from medexport.calibration._graph import OnnxGraph, drop_unread_initializers
 
 if TYPE_CHECKING:
@@ -86,3 +88,40 @@ def _drop_unread_qdq(model: "onnx.ModelProto") -> None:
         for node in dead:
             graph.node.remove(node)
     drop_unread_initializers(graph)
+
+
+def float_norm_parameters(model: "onnx.ModelProto") -> int:
+    """Give each InstanceNormalization its scale and bias as float constants, not as DQ of int8 ones (in place).
+
+    onnxruntime quantizes a norm's scale like a weight; OpenVINO then keeps the affine step as a separate f32
+    Multiply instead of folding it into the MVN (profiled on MONAI's SegResNet, whose GroupNorms export as
+    instance norms: a Multiply per norm in ours, none in NNCF's IR). A Constant quantized at run time goes back
+    to the Constant (the float values); an int8 initializer becomes its dequantized float values. Returns how many parameters changed.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inits = {init.name: init for init in graph.initializer}
+    changed = 0
+    for norm in [n for n in graph.node if n.op_type == "InstanceNormalization"]:
+        for index in (1, 2):
+            dq = producer.get(norm.input[index]) if len(norm.input) > index else None
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":   # a Constant node's output, quantized at run time
+                norm.input[index] = q.input[0]
+            elif all(name in inits for name in dq.input[:2]):      # an int8 initializer
+                scale = numpy_helper.to_array(inits[dq.input[1]])
+                zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 else 0.0
+                data = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+                name = f"{norm.input[index]}_float"
+                graph.initializer.append(numpy_helper.from_array(((data - zero) * scale).astype(np.float32), name))
+                norm.input[index] = name
+            else:
+                continue
+            changed += 1
+    if changed:
+        _drop_unread_qdq(model)
+    return changed

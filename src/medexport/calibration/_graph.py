@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # ops whose weights TensorRT, ONNX Runtime and OpenVINO run in int8 when Q/DQ feed them
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# ops that pass int8 data on unchanged when all their inputs are DQ outputs of one scale
+INT8_PASSING_OPS = ("MaxPool", "Concat", "Reshape", "Flatten")
 FLOAT_NODES_KEY = "medexport.float_nodes"   # metadata: nodes kept in float on purpose (JSON list)
 LAYOUT_KEY = "medexport.qdq_layout"   # metadata: "tensorrt" (every backend), "ort-u8s8" / "openvino" (one backend)
 # metadata (openvino layout): graph inputs that no calibration image took below 0 (JSON list)
@@ -127,15 +129,29 @@ def attr(node, name: str, default):
     return default
 
 
+def int8_tensors(graph: OnnxGraph) -> set[str]:
+    """DequantizeLinear outputs, and what a MaxPool, Reshape, Flatten or Concat makes of them alone: the tensors a backend
+    holds in int8 (max pooling, reshaping and concatenation of one scale move int8 values without changing them;
+    the openvino layout drops the Q/DQ pairs after them). Nodes are in topological order."""
+    out: set[str] = set()
+    for node in graph.nodes:
+        data = node.input if node.op_type == "Concat" else node.input[:1]   # a Reshape's shape is no data
+        if node.op_type == "DequantizeLinear" or (
+                node.op_type in INT8_PASSING_OPS and all(name in out for name in data if name)):
+            out.update(node.output[:1])
+    return out
+
+
 def quantized_nodes(graph: OnnxGraph, excluded=()) -> list:
-    """Compute nodes of a QDQ model that read a DequantizeLinear output and are not ``excluded``: the int8 layers.
+    """Compute nodes of a QDQ model that read an int8 tensor (:func:`int8_tensors`) and are not ``excluded``:
+    the int8 layers.
 
     (A layer kept in float may still read a DQ: the quantized output of the layer before it.)
     """
-    dq_outputs = {o for n in graph.nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    int8 = int8_tensors(graph)
     excluded = set(excluded)
     return [n for n in graph.nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-            and n.name not in excluded and any(i in dq_outputs for i in n.input)]
+            and n.name not in excluded and any(i in int8 for i in n.input)]
 
 
 def drop_unread_initializers(graph) -> None:

@@ -5,7 +5,9 @@ activations and weights (zero point 0), per-channel weights (per-tensor for Conv
 biases, Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul/Add/Concat and not on their outputs,
 so conv + bias + ReLU (+ residual add) fuse. ONNX Runtime and OpenVINO run the same file. Two
 one-backend layouts sit beside it (``QuantConfig.layout``): ``ort-u8s8`` for ONNX Runtime and
-``openvino`` (the same placement with uint8 zero-point-0 ReLU outputs, as NNCF's, faster there).
+``openvino`` (the same placement with uint8 zero-point-0 ReLU outputs, as NNCF's, MaxPool and instance-norm
+inputs quantized and no Q/DQ after a Concat of one scale: OpenVINO's int8 paths, found with
+``medexport.bench.node_times``). Fast bias correction (``_bias_correction``) then shifts the int8 convs' biases.
 Calibration is onnxruntime's (``quantize_static`` with min-max, percentile or entropy ranges); the
 resulting model is checked by ``check_qdq`` before it replaces ``dest``. Example::
 
@@ -27,10 +29,12 @@ import numpy as np
 
 from medexport._io import atomic_path
 from medexport.calibration._calib_data import batch_reader, checked_images, images_sha256
-from medexport.calibration._concat_scales import unify_concat_scales
-from medexport.calibration._float_layers import float_inputs, with_glue
+from medexport.calibration._concat_scales import drop_exact_concat_requantization, unify_concat_scales
+from medexport.calibration._float_layers import float_inputs, float_norm_parameters, with_glue
 from medexport.calibration._memory import check_fits
-from medexport.calibration._graph import FLOAT_NODES_KEY, LAYOUT_KEY, NON_NEGATIVE_KEY, OnnxGraph, quantized_nodes
+from medexport.calibration._pool_qdq import move_qdq_upstream
+from medexport.calibration._graph import (FLOAT_NODES_KEY, LAYOUT_KEY, NON_NEGATIVE_KEY, OnnxGraph,
+                                          drop_unread_initializers, quantized_nodes)
 from medexport.calibration._unsigned import unsigned_activations
 from medexport.calibration.choices import LAYOUTS, METHODS, get_option
 from medexport.errors import ExportError, InputError, ModelLoadError
@@ -42,6 +46,10 @@ QDQ_FILENAME = "model.int8.qdq.onnx"
 # quantized so a U-Net's skip concatenation runs in int8; pooling, resize and activations stay
 # unquantized and the next quantized op's input Q/DQ covers them.
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Concat")
+# the openvino layout also quantizes the inputs of instance norms (MONAI's InstanceNorm, and GroupNorm, which
+# exports as one), as NNCF does: the conv before writes int8 and OpenVINO's MVN reads it (profiled on MONAI's 2D
+# BasicUNet: f32 MVN in ours, I8 in NNCF's IR; alternated rounds, one thread: 17.46 -> 16.83 ms, NNCF 16.55 ms)
+OPENVINO_QUANTIZED_OPS = (*QUANTIZED_OPS, "InstanceNormalization")
 
 
 @dataclass
@@ -55,6 +63,8 @@ class QuantConfig:
     only: TensorRT rejects it and OpenVINO gains less from it. ``openvino`` is the TensorRT placement
     with the Q/DQ of non-negative activations (ReLU outputs, and the skip Concats of them) made uint8
     with zero point 0, as NNCF's FakeQuantize nodes are: OpenVINO only (TensorRT rejects uint8).
+    ``bias_correction`` shifts each int8 conv's bias by its mean output error on the calibration images
+    (``_bias_correction``, as NNCF's fast bias correction); every layout.
     """
 
     method: str = "minmax"
@@ -62,6 +72,7 @@ class QuantConfig:
     batch_size: int = 8
     nodes_to_exclude: tuple[str, ...] = ()
     layout: str = "tensorrt"
+    bias_correction: bool = True
 
     def __post_init__(self) -> None:
         get_option(LAYOUTS, self.layout)
@@ -117,7 +128,8 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
 
     if calibration_cache is None or not Path(calibration_cache).is_file():
         check_fits(onnx_path, len(images))
-    excluded = with_glue(graph, config.nodes_to_exclude, QUANTIZED_OPS)
+    ops = OPENVINO_QUANTIZED_OPS if config.layout == "openvino" else QUANTIZED_OPS
+    excluded = with_glue(graph, config.nodes_to_exclude, ops)
     batch = input_shape[0] if input_shape[0] is not None else config.batch_size
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
@@ -130,7 +142,7 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
         "TensorQuantOverrides": _conv_transpose_per_tensor(graph, excluded),
     }
     if trt:
-        options["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
+        options["OpTypesToExcludeOutputQuantization"] = list(ops)
     if config.method == "percentile":
         options["CalibPercentile"] = config.percentile
     with atomic_path(dest) as tmp, _quiet_ort_logging():
@@ -139,7 +151,7 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
                 str(onnx_path), str(tmp), batch_reader(images, input_name, batch),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
                 weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=list(excluded),
-                op_types_to_quantize=list(QUANTIZED_OPS) if trt else None,
+                op_types_to_quantize=list(ops) if trt else None,
                 calibrate_method=methods[config.method], extra_options=options,
                 calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             )
@@ -149,6 +161,8 @@ def quantize_qdq(onnx_path: str | Path, calibration: np.ndarray, dest: str | Pat
         # a model input no calibration image takes below 0 (intensities scaled to [0, 1]) may go unsigned too
         calibrated = [input_name] if float(images.min()) >= 0.0 else []
         quantized = _finish_float_nodes(tmp, excluded, config.layout, calibrated)
+        if config.bias_correction:
+            _correct_biases(onnx_path, tmp, images, batch)
         from medexport.calibration.qdq_check import check_qdq
 
         problems = check_qdq(tmp)
@@ -175,7 +189,8 @@ def _conv_transpose_per_tensor(graph: OnnxGraph, excluded: tuple[str, ...]) -> d
 def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str, calibrated_non_negative: list[str]) -> int:
     """Make the float-kept nodes read float tensors, record the float nodes, the layout and (openvino layout)
     the inputs calibration found >= 0 in the model metadata (so the checker knows), give each Concat one
-    scale (symmetric layouts), make non-negative activations uint8 (openvino layout), count the quantized nodes."""
+    scale (symmetric layouts); in the openvino layout drop the exact re-quantization after a Concat, quantize
+    MaxPool inputs instead of outputs and make non-negative activations uint8; count the quantized nodes."""
     import onnx
 
     model = onnx.load(str(path))
@@ -191,9 +206,23 @@ def _finish_float_nodes(path: Path, excluded: tuple[str, ...], layout: str, cali
         unify_concat_scales(model)
     if layout == "openvino":
         model.metadata_props.add(key=NON_NEGATIVE_KEY, value=json.dumps(calibrated_non_negative))
+        drop_exact_concat_requantization(model)
+        move_qdq_upstream(model)
+        float_norm_parameters(model)
         unsigned_activations(model)
+        drop_unread_initializers(model.graph)
     onnx.save(model, str(path))
     return len(quantized_nodes(OnnxGraph(model), excluded))
+
+
+def _correct_biases(fp32: Path, path: Path, images: np.ndarray, batch: int) -> None:
+    import onnx
+
+    from medexport.calibration._bias_correction import correct_biases
+
+    model = onnx.load(str(path))
+    if correct_biases(fp32, model, images, batch):
+        onnx.save(model, str(path))
 
 
 @contextlib.contextmanager

@@ -43,7 +43,8 @@ LAYOUTS = _table(
     Option("QDQ layout", "ort-u8s8", "onnxruntime's own layout (asymmetric uint8 activations, Q/DQ around every "
            "op): its fast x86 path; TensorRT rejects it", ("onnxruntime",)),
     Option("QDQ layout", "openvino", "the tensorrt placement with uint8 zero-point-0 ReLU outputs, as NNCF makes "
-           "them, faster on OpenVINO; TensorRT rejects uint8", ("openvino",)),
+           "them, int8 max pooling and instance norms and no re-quantization after a Concat: faster on OpenVINO; "
+           "TensorRT rejects uint8", ("openvino",)),
 )
 INT8_ENGINES = _table(
     Option("INT8 engine", "qdq", "our QDQ ONNX, calibrated on real images, in the layout asked for"),

@@ -25,8 +25,9 @@ Profiles for the one-backend layouts (chosen by ``profile`` or the model's metad
 (onnxruntime's own) allows asymmetric uint8 activations and Q/DQ between a conv and its ReLU;
 ``openvino`` allows uint8 activations with zero point 0 only on tensors that are >= 0 by
 construction (a ReLU output, a Concat of them, a model input no calibration image took below 0, as
-the metadata records), and ConvTranspose weights per-tensor or on axis 1
-(OpenVINO runs an axis-0 deconvolution in f32); every other rule holds in both.
+the metadata records), ConvTranspose weights per-tensor or on axis 1
+(OpenVINO runs an axis-0 deconvolution in f32), and a layer input that a MaxPool or Concat makes of DQ outputs
+alone (the exact Q/DQ pair after it dropped, ``int8_tensors``); every other rule holds in both.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Iterable
 
 import numpy as np
 
-from medexport.calibration._graph import LINEAR_OPS, OnnxGraph, attr
+from medexport.calibration._graph import LINEAR_OPS, OnnxGraph, attr, int8_tensors
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh")
@@ -77,6 +78,7 @@ def qdq_violations(onnx_path: str | Path, *, float_nodes: Iterable[str] = (),
     u8s8 = profile == "ort-u8s8"
     unsigned = graph.non_negative() if profile == "openvino" else None
     allowed_float = set(float_nodes) | set(graph.float_nodes())
+    int8 = int8_tensors(graph) if profile == "openvino" else set()
     if not any(node.op_type in _QDQ for node in graph.nodes):
         return [Violation("qdq-none", "", "the model has no QuantizeLinear/DequantizeLinear nodes: it is not a QDQ "
                           "model")]
@@ -85,7 +87,7 @@ def qdq_violations(onnx_path: str | Path, *, float_nodes: Iterable[str] = (),
         if node.op_type in _QDQ:
             problems += _check_qdq_node(graph, node, activations_u8=u8s8, unsigned=unsigned)
         elif node.op_type in LINEAR_OPS and node.name not in allowed_float:
-            problems += _check_linear(graph, node, openvino=profile == "openvino")
+            problems += _check_linear(graph, node, openvino=profile == "openvino", int8=int8)
         elif node.op_type in _ACTIVATIONS and not u8s8:
             problems += _check_fusion(graph, node)
     return problems
@@ -149,10 +151,13 @@ def _implicit_dtype(graph: OnnxGraph, node) -> type:
     return _implicit_dtype(graph, producer) if producer is not None and producer.op_type == "QuantizeLinear" else np.uint8
 
 
-def _check_linear(graph: OnnxGraph, node, openvino: bool = False) -> list[Violation]:
+def _check_linear(graph: OnnxGraph, node, openvino: bool = False, int8: set[str] = frozenset()) -> list[Violation]:
+    """``int8`` (openvino profile): tensors that count as quantized without a DQ of their own."""
     out: list[Violation] = []
     for index in range(min(2, len(node.input))):   # data and weight; a bias stays float
         producer = graph.producer.get(node.input[index])
+        if index == 0 and node.input[0] in int8:
+            continue
         if producer is None or producer.op_type != "DequantizeLinear":
             role = "input" if index == 0 else "weight"
             out.append(_violation("qdq-float-layer", node, f"{role} '{node.input[index]}' is not fed by a "

@@ -3,8 +3,9 @@
 Each timed call runs the full ``runner.infer`` (input checks included), as an application would.
 
 Warm-up: a fixed count (``warmup=10``), or a :class:`WarmupRule` (``warmup=WarmupRule()``): calls continue
-until the coefficient of variation (std/mean) of the last ``window`` calls is at most ``cv``, or a cap is hit;
-the result records the rule, how many calls it took, the CV reached and whether it was reached.
+until the last two windows of ``window`` calls each have a coefficient of variation (std/mean) of at most
+``cv`` and medians within ``cv`` of each other, or a cap is hit; the result records the rule, how many calls
+it took, the CV reached and whether the rule was met.
 Then the harness repeats until both ``iterations`` calls and ``min_seconds`` have passed, so fast models get
 enough samples on a noisy shared machine; ``max_seconds`` caps a slow model (3D) once ``min_iterations`` calls
 ran, warm-up included (a quarter of it at most goes to warm-up). A timed CV above :data:`HIGH_CV` adds a
@@ -31,11 +32,13 @@ HIGH_CV = 0.10
 
 @dataclass(frozen=True)
 class WarmupRule:
-    """Warm up until the CV of the last ``window`` latencies is at most ``cv``; at most ``max_calls`` calls.
+    """Warm up until latency is stable: the last two windows of ``window`` calls each have a CV of at most
+    ``cv`` and their medians differ by at most ``cv``; ``max_calls`` calls at most.
 
-    ``WarmupRule()`` (the `medexport bench` default): 10 calls within 5% of each other, 200 calls at most.
-    The first calls of a runtime allocate, JIT-compile and fill caches; a fixed count is too short for a 3D
-    model on a busy CPU and wasteful for a small 2D one.
+    ``WarmupRule()`` (the `medexport bench` default): windows of 10 calls, 5%, 200 calls at most. The first
+    calls of a runtime allocate, JIT-compile and fill caches; a fixed count is too short for a 3D model on a
+    busy CPU and wasteful for a small 2D one. Two windows, not one: a run of equally slow cold calls has a low
+    CV too, and a latency still drifting down passes one window's CV test but not the medians' comparison.
     """
 
     window: int = 10
@@ -43,12 +46,21 @@ class WarmupRule:
     max_calls: int = 200
 
     def __post_init__(self) -> None:
-        if self.window < 2 or self.max_calls < self.window or not 0 < self.cv < 1:
-            raise InputError(f"warm-up rule needs window >= 2, max_calls >= window and 0 < cv < 1, got {self}")
+        if self.window < 2 or self.max_calls < 2 * self.window or not 0 < self.cv < 1:
+            raise InputError(f"warm-up rule needs window >= 2, max_calls >= 2 x window and 0 < cv < 1, got {self}")
 
     def describe(self) -> str:
-        return (f"until the CV of the last {self.window} calls <= {self.cv:.0%} "
-                f"(at most {self.max_calls} calls or a quarter of the time budget)")
+        return (f"until the last 2 windows of {self.window} calls each have CV <= {self.cv:.0%} and medians within "
+                f"{self.cv:.0%} (at most {self.max_calls} calls or a quarter of the time budget)")
+
+    def settled(self, times: list[float]) -> bool:
+        """Whether ``times`` (the warm-up latencies so far) meet the rule."""
+        if len(times) < 2 * self.window:
+            return False
+        last, before = times[-self.window:], times[-2 * self.window:-self.window]
+        if _cv(last) > self.cv or _cv(before) > self.cv:
+            return False
+        return abs(float(np.median(last)) - float(np.median(before))) <= self.cv * float(np.median(before))
 
 
 @dataclass
@@ -118,7 +130,7 @@ def warm_up(infer: Callable[[np.ndarray], object], batch: np.ndarray, warmup: in
         t0 = time.perf_counter()
         infer(batch)
         times.append(time.perf_counter() - t0)
-        if rule and len(times) >= rule.window and _cv(times[-rule.window:]) <= rule.cv:
+        if rule and rule.settled(times):
             return times, _cv(times[-rule.window:]), True
     if rule is None:
         return times, None, None

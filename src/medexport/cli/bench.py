@@ -26,7 +26,8 @@ from medexport.runtimes import artifact_suffixes, target_choices
 @click.option("--warmup", type=click.IntRange(min=0), default=None,
               help="A fixed number of warm-up calls instead of the stability rule (--warmup-cv).")
 @click.option("--warmup-cv", type=click.FloatRange(min=0.001, max=0.99), default=0.05, show_default=True,
-              help="Warm up until the CV (std/mean) of the last --warmup-window calls is at most this.")
+              help="Warm up until the last two windows of --warmup-window calls each have a CV (std/mean) of at "
+                   "most this and medians within it.")
 @click.option("--warmup-window", type=click.IntRange(min=2), default=10, show_default=True)
 @click.option("--warmup-max", type=click.IntRange(min=2), default=200, show_default=True,
               help="Most warm-up calls when latency never settles (the result then says so).")
@@ -71,8 +72,8 @@ def command(artifact, target, device, batches, input_shape, iterations, min_seco
     if input_shape:
         parse_shape(input_shape)   # a malformed shape is an error before the artifact is opened
     e2e = parse_shape(e2e_size) if e2e_size else None
-    if warmup_max < warmup_window:
-        raise InputError(f"--warmup-max {warmup_max} must be at least --warmup-window {warmup_window}")
+    if warmup_max < 2 * warmup_window:
+        raise InputError(f"--warmup-max {warmup_max} must be at least twice --warmup-window {warmup_window}")
     rule = warmup if warmup is not None else WarmupRule(window=warmup_window, cv=warmup_cv, max_calls=warmup_max)
     if not Path(artifact).is_file():
         raise ModelLoadError(f"artifact not found: {artifact}")

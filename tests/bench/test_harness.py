@@ -1,0 +1,99 @@
+"""The warm-up rule, the statistics and what a bench result records (memory, runtime, throughput modes)."""
+import time
+
+import numpy as np
+import pytest
+
+from medexport.bench.latency import HIGH_CV, WarmupRule, latency_stats, measure_latency
+from medexport.bench.run import bench_artifact
+from medexport.errors import InputError
+
+
+def _settling(slow_calls: int, slow_s: float, fast_s: float):
+    """An infer that is slow for its first ``slow_calls`` calls (allocation, JIT), then steady."""
+    calls = []
+
+    def infer(x):
+        calls.append(1)
+        time.sleep(slow_s if len(calls) <= slow_calls else fast_s)
+    return infer, calls
+
+
+def test_warmup_rule_stops_once_latency_settles():
+    infer, calls = _settling(slow_calls=6, slow_s=0.02, fast_s=0.004)
+    rule = WarmupRule(window=5, cv=0.25, max_calls=100)
+    result = measure_latency(infer, np.zeros((1, 1)), warmup=rule, iterations=10, min_seconds=0)
+    # the 6 slow calls (their own window looks steady too), then two windows of 5 steady ones; sleep jitter may
+    # need a few calls more
+    assert result.warmup_stable is True and 16 <= result.warmup <= 60   # never within the slow plateau
+    assert result.warmup_cv <= 0.25 and result.first_call_ms >= 19
+    assert 3.9 <= result.median_ms < 10 and "2 windows of 5 calls" in result.warmup_rule
+    assert len(calls) == result.warmup + result.iterations
+
+
+def test_a_fixed_count_would_have_timed_the_cold_calls():
+    """The rule matters: 3 fixed warm-up calls leave slow calls in the timed set and the p90 shows them."""
+    infer, _ = _settling(slow_calls=6, slow_s=0.02, fast_s=0.004)
+    fixed = measure_latency(infer, np.zeros((1, 1)), warmup=3, iterations=10, min_seconds=0)
+    assert fixed.warmup_stable is None and fixed.warmup_rule == "fixed: 3 calls"
+    assert fixed.max_ms >= 19 and fixed.cv > HIGH_CV and "CV" in fixed.warning
+
+
+def test_latency_that_never_settles_is_reported():
+    state = [0]
+
+    def noisy(x):
+        state[0] += 1
+        time.sleep(0.001 if state[0] % 2 else 0.005)
+
+    result = measure_latency(noisy, np.zeros((1, 1)), warmup=WarmupRule(window=4, cv=0.05, max_calls=12),
+                             iterations=8, min_seconds=0)
+    assert result.warmup == 12 and result.warmup_stable is False and result.warmup_cv > 0.3
+    assert "warm-up did not settle" in result.warning and "varied by" in result.warning
+    with pytest.raises(InputError, match="warm-up rule"):
+        WarmupRule(window=1)
+
+
+def test_statistics_of_known_latencies():
+    ms = np.arange(1, 1001, dtype=float)   # 1..1000 ms
+    stats = latency_stats(ms)
+    assert stats["min_ms"] == 1 and stats["max_ms"] == 1000 and stats["median_ms"] == 500.5
+    assert stats["p90_ms"] == pytest.approx(900.1) and stats["p95_ms"] == pytest.approx(950.05)
+    assert stats["p99_ms"] == pytest.approx(990.01) and stats["p999_ms"] == pytest.approx(999.001)
+    assert stats["cv"] == pytest.approx(ms.std() / ms.mean())
+
+
+def test_bench_result_keeps_old_keys_and_records_how_it_measured(unet2d_onnx):
+    result = bench_artifact(unet2d_onnx, target=None, device=None, batches=[1, 2], input_shape=None, iterations=5,
+                            warmup=WarmupRule(window=3, cv=0.5, max_calls=20), threads=1, min_seconds=0)
+    first = result["latency"][0]
+    for key in ("batch", "iterations", "warmup", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "std_ms",
+                "throughput_per_s", "p95_ms", "p999_ms", "max_ms", "cv", "first_call_ms", "warmup_stable"):
+        assert key in first, key
+    assert len(first["samples_ms"]) == first["iterations"] and min(first["samples_ms"]) == first["min_ms"]
+    assert [r["batch"] for r in result["latency"]] == [1, 2]
+    mem = result["memory"]
+    assert 0 < mem["rss_before_open_mib"] <= mem["peak_rss_mib"] and mem["rss_after_open_mib"] > 0
+    assert result["runtime"]["devices"] == ["CPUExecutionProvider"] and "windows of 3 calls" in result["warmup_rule"]
+    env = result["environment"]
+    assert env["affinity"] and set(env["isa"]) <= {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                                  "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm"}
+    with pytest.raises(InputError, match="OpenVINO settings"):
+        bench_artifact(unet2d_onnx, target=None, device=None, batches=[1], input_shape=None, iterations=1,
+                       warmup=0, threads=1, mode="throughput")
+
+
+@pytest.mark.openvino
+def test_openvino_throughput_mode_runs_async_requests(unet2d_onnx, tmp_path):
+    from medexport.runtimes.openvino import Builder
+
+    ir = Builder().build(unet2d_onnx, tmp_path).artifact
+    result = bench_artifact(ir, target=None, device=None, batches=[1], input_shape=None, iterations=3, warmup=1,
+                            threads=2, min_seconds=0.2, mode="throughput", streams=2, nireq=3)
+    assert result["runtime"]["mode"] == "throughput" and result["runtime"]["streams"] == 2
+    run = result["throughput"][0]
+    assert run["nireq"] == 3 and run["requests"] >= 3 and run["throughput_per_s"] > 0
+    latency = bench_artifact(ir, target=None, device=None, batches=[1], input_shape=None, iterations=3, warmup=1,
+                             threads=2, min_seconds=0)
+    assert latency["runtime"]["mode"] == "latency" and latency["runtime"]["streams"] == 1
+    assert "throughput" not in latency

@@ -31,6 +31,7 @@ def bench_artifact(path: Path, *, target: str | None, device: str | None, batche
     tiled with the artifact's input as the sliding window).
     """
     from medexport.bench import busy_warning, environment, measure_latency
+    from medexport.bench.environment import gpu_memory_used_mib
     from medexport.bench.memory import peak_rss_mib, rss_mib
     from medexport.loading import parse_shape
     from medexport.zoo.samples import real_inputs
@@ -61,11 +62,12 @@ def bench_artifact(path: Path, *, target: str | None, device: str | None, batche
         end_to_end = _end_to_end(runner, e2e_input, dims, e2e_size, e2e_task, e2e_repeats) if e2e_input else None
         devices, runtime = runner.devices(), runner.describe()
         gpu_mib = runner.peak_gpu_memory_mib() if hasattr(runner, "peak_gpu_memory_mib") else None
+        gpu_used = gpu_memory_used_mib() if device and "cuda" in device.lower() else None   # runtime still open
     result = {"artifact": path.name, "target": target, "devices": devices, "threads": threads,
               "latency": results, "warning": _warnings(warning, results), "environment": environment(),
               "runtime": runtime, "warmup_rule": results[0]["warmup_rule"] if results else None,
               "compute_only": "runner.infer on one in-memory batch (input checks included, no file reading)",
-              "memory": _memory(rss_before, rss_loaded, peak_rss_mib(), gpu_mib)}
+              "memory": _memory(rss_before, rss_loaded, peak_rss_mib(), gpu_mib, gpu_used)}
     if throughput:
         result["throughput"] = throughput
     if end_to_end:
@@ -119,12 +121,16 @@ def _contention(path, target, clients, dims, batch, device, threads, warmup, sec
                         warmup=rule, background_load=background_load, options=options) for n in clients]
 
 
-def _memory(before: float | None, loaded: float | None, peak: float, gpu: float | None) -> dict:
+def _memory(before: float | None, loaded: float | None, peak: float, gpu: float | None,
+            gpu_used: list[float] | None) -> dict:
     """Host memory in MiB: resident before and after opening the artifact, and the process's high-water mark
-    (interpreter and libraries included); the GPU allocator's peak where the runtime reports one."""
+    (interpreter and libraries included); the GPU allocator's peak where the runtime reports one, else the
+    memory in use on each GPU after the run with the runtime still open (nvidia-smi: other processes count)."""
     out = {"rss_before_open_mib": _r(before), "rss_after_open_mib": _r(loaded), "peak_rss_mib": _r(peak)}
     if gpu is not None:
         out["peak_gpu_mib"] = _r(gpu)
+    if gpu_used is not None:
+        out["gpu_used_mib_device_wide"] = gpu_used
     return out
 
 

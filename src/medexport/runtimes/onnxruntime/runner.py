@@ -44,6 +44,12 @@ class Runner(_Runner):
                 f"(available here: {', '.join(ort.get_available_providers())})"
             )
         self.input_name = self.session.get_inputs()[0].name
+        self.threads = threads
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["threads"] = self.threads   # None: ONNX Runtime's default, one per physical core
+        return info
 
     @property
     def input_shape(self) -> list[int | None]:

@@ -63,6 +63,11 @@ class Runner(_Runner):
     def describe(self) -> dict:
         info = super().describe()
         info.update(mode=self.mode, streams=int(self.compiled.get_property("NUM_STREAMS")), nireq=self.nireq)
+        for key, prop in (("threads", "INFERENCE_NUM_THREADS"), ("cpu_pinning", "ENABLE_CPU_PINNING")):
+            try:
+                info[key] = self.compiled.get_property(prop)
+            except RuntimeError:   # a device without the property (GPU, NPU)
+                pass
         try:
             hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
             info["inference_precision"] = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)

@@ -75,6 +75,11 @@ class Runner(_Runner):
             pass
         return info
 
+    def last_latency_ms(self) -> float:
+        """OpenVINO's own timing of the last synchronous call (``InferRequest.latency``, what benchmark_app reports):
+        the inference inside the runtime, without the Python binding's input wrapping, GIL and output copy."""
+        return float(self.request.latency)
+
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: batch})
         return np.asarray(result[self.compiled.output(0)])

@@ -1,6 +1,4 @@
 """The warm-up rule, the statistics and what a bench result records (memory, runtime, throughput modes)."""
-import time
-
 import numpy as np
 import pytest
 
@@ -9,49 +7,74 @@ from medexport.bench.run import bench_artifact
 from medexport.errors import InputError
 
 
-def _settling(slow_calls: int, slow_s: float, fast_s: float):
-    """An infer that is slow for its first ``slow_calls`` calls (allocation, JIT), then steady."""
+class FakeClock:
+    """time.perf_counter for the harness, advanced only by the fake infer: the warm-up rule is tested on exact
+    latencies, not on sleep() under whatever load the machine has."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr("medexport.bench.latency.time.perf_counter", fake)
+    return fake
+
+
+def _infer(clock, latencies_ms):
+    """An infer whose n-th call takes ``latencies_ms(n)`` ms of the fake clock."""
     calls = []
 
     def infer(x):
         calls.append(1)
-        time.sleep(slow_s if len(calls) <= slow_calls else fast_s)
+        clock.now += latencies_ms(len(calls)) / 1e3
     return infer, calls
 
 
-def test_warmup_rule_stops_once_latency_settles():
-    infer, calls = _settling(slow_calls=6, slow_s=0.02, fast_s=0.004)
-    rule = WarmupRule(window=5, cv=0.25, max_calls=100)
+def _cold_then_steady(n):
+    return 20.0 if n <= 6 else 4.0 + 0.1 * (n % 3)   # 6 slow calls (allocation, JIT), then steady with jitter
+
+
+def test_warmup_rule_stops_once_latency_settles(clock):
+    infer, calls = _infer(clock, _cold_then_steady)
+    rule = WarmupRule(window=5, cv=0.05, max_calls=100)
     result = measure_latency(infer, np.zeros((1, 1)), warmup=rule, iterations=10, min_seconds=0)
-    # the 6 slow calls (their own window looks steady too), then two windows of 5 steady ones; sleep jitter may
-    # need a few calls more
-    assert result.warmup_stable is True and 16 <= result.warmup <= 60   # never within the slow plateau
-    assert result.warmup_cv <= 0.25 and result.first_call_ms >= 19
-    assert 3.9 <= result.median_ms < 10 and "2 windows of 5 calls" in result.warmup_rule
-    assert len(calls) == result.warmup + result.iterations
+    # the 6 slow calls' own window looks steady too; the rule waits for two steady windows after them
+    assert result.warmup_stable is True and result.warmup == 16
+    assert result.warmup_cv <= 0.05 and result.first_call_ms == pytest.approx(20)
+    assert 4.0 <= result.median_ms <= 4.2 and result.max_ms < 4.3 and "2 windows of 5 calls" in result.warmup_rule
+    assert len(calls) == result.warmup + result.iterations and result.warning is None
 
 
-def test_a_fixed_count_would_have_timed_the_cold_calls():
-    """The rule matters: 3 fixed warm-up calls leave slow calls in the timed set and the p90 shows them."""
-    infer, _ = _settling(slow_calls=6, slow_s=0.02, fast_s=0.004)
+def test_a_fixed_count_would_have_timed_the_cold_calls(clock):
+    """The rule matters: 3 fixed warm-up calls leave slow calls in the timed set, and the mean and tail show them."""
+    infer, _ = _infer(clock, _cold_then_steady)
     fixed = measure_latency(infer, np.zeros((1, 1)), warmup=3, iterations=10, min_seconds=0)
     assert fixed.warmup_stable is None and fixed.warmup_rule == "fixed: 3 calls"
-    assert fixed.max_ms >= 19 and fixed.cv > HIGH_CV and "CV" in fixed.warning
+    assert fixed.max_ms == pytest.approx(20) and fixed.mean_ms > 8 and fixed.cv > HIGH_CV and "CV" in fixed.warning
 
 
-def test_latency_that_never_settles_is_reported():
-    state = [0]
-
-    def noisy(x):
-        state[0] += 1
-        time.sleep(0.001 if state[0] % 2 else 0.005)
-
+def test_latency_that_never_settles_is_reported(clock):
+    noisy, _ = _infer(clock, lambda n: 1.0 if n % 2 else 5.0)
     result = measure_latency(noisy, np.zeros((1, 1)), warmup=WarmupRule(window=4, cv=0.05, max_calls=12),
                              iterations=8, min_seconds=0)
     assert result.warmup == 12 and result.warmup_stable is False and result.warmup_cv > 0.3
     assert "warm-up did not settle" in result.warning and "varied by" in result.warning
     with pytest.raises(InputError, match="warm-up rule"):
         WarmupRule(window=1)
+
+
+def test_a_slow_drift_is_not_taken_for_stability(clock):
+    """Each window of 5 calls of a latency still falling 2% a call has a CV under 5% (one window alone would pass),
+    but consecutive windows' medians differ by about 10%."""
+    drifting, _ = _infer(clock, lambda n: 10.0 * 0.98 ** min(n, 40))
+    result = measure_latency(drifting, np.zeros((1, 1)), warmup=WarmupRule(window=5, cv=0.05, max_calls=100),
+                             iterations=5, min_seconds=0)
+    assert result.warmup_stable is True and result.warmup >= 40   # settles only once the drift has ended (call 40)
 
 
 def test_statistics_of_known_latencies():

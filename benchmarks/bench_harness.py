@@ -116,10 +116,13 @@ def _medexport_bench(art: dict, threads: int, seconds: float) -> float:
 
 
 def _benchmark_app(art: dict, threads: int, seconds: float) -> float:
+    """benchmark_app's median (ms). The IR keeps its dynamic batch, as medexport runs it: -data_shape feeds batch-1
+    data to the dynamic model, where -shape would reshape it to a static one (faster per call on small models,
+    so not the same IR)."""
     shape = ",".join(map(str, art["shape"]))
     done = subprocess.run([sys.executable, "-c", _BENCHMARK_APP, "-m", str(art["xml"]), "-d", "CPU",
                            "-hint", "none", "-api", "sync", "-nthreads", str(threads), "-nstreams", "1",
-                           "-b", "1", "-shape", f"[{shape}]", "-infer_precision", "f32", "-t", str(int(seconds))],
+                           "-data_shape", f"[{shape}]", "-infer_precision", "f32", "-t", str(int(seconds))],
                           check=True, capture_output=True, text=True)
     found = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", done.stdout)   # below 1 ms it prints microseconds
     if not found:

@@ -17,6 +17,9 @@ def rss_mib() -> float | None:
 
 def peak_rss_mib() -> float:
     """The most resident memory this process has held since it started (getrusage's ru_maxrss: KiB on Linux,
-    bytes on macOS). It includes the interpreter and imported libraries, and never goes down."""
+    bytes on macOS). It includes the interpreter and imported libraries, and never goes down. Linux updates the
+    high-water mark lazily (per-thread counters are folded in batches), so it can trail the resident size read a
+    moment before by a few pages: the larger of the two is returned."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    peak = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return max(peak, rss_mib() or 0.0)

@@ -148,6 +148,7 @@ def _memory(before: float | None, loaded: float | None, peak: float, gpu: float 
     """Host memory in MiB: resident before and after opening the artifact, and the process's high-water mark
     (interpreter and libraries included); the GPU allocator's peak where the runtime reports one, else the
     memory in use on each GPU after the run with the runtime still open (nvidia-smi: other processes count)."""
+    peak = max(v for v in (peak, before, loaded) if v is not None)   # the lazy high-water mark may trail a reading
     out = {"rss_before_open_mib": _r(before), "rss_after_open_mib": _r(loaded), "peak_rss_mib": _r(peak)}
     if gpu is not None:
         out["peak_gpu_mib"] = _r(gpu)

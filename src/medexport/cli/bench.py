@@ -15,12 +15,41 @@ from medexport.runtimes import artifact_suffixes, target_choices
 @click.option("--target", type=RegistryChoice(target_choices), default=None,
               help="Backend (default: from the file's suffix: "
                    f"{', '.join(f'{suffix} {name}' for suffix, name in artifact_suffixes().items())}).")
-@click.option("--device", default=None, help="ONNX Runtime provider or OpenVINO device.")
-@click.option("--batch", "batches", default="1", show_default=True, help="Batch size(s), comma separated: 1,4,8.")
+@click.option("--device", default=None, help="ONNX Runtime provider (cpu, cuda) or OpenVINO device.")
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch size(s), comma separated: 1,4,8 (a sweep).")
 @click.option("--input-shape", default=None, help="Input shape when the artifact's is dynamic beyond the batch.")
-@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed calls at least, per batch size.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Time budget per batch size: keep timing until both --iterations calls and this many seconds.")
+@click.option("--max-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Stop a slow model after this long per batch size (warm-up included).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None,
+              help="A fixed number of warm-up calls instead of the stability rule (--warmup-cv).")
+@click.option("--warmup-cv", type=click.FloatRange(min=0.001, max=0.99), default=0.05, show_default=True,
+              help="Warm up until the last two windows of --warmup-window calls each have a CV (std/mean) of at "
+                   "most this and medians within it.")
+@click.option("--warmup-window", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--warmup-max", type=click.IntRange(min=2), default=200, show_default=True,
+              help="Most warm-up calls when latency never settles (the result then says so).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the runtime (default: the runtime's choice).")
+@click.option("--mode", type=click.Choice(["latency", "throughput"]), default=None,
+              help="OpenVINO performance hint; throughput also runs --nireq async requests (default: latency).")
+@click.option("--streams", type=click.IntRange(min=1), default=None, help="OpenVINO CPU streams (default: the hint's).")
+@click.option("--nireq", type=click.IntRange(min=1), default=None,
+              help="OpenVINO infer requests in flight in throughput mode (default: the device's optimum).")
+@click.option("--clients", default=None, help="Contention: client process counts run at once, e.g. 1,2,4.")
+@click.option("--client-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Timed seconds per contention run.")
+@click.option("--background-load", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Busy-loop processes running beside the contention clients (other applications).")
+@click.option("--e2e-input", type=click.Path(exists=True), default=None,
+              help="Image file or DICOM folder timed end to end: read, preprocess, infer, postprocess.")
+@click.option("--e2e-size", default=None,
+              help="Spatial size the --e2e-input is preprocessed to, e.g. 96x96x96 (default: the artifact's input; "
+                   "larger is tiled by sliding window).")
+@click.option("--e2e-task", type=click.Choice(["segmentation", "classification"]), default="segmentation",
+              show_default=True, help="Post-processing of the end-to-end run: argmax label map or softmax.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the latency of a single ARTIFACT (default: ARTIFACT.bench.json beside each).")
 @click.option("--baseline", default=None,
@@ -34,11 +63,13 @@ from medexport.runtimes import artifact_suffixes, target_choices
 @click.option("--layers", is_flag=True, help="Also time each node with the runtime's profiler, beside its MACs.")
 @click.option("--no-verify", is_flag=True,
               help="Run even if ARTIFACT's build folder no longer matches the sha256 in its manifest.json.")
-def command(artifacts, target, device, batches, input_shape, iterations, warmup, threads, json_path, baseline,
-            imports, report_dir, layers, no_verify) -> None:
-    """Measure median/p90/p99 latency and throughput of each ARTIFACT (a built artifact or a build folder) on real
-    images, and compare them: speed-up against --baseline, MACs, size on disk, guard rails. An artifact in a build
-    folder is first checked against the sha256 its manifest recorded."""
+def command(artifacts, target, device, batches, input_shape, iterations, min_seconds, max_seconds, warmup, warmup_cv,
+            warmup_window, warmup_max, threads, mode, streams, nireq, clients, client_seconds, background_load,
+            e2e_input, e2e_size, e2e_task, json_path, baseline, imports, report_dir, layers, no_verify) -> None:
+    """Measure latency percentiles (min to p99.9, CV) and throughput of each ARTIFACT (a built artifact or a build
+    folder) on real images, after a warm-up until latency is stable, and compare them: speed-up against --baseline,
+    MACs, size on disk, guard rails. An artifact in a build folder is first checked against the sha256 its manifest
+    recorded."""
     from rich.table import Table
 
     from medexport._io import write_json, write_text
@@ -46,6 +77,7 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     from medexport.bench.compare import artifact_of, comparison, entry, facts_of, unique_names
     from medexport.bench.html import report_html
     from medexport.bench.imports import read_import
+    from medexport.bench.latency import WarmupRule
     from medexport.bench.layers import measured_layers
     from medexport.bench.report import bench_markdown
     from medexport.bench.run import bench_artifact
@@ -58,7 +90,12 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     if not artifacts and not imports:
         raise InputError("give at least one ARTIFACT (or build folder) or --import FILE")
     sizes = _batch_sizes(batches)
+    client_counts = _int_list(clients, "--clients") if clients else None
     shape = tuple(parse_shape(input_shape)) if input_shape else None   # a malformed shape fails before any work
+    e2e = parse_shape(e2e_size) if e2e_size else None
+    if warmup_max < 2 * warmup_window:
+        raise InputError(f"--warmup-max {warmup_max} must be at least twice --warmup-window {warmup_window}")
+    rule = warmup if warmup is not None else WarmupRule(window=warmup_window, cv=warmup_cv, max_calls=warmup_max)
     if json_path and len(artifacts) != 1:
         raise InputError("--json names the file of a single ARTIFACT; with several, each gets ARTIFACT.bench.json")
     resolved = [artifact_of(Path(a)) for a in artifacts]
@@ -82,7 +119,10 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
         if not no_verify:
             verify_folder(artifact)
         result = bench_artifact(artifact, target=target, device=device, batches=sizes, input_shape=input_shape,
-                                iterations=iterations, warmup=warmup, threads=threads)
+                                iterations=iterations, warmup=rule, threads=threads, min_seconds=min_seconds,
+                                max_seconds=max_seconds, mode=mode, streams=streams, nireq=nireq,
+                                clients=client_counts, client_seconds=client_seconds, background_load=background_load,
+                                e2e_input=Path(e2e_input) if e2e_input else None, e2e_size=e2e, e2e_task=e2e_task)
         write_json(path, result)
         facts = facts_of(artifact)   # (after the runner opened it: a broken file is the runner's one-line error)
         entries.append(entry(name, f"measured here by medexport bench ({artifact.name})", result, facts))
@@ -93,9 +133,7 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
     out = console()
     out.file = click.get_text_stream("stdout")
     for artifact, result, path in printed:
-        out.print(_latency_table(artifact.name, result, Table))
-        if result["warning"]:
-            out.print(f"[yellow]warning:[/yellow] {result['warning']}")
+        _print(out, result, artifact.name, Table)
         out.print(f"wrote {path}")
     if layers and any(e.get("layers", ()) is None for e in entries):
         out.print("[yellow]warning:[/yellow] --layers: this medexport has no per-node profiling (bench/node_times.py)")
@@ -113,16 +151,6 @@ def command(artifacts, target, device, batches, input_shape, iterations, warmup,
         write_text(folder / "report.md", bench_markdown(report))
         write_text(folder / "report.html", report_html(report))
         out.print(f"wrote {folder}/ (report.json, report.md, report.html)")
-
-
-def _latency_table(name: str, result: dict, table_type):
-    table = table_type(title=f"{name} on {result['target']} ({', '.join(result['devices'])})")
-    for col in ("batch", "median ms", "p90 ms", "p99 ms", "images/s", "runs"):
-        table.add_column(col, justify="right")
-    for r in result["latency"]:
-        table.add_row(str(r["batch"]), f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                      f"{r['throughput_per_s']:.1f}", str(r["iterations"]))
-    return table
 
 
 def _comparison_table(report: dict, table_type):
@@ -143,13 +171,54 @@ def _fmt(value, spec: str, unit: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{unit}"
 
 
+def _print(out, result: dict, name: str, table_type) -> None:
+    """The tables a person reads about one artifact; the JSON has everything."""
+    table = table_type(title=f"{name} on {result['target']} ({', '.join(result['devices'])}), compute only")
+    cols = ("batch", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "CV", "images/s", "runs", "warm-up")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in result["latency"]:
+        settled = {True: "", False: " (unsettled)", None: ""}[r.get("warmup_stable")]
+        table.add_row(str(r["batch"]), f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['p999_ms']:.2f}", f"{r['cv']:.1%}", f"{r['throughput_per_s']:.1f}", str(r["iterations"]),
+                      f"{r['warmup']}{settled}")
+    out.print(table)
+    for t in result.get("throughput", []):
+        out.print(f"async throughput, batch {t['batch']}: {t['throughput_per_s']:.1f} images/s with {t['nireq']} "
+                  f"requests in flight (median {t['median_ms']:.2f} ms per request)")
+    e2e = result.get("end_to_end")
+    if e2e:
+        stages = ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in e2e["stages"].items())
+        out.print(f"end to end on {e2e['source']}: median {e2e['total']['median_ms']:.1f} ms ({stages} ms)")
+    for run in result.get("contention", []):
+        p = run["pooled"]
+        worst = max(c["p99_ms"] for c in run["clients"])
+        load = f" + {run['background_load']} busy processes" if run["background_load"] else ""
+        out.print(f"{run['n_clients']} client(s){load}: "
+                  f"pooled median {p['median_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms (worst client p99 {worst:.2f}), "
+                  f"{run['throughput_per_s']:.1f} images/s together")
+    mem = result["memory"]
+    out.print(f"peak host memory {mem['peak_rss_mib']:.0f} MiB (the artifact added "
+              f"{(mem['rss_after_open_mib'] or 0) - (mem['rss_before_open_mib'] or 0):.0f} MiB on opening); "
+              f"warm-up {result['warmup_rule']}")
+    env = result["environment"]
+    out.print(f"measured on {env['cpu']} ({', '.join(env['isa']) or 'no AVX2'}), {env['logical_cores']} logical cores, "
+              f"affinity {env['affinity']}, load {env['load_average_1m']}")
+    if result["warning"]:
+        out.print(f"[yellow]warning:[/yellow] {result['warning']}")
+
+
 def _batch_sizes(text: str) -> list[int]:
+    return _int_list(text, "--batch")
+
+
+def _int_list(text: str, option: str) -> list[int]:
     from medexport.errors import InputError
 
     try:
         sizes = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
-        raise InputError(f"--batch must be integers separated by commas, got '{text}'") from None
+        raise InputError(f"{option} must be integers separated by commas, got '{text}'") from None
     if not sizes or min(sizes) < 1:
-        raise InputError("--batch sizes must be at least 1")
+        raise InputError(f"{option} values must be at least 1")
     return sizes

@@ -202,12 +202,13 @@ def make_builder(target: str, *, device: str | None = None, max_batch: int = 8, 
 
 
 def open_runner(path, target: str, *, device: str | None = None, threads: int | None = None,
-                precision: str = "fp32"):
-    """A runner for the artifact at ``path`` on ``target``; raises ModelLoadError if the file is missing."""
+                precision: str = "fp32", **options):
+    """A runner for the artifact at ``path`` on ``target``; raises ModelLoadError if the file is missing.
+    ``options``: backend-specific keywords of its Runner (OpenVINO's ``mode``, ``streams``, ``nireq``)."""
     spec = get_spec(target)
     if not spec.suffixes:
         raise InputError(f"the {spec.name} backend opens no artifact file ({spec.description})")
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"artifact not found: {path}")
-    return spec.load().Runner(path, device=device, threads=threads, precision=precision)
+    return spec.load().Runner(path, device=device, threads=threads, precision=precision, **options)

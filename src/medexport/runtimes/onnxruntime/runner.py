@@ -25,7 +25,9 @@ class Runner(_Runner):
         if self.requested[0] not in ort.get_available_providers():
             raise BackendUnavailableError(
                 f"ONNX Runtime here has no {self.requested[0]} (available: {', '.join(ort.get_available_providers())}); "
-                "install the onnxruntime build for your hardware"
+                + ("install the GPU build in place of the CPU one: pip uninstall -y onnxruntime && pip install "
+                   "onnxruntime-gpu (the medexport[cuda] extra)" if self.requested[0] == "CUDAExecutionProvider"
+                   else "install the onnxruntime build for your hardware")
             )
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -42,6 +44,12 @@ class Runner(_Runner):
                 f"(available here: {', '.join(ort.get_available_providers())})"
             )
         self.input_name = self.session.get_inputs()[0].name
+        self.threads = threads
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["threads"] = self.threads   # None: ONNX Runtime's default, one per physical core
+        return info
 
     @property
     def input_shape(self) -> list[int | None]:

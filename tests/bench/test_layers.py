@@ -2,7 +2,7 @@
 import onnx
 import pytest
 
-from medexport.bench.layers import measured_layers, module_path, with_macs
+from medexport.bench.layers import module_path, with_macs
 from medexport.exporter.onnx_export import export_onnx
 from medexport.graph import capture, profile
 from medexport.loading import ModelSpec, load_model
@@ -29,13 +29,3 @@ def test_every_convolution_of_a_monai_unet_gets_its_macs(tmp_path):
     assert convs and all(row["macs"] for row in convs)
     assert sum(row["macs"] for row in convs) == sum(l["macs"] for l in layers if l["kind"].startswith("Conv"))
     assert all(row["macs"] is None for row in joined if row["op_type"] in ("Relu", "PRelu", "Add", "Concat"))
-
-
-def test_without_a_per_node_profiler_there_are_no_layer_times(tmp_path):
-    try:
-        import medexport.bench.node_times  # noqa: F401
-    except ImportError:
-        assert measured_layers(tmp_path / "m.onnx", "onnxruntime", input_shape=None, threads=1,
-                               profile_layers=None) is None
-    else:
-        pytest.skip("medexport.bench.node_times is here: per-node times are its tests' to check")

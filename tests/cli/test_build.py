@@ -166,30 +166,18 @@ def test_bench_compares_a_build_folder_with_results_from_devices(default_build, 
         "medexport: error: --baseline int8 is none of the compared results"), wrong.output
 
 
-def test_bench_layers_puts_measured_time_beside_macs(default_build, tmp_path, monkeypatch):
-    """`--layers` calls medexport.bench.node_times when it is there; a stand-in returns times built here."""
-    import sys
-    import types
-
-    import onnx
+def test_bench_layers_puts_measured_time_beside_macs(default_build, tmp_path):
+    """`--layers` times each node with ONNX Runtime's profiler (medexport.bench.node_times) beside its MACs."""
     from click.testing import CliRunner
 
     from medexport.cli import cli
 
-    calls = []
-
-    def node_times(path, target, inputs, *, threads=None, runs=20):
-        calls.append((path.name, target, inputs.shape, threads))
-        return [{"node": n.name, "op_type": n.op_type, "precision": "FP32", "ms": 0.25}
-                for n in onnx.load(str(path)).graph.node]
-
-    monkeypatch.setitem(sys.modules, "medexport.bench.node_times", types.SimpleNamespace(node_times=node_times))
     result = CliRunner().invoke(cli, ["bench", str(default_build), "--layers", "--threads", "1", "--iterations", "3",
                                       "--warmup", "0", "--json", str(tmp_path / "b.json"), "--report", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert calls == [("model.onnx", "onnxruntime", (1, 1, 128, 128), 1)]
     layers = json.loads((tmp_path / "report.json").read_text())["entries"][0]["layers"]
     profiled = json.loads((default_build / "report.json").read_text())["profile"]
     convs = [row for row in layers if row["op_type"] in ("Conv", "ConvTranspose")]
     assert convs and sum(row["macs"] for row in convs) == profiled["macs"]   # every layer's MACs found its node
+    assert all(row["ms"] > 0 for row in convs)
     assert "% of measured time" in (tmp_path / "report.html").read_text()

@@ -3,8 +3,11 @@ profiler): where the time goes against where the arithmetic is.
 
 Measured nodes carry ONNX names; torch's exporter names a node by its module scope
 (``/model/model.1/submodule/conv/conv.0/Conv`` for module ``model.1.submodule.conv.0``), so a node's scope,
-folded back into the dotted module path, finds the profiled layer. Nodes a runtime fused or renamed past
-recognition keep ``macs`` None rather than a guess.
+folded back into the dotted module path, finds the profiled layer. A runtime that fuses a conv with its
+activation names the fused node after the activation's output (ONNX Runtime:
+``/model/model.0/adn/A/Relu_output_0_nchwc``); such a node gets the MACs of the one layer left unmatched under
+the nearest common module (``model.0`` -> ``model.0.conv``). Nodes still ambiguous keep ``macs`` None rather
+than a guess.
 """
 from __future__ import annotations
 
@@ -33,7 +36,23 @@ def with_macs(times: list[dict[str, Any]], profile_layers: list[dict[str, Any]] 
             path = module_path(row["node"])
             if path in macs and (not arithmetic_only or _does_macs(row.get("op_type"))):
                 row["macs"] = macs.pop(path)
+    for row in out:
+        if row["macs"] is None and _does_macs(row.get("op_type")):
+            layer = _only_layer_under(module_path(row["node"]), macs)
+            if layer is not None:
+                row["macs"] = macs.pop(layer)
     return out
+
+
+def _only_layer_under(path: str, macs: dict[str, Any]) -> str | None:
+    """The one unmatched layer under the nearest ancestor module of ``path`` that has any; None if several."""
+    parts = path.split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:depth]) + "."
+        under = [name for name in macs if name.startswith(prefix)]
+        if under:
+            return under[0] if len(under) == 1 else None
+    return None
 
 
 def _does_macs(op_type: str | None) -> bool:
@@ -41,14 +60,10 @@ def _does_macs(op_type: str | None) -> bool:
 
 
 def measured_layers(path, target: str, *, input_shape: tuple[int, ...] | None, threads: int | None,
-                    profile_layers: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-    """Per-node times of ``path`` on one real image from the runtime's profiler, joined with MACs; None when this
-    medexport has no per-node profiling (``medexport.bench.node_times``). ``input_shape``: the input when the
-    artifact's is dynamic beyond the batch."""
-    try:
-        from medexport.bench.node_times import node_times
-    except ImportError:
-        return None
+                    profile_layers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Per-node times of ``path`` on one real image from the runtime's profiler (``medexport.bench.node_times``),
+    joined with MACs. ``input_shape``: the input when the artifact's is dynamic beyond the batch."""
+    from medexport.bench.node_times import node_times
     from medexport.runtimes import open_runner
     from medexport.zoo.samples import real_inputs
 

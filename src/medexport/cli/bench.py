@@ -135,11 +135,6 @@ def command(artifacts, target, device, batches, input_shape, iterations, min_sec
     for artifact, result, path in printed:
         _print(out, result, artifact.name, Table)
         out.print(f"wrote {path}")
-    if layers and any(e.get("layers", ()) is None for e in entries):
-        out.print("[yellow]warning:[/yellow] --layers: this medexport has no per-node profiling (bench/node_times.py)")
-    for e in entries:
-        if e.get("layers", ()) is None:
-            del e["layers"]
     entries += [entry(name, result["source"], result, {}) for name, result in imported]
     report = stamped({"baseline": baseline, "entries": entries, "comparison": comparison(entries, baseline),
                       "environment": environment()}, "bench")

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from medexport.cli._options import (PassOptionsCommand, calib_options, compression_options, console, data_config,
-                                    data_options, model_options, model_spec, rail_options, stage_printer)
+                                    data_options, memory_line, model_options, model_spec, rail_options,
+                                    stage_printer)
 
 
 @click.command("compress", cls=PassOptionsCommand)
@@ -17,7 +18,8 @@ from medexport.cli._options import (PassOptionsCommand, calib_options, compressi
                "bundled calibration images).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @rail_options
-def command(compress, pass_options, finetune_steps, data_path, labels_path, task, classes, calib, calib_samples,
+def command(compress, pass_options, finetune_steps, finetune_memory, data_path, labels_path, task, classes, calib,
+            calib_samples,
             min_calib, out_dir, max_overall_drop, max_class_drop, **model_kw) -> None:
     """Factorize layers (low-rank: to --budget, --latency or a rank rule) or remove --ratio of channels (prune-*,
     merge), or both in a chain; write OUT/model.compressed.onnx and compress.json (every layer or group changed)."""
@@ -25,7 +27,8 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
     from medexport.pipeline import BuildConfig, CompressionConfig, run_compress
 
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), target=None,
-                         compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps),
+                         compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps,
+                                                                  **finetune_memory),
                          rails=GuardRails(max_overall_drop, max_class_drop),
                          data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib))
     out = console()
@@ -38,6 +41,8 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
         tuned = result["finetune"]
         out.print(f"fine-tuned {tuned['steps']} steps on {tuned['images']} images in {tuned['seconds']:.0f} s "
                   f"(distillation loss {tuned['loss_first']:.3f} -> {tuned['loss_last']:.3f})")
+        if tuned.get("memory"):
+            out.print(memory_line(tuned["memory"]))
     if result.get("validation"):
         out.print(result["validation"]["table"])
         if result["validation"].get("note"):

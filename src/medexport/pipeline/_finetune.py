@@ -9,13 +9,18 @@ judge on.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from medexport.pipeline.context import RunContext
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from medexport.finetune import DistillConfig
 
 
 class Recovery:
@@ -25,13 +30,18 @@ class Recovery:
     def __init__(self, ctx: RunContext, steps: int) -> None:
         self.ctx, self.steps = ctx, steps
         self.rounds: list = []
+        self.memory: dict | None = None
 
     def __call__(self, model: "nn.Module") -> "nn.Module":
         from medexport.finetune import DistillConfig, distill
 
+        config = self.ctx.config.compression
         # another seed each round, so the rounds do not replay the same batches
-        model, record = distill(model, self.ctx.original, self.ctx.calibration(),
-                                DistillConfig(steps=self.steps, seed=len(self.rounds)), progress=True)
+        recipe = DistillConfig(steps=self.steps, seed=len(self.rounds), act_compress=config.act_compress)
+        if config.act_compress is not None or config.max_memory is not None:
+            self.memory = self.memory or activation_budget(model, self.ctx.calibration(), recipe, config.max_memory)
+            recipe = dataclasses.replace(recipe, patch=self.memory.get("patch"))
+        model, record = distill(model, self.ctx.original, self.ctx.calibration(), recipe, progress=True)
         self.rounds.append(record)
         return model
 
@@ -47,11 +57,45 @@ class Recovery:
             result.update(steps=sum(r.steps for r in self.rounds), seconds=round(sum(r.seconds for r in self.rounds), 2),
                           loss_last=last["loss_last"], schedule=f"{self.steps} steps after each pruning step tried",
                           rounds=[r.to_dict() for r in self.rounds])
+        if self.memory is not None:
+            result["memory"] = self.memory
         calib, data = self.ctx.config.data.calib, self.ctx.config.data.data
         if calib is not None and data is not None and Path(calib).resolve() == Path(data).resolve():
             result["note"] = ("fine-tuned on the same images the guard rails validate on (--calib = --data): the "
                               "validation is not independent")
         return result
+
+
+def activation_budget(model: "nn.Module", images: np.ndarray, recipe: "DistillConfig", cap: int | None) -> dict:
+    """Activation memory of one fine-tuning batch, compressed and not, and with a cap (--max-memory) the largest
+    patch (multiples of 16 per axis, up to the images' size) whose compressed activations fit it."""
+    import torch
+
+    from medexport.errors import InputError
+    from medexport.finetune.actcompress import activation_memory, eta, fit_patch
+
+    batch, channels, spatial = recipe.batch_for(images), images.shape[1], images.shape[2:]
+    spec = recipe.act_compress
+    patch = tuple(spatial)
+    result: dict = {"batch": batch}
+    if cap is not None:
+        candidates = sorted({tuple(max(16, (s // 16 - j) * 16) for s in spatial)
+                             for j in range(max(spatial) // 16)})
+        fit = fit_patch(model, channels, batch, [tuple(spatial), *candidates], cap, spec)
+        if fit.patch is None:
+            raise InputError(f"--max-memory {cap / 2 ** 20:.0f} MiB: even a {'x'.join(map(str, fit.tried[-1][0]))} "
+                             f"patch needs {fit.tried[-1][1] / 2 ** 20:.1f} MiB of activations per batch of {batch}; "
+                             "raise it, or compress more (--act-ratio, --act-layers)")
+        patch = fit.patch
+        result.update(cap=cap, tried={"x".join(map(str, p)): b for p, b in fit.tried})
+    x = torch.zeros((batch, channels, *patch))
+    base = activation_memory(model, x).saved
+    used = activation_memory(model, x, spec).saved if spec is not None else base
+    result.update(patch=patch if cap is not None else None, activation_bytes=used, uncompressed_bytes=base,
+                  eta=round(eta(used, base), 1))
+    if cap is not None:
+        result["uncompressed_fits"] = base <= cap
+    return result
 
 
 def stepwise_steps(ctx: RunContext) -> int | None:

@@ -86,10 +86,13 @@ class DataConfig:
 @dataclass
 class CompressionConfig:
     """A chain of registered passes, each with the options the user gave it (config field -> value), run in order;
-    then ``finetune_steps`` of distillation from the original (spread over the steps of a stepwise pass)."""
+    then ``finetune_steps`` of distillation from the original (spread over the steps of a stepwise pass), with the
+    activation-map compression ``act_compress`` and on the largest patch whose activations fit ``max_memory`` bytes."""
 
     chain: tuple[tuple[str, dict[str, Any]], ...] = ()
     finetune_steps: int = 0
+    act_compress: Any = None     # an ActCompressSpec (medexport.finetune.actcompress); torch-free to import here
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         from medexport.compression import get_pass
@@ -111,6 +114,8 @@ class CompressionConfig:
         if self.finetune_steps and all(exact):
             raise InputError(f"--finetune recovers what a lossy pass changed; {self.label} is exact: drop --finetune "
                              "or add a compression pass before it")
+        if (self.act_compress is not None or self.max_memory is not None) and not self.finetune_steps:
+            raise InputError("--act-compress and --max-memory act on fine-tuning; add --finetune STEPS")
         for method, options in self.chain:
             known = {option.field for option in get_pass(method).options}
             unknown = sorted(set(options) - known)
@@ -119,7 +124,8 @@ class CompressionConfig:
                                  f"{', '.join(sorted(known)) or 'none'}")
 
     @classmethod
-    def from_flags(cls, methods: str | None, given: dict[str, Any], finetune_steps: int = 0) -> "CompressionConfig":
+    def from_flags(cls, methods: str | None, given: dict[str, Any], finetune_steps: int = 0, act_compress: Any = None,
+                   max_memory: int | None = None) -> "CompressionConfig":
         """Route the command-line options the user gave (flag -> value) to the passes of ``methods`` that declare
         them; an option no pass of the chain declares is refused."""
         from medexport.compression import get_pass
@@ -135,7 +141,7 @@ class CompressionConfig:
         stray = [flag for flag in given if flag not in used]
         if stray:
             _refuse_unused(stray, names)
-        return cls(tuple(chain), finetune_steps)
+        return cls(tuple(chain), finetune_steps, act_compress, max_memory)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -162,12 +168,19 @@ class CompressionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"chain": [{"method": method, "options": _plain(options)} for method, options in self.chain],
-                "finetune_steps": self.finetune_steps}
+                "finetune_steps": self.finetune_steps,
+                "act_compress": self.act_compress.to_dict() if self.act_compress is not None else None,
+                "max_memory": self.max_memory}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CompressionConfig":
+        act = data.get("act_compress")
+        if act is not None:
+            from medexport.finetune.actcompress.spec import ActCompressSpec
+
+            act = ActCompressSpec.from_dict(act)
         return cls(tuple((step["method"], step["options"]) for step in data.get("chain", ())),
-                   data.get("finetune_steps", 0))
+                   data.get("finetune_steps", 0), act, data.get("max_memory"))
 
 
 def _refuse_unused(flags: list[str], methods: list[str], configured: bool = False) -> None:

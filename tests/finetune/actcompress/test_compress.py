@@ -120,7 +120,8 @@ def test_topk_keeps_the_largest_magnitudes_and_dct_keeps_more_of_a_smooth_map_th
     assert packed.values.numel() == 3 and packed.indices.dtype == torch.int32
     assert torch.equal(packed.dense(), torch.tensor([[[[0.0, -5.0, 2.0, 0.0], [3.0, 0.0, 0.0, 0.0]]]]))
     grid = torch.linspace(0, 3, 32)
-    smooth = (torch.sin(grid)[:, None, None] * torch.cos(grid)[None, :, None] * grid[None, None, :]).expand(1, 2, 32, 32, 32)
+    smooth = torch.sin(grid)[:, None, None] * torch.cos(grid)[None, :, None] * grid[None, None, :]
+    smooth = smooth.expand(1, 2, 32, 32, 32)
     errors = {}
     for name, t in TRANSFORMS.items():
         rebuilt = t.inverse(TopK.of(t.forward(smooth), 10.0).dense())

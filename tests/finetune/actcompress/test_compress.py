@@ -10,7 +10,7 @@ from torch import nn
 from medexport.errors import InputError
 from medexport.finetune.actcompress import (TRANSFORMS, ActCompressSpec, activation_memory, compressed_activations,
                                             eta, fit_patch, parse_bytes)
-from medexport.finetune.actcompress._select import block_levels
+from medexport.finetune.actcompress._select import layer_levels
 from medexport.finetune.actcompress._sparse import TopK, kept
 
 SHAPES = {2: (2, 1, 32, 32), 3: (2, 1, 16, 16, 16)}
@@ -87,20 +87,20 @@ def test_relu_gradient_is_masked_by_the_thresholded_output_as_in_the_paper():
 def test_sparse_storage_holds_k_values_and_the_dense_activation_is_freed(dims):
     model = _unet(dims)
     x = torch.randn(SHAPES[dims])
-    bn = model.model[0].adn.N          # block0's BatchNorm: its input is the first conv's output
     refs = []
     model.model[0].conv.register_forward_hook(lambda m, args, out: refs.append(weakref.ref(out)))
+    # block0's BatchNorms: the encoder's (input: the first conv's output) and the decoder's, 32 channels at 1/2 size
     spec = ActCompressSpec("dct", 10.0, (0,), ("bn",))
     with compressed_activations(model, spec, x[:1]) as packer:
         out = model(x)
         gc.collect()
         assert refs[-1]() is None      # nothing holds the dense conv output any more
-        n = x.shape[0] * bn.num_features * (x[0, 0].numel() // 2 ** dims)
-        assert packer.ledger.compressed_tensors == 1 and packer.ledger.kept_values == kept(n, 10.0) == n // 10
-        assert packer.ledger.compressed_bytes == 8 * (n // 10)   # 4-byte values + int32 indices, read off storage
+        n = x.shape[0] * 32 * (x[0, 0].numel() // 2 ** dims)
+        assert packer.ledger.compressed_tensors == 2 and packer.ledger.kept_values == 2 * kept(n, 10.0) == 2 * (n // 10)
+        assert packer.ledger.compressed_bytes == 2 * 8 * (n // 10)   # 4-byte values + int32 indices, off storage
         out.mean().backward()
     base, comp = activation_memory(model, x), activation_memory(model, x, spec)
-    assert base.saved - comp.saved == 4 * n - 8 * (n // 10)
+    assert base.saved - comp.saved == 2 * (4 * n - 8 * (n // 10))
     assert eta(comp.saved, base.saved) < 0
 
 
@@ -134,11 +134,12 @@ def test_blocks_are_resolution_levels_encoder_and_decoder_together():
     model = _unet(3)
     names = {m: n for n, m in model.named_modules()}
     levels = {}
-    for level, block in block_levels(model, torch.zeros(1, 1, 16, 16, 16)):
-        levels.setdefault(level, []).append(names[block[0]])
-    assert levels[0] == ["model.0.conv", "model.2.conv"]
-    assert levels[1] == ["model.1.submodule.0.conv", "model.1.submodule.2.conv"]
-    assert len(levels) == 4
+    for level, layer in layer_levels(model, torch.zeros(1, 1, 32, 32, 32)):
+        levels.setdefault(level, []).append(names[layer])
+    # block0: every layer reading a 16^3 feature map (encoder BN/ReLU, the next conv, the decoder's, the last conv)
+    assert levels[0] == ["model.0.conv", "model.0.adn.N", "model.0.adn.A", "model.1.submodule.0.conv",
+                         "model.1.submodule.2.adn.N", "model.1.submodule.2.adn.A", "model.2.conv"]
+    assert "model.1.submodule.2.conv" in levels[1] and sorted(levels) == [0, 1, 2]
 
 
 def test_spec_flags_and_errors():
@@ -150,7 +151,7 @@ def test_spec_flags_and_errors():
                 ("dct", 10, "block0", "gelu"), ("dct", 10, "block2-1", "bn")]:
         with pytest.raises(InputError):
             ActCompressSpec.from_flags(*bad)
-    with pytest.raises(InputError, match="blocks 0-3"):
+    with pytest.raises(InputError, match="blocks 0-2"):
         with compressed_activations(_unet(3), ActCompressSpec(blocks=(5,)), torch.zeros(1, 1, 16, 16, 16)):
             pass
     assert parse_bytes("8GiB") == 8 * 2 ** 30 and parse_bytes("512MB") == 512 * 10 ** 6

@@ -1,14 +1,14 @@
 """Which layers compress their saved activations: by type (conv, bn, relu) and by block, as the paper's "block0",
 "block0-1".
 
-A convolutional block is a conv layer with the layers that follow it up to the next conv, in the order the model
-registers its layers (MONAI's Convolution: conv + norm + dropout + act). Blocks are numbered by resolution level:
-block0 holds the blocks that touch the largest feature maps (input or output), block1 the next size, and so on. In a
-U-Net that puts the encoder and the decoder of one level in the same block, which is how the paper's U-Net blocks
-behave (block0 holds most of the activation memory: -71% of it at lambda 100 there); in a plain encoder it is the
-n-th stage. The sizes come from one probing forward pass on an example input.
+Blocks are resolution levels: block0 holds the conv, BN and ReLU layers whose input (the activation each saves for
+backward) is a feature map of the largest spatial size, block1 those of the next size, and so on (a layer that reads
+the model's input itself goes to block0; that input is the caller's and is never compressed). In a U-Net that puts
+the encoder and the decoder of one level together, as the paper's U-Net blocks behave (there block0 holds most of
+the activation memory: eta -71% at lambda 100); in an encoder it is the n-th stage. The sizes come from one probing
+forward pass on an example input.
 
-    modules = select_layers(model, example, blocks=(0, 1), types=("conv", "bn", "relu"))
+    layers = select_layers(model, example, blocks=(0, 1), types=("conv", "bn", "relu"))
 """
 from __future__ import annotations
 
@@ -49,29 +49,17 @@ def parse_types(text: str) -> tuple[str, ...]:
     return types
 
 
-def conv_blocks(model: nn.Module) -> list[list[nn.Module]]:
-    """The model's leaf layers split at each conv layer (leaves before the first conv belong to no block)."""
-    blocks: list[list[nn.Module]] = []
-    for module in model.modules():
-        if next(module.children(), None) is not None:
-            continue
-        if isinstance(module, LAYER_TYPES["conv"]):
-            blocks.append([module])
-        elif blocks:
-            blocks[-1].append(module)
-    return blocks
+def layer_levels(model: nn.Module, example: torch.Tensor) -> list[tuple[int, nn.Module]]:
+    """(resolution level, layer) for every conv, BN and ReLU layer the forward pass runs, in registration order."""
+    kinds = tuple(cls for classes in LAYER_TYPES.values() for cls in classes)
+    layers = [m for m in model.modules() if isinstance(m, kinds)]
+    sizes: dict[nn.Module, int | None] = {}
 
+    def record(module: nn.Module, args: tuple) -> None:
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        sizes[module] = None if x is None or x is example or x.ndim < 3 else math.prod(x.shape[2:])
 
-def block_levels(model: nn.Module, example: torch.Tensor) -> list[tuple[int, list[nn.Module]]]:
-    """(resolution level, layers) for every conv block: level 0 touches the largest feature maps."""
-    sizes: dict[nn.Module, int] = {}
-
-    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        tensors = [t for t in (*args, output) if isinstance(t, torch.Tensor) and t.ndim > 2]
-        sizes[module] = max([sizes.get(module, 0)] + [math.prod(t.shape[2:]) for t in tensors])
-
-    blocks = conv_blocks(model)
-    handles = [m.register_forward_hook(record) for block in blocks for m in block]
+    handles = [m.register_forward_pre_hook(record) for m in layers]
     was_training = model.training
     try:
         model.eval()
@@ -81,18 +69,17 @@ def block_levels(model: nn.Module, example: torch.Tensor) -> list[tuple[int, lis
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    block_size = [max(sizes.get(m, 0) for m in block) for block in blocks]
-    ranks = {size: rank for rank, size in enumerate(sorted(set(block_size), reverse=True))}
-    return [(ranks[size], block) for size, block in zip(block_size, blocks)]
+    ranks = {size: rank for rank, size in enumerate(sorted({s for s in sizes.values() if s}, reverse=True))}
+    return [(ranks.get(sizes[m], 0), m) for m in layers if m in sizes]
 
 
 def select_layers(model: nn.Module, example: torch.Tensor, blocks: tuple[int, ...],
                   types: tuple[str, ...]) -> list[nn.Module]:
-    """The layers of ``types`` in the conv blocks at resolution levels ``blocks``."""
-    levels = block_levels(model, example)
+    """The layers of ``types`` at resolution levels ``blocks``."""
+    levels = layer_levels(model, example)
     deepest = max((level for level, _ in levels), default=-1)
     if not levels or max(blocks) > deepest:
-        raise InputError(f"--act-layers block{max(blocks)}: this model has conv blocks 0-{deepest} "
-                         "(numbered by resolution level)" if levels else "--act-layers: this model has no conv layers")
+        raise InputError(f"--act-layers block{max(blocks)}: this model has blocks 0-{deepest} (numbered by "
+                         "resolution level)" if levels else "--act-layers: this model has no conv, BN or ReLU layers")
     wanted = tuple(cls for t in types for cls in LAYER_TYPES[t])
-    return [m for level, block in levels if level in blocks for m in block if isinstance(m, wanted)]
+    return [m for level, m in levels if level in blocks and isinstance(m, wanted)]

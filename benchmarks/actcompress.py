@@ -5,7 +5,7 @@ Three parts, one run each (rerun them to reproduce the README's tables):
 1. **Memory** (``--part memory``): the bytes one training-mode forward pass of brain-tissue-unet3d leaves saved for
    backward (counted by saved-tensor hooks: dense storages once each, compressed ones as values + int32 indices,
    parameters and the input excluded), uncompressed (M_BL) and with DCT at lambda 1.1, 2.5, 10, 100 on BN,
-   Conv + BN and Conv + BN + ReLU in block0 .. block0-3, and eta = (M - M_BL) / M_BL, beside the paper's Table 2
+   Conv + BN and Conv + BN + ReLU in block0 .. block0-2, and eta = (M - M_BL) / M_BL, beside the paper's Table 2
    (U-Net, batch 1, 96^3 x 4, DCT lambda 100). Default input 1 x 1 x 96^3 as the paper's (our U-Net has one input
    channel); the byte counts of dense and top-k storage do not depend on the values, so the input is zeros.
 2. **Step time** (``--part time``): one distillation step (student forward, loss, backward, Adam step) of the
@@ -33,7 +33,7 @@ import numpy as np
 
 RATIOS = (1.1, 2.5, 10.0, 100.0)
 TYPES = (("BN", "bn"), ("Conv + BN", "conv,bn"), ("Conv + BN + ReLU", "conv,bn,relu"))
-LAYERS = ("block0", "block0-1", "block0-2", "block0-3")
+LAYERS = ("block0", "block0-1", "block0-2")   # our U-Net has three resolution levels (the 6^3 ones merge)
 # the paper's Table 2, U-Net, batch 1, 96^3 x 4, DCT lambda = 100: eta in % for block0 .. block0-3
 PAPER = {"BN": (-36, -45, -47, -48), "Conv + BN": (-53, -68, -71, -72), "Conv + BN + ReLU": (-71, -89, -94, -95)}
 

@@ -75,7 +75,9 @@ class Packer:
         ptr = t.untyped_storage().data_ptr()
         if ptr in self.before:
             return t
-        if self.active and t.is_floating_point() and t.ndim > 2:
+        # lambda 1 keeps every coefficient, so X_l is X: kept as is, not as a transform round trip, whose float
+        # round-off (1e-7) would flip a ReLU's ``output > 0`` test where the output is exactly 0
+        if self.active and t.is_floating_point() and t.ndim > 2 and kept(t.numel(), self.ratio) < t.numel():
             packed = self._compress(t.detach())
             self.ledger.compressed_bytes += packed.nbytes
             self.ledger.compressed_tensors += 1
@@ -92,10 +94,6 @@ class Packer:
         return self.transform.inverse(packed.sparse.dense()).to(packed.dtype)
 
     def _compress(self, t: torch.Tensor) -> _Packed:
-        if kept(t.numel(), self.ratio) >= t.numel():
-            # lambda 1 keeps every coefficient: X_l is X. Stored as is, not as a transform round trip, whose
-            # float round-off (1e-7) would flip a ReLU's ``output > 0`` test where the output is exactly 0
-            return _Packed(None, t, t.dtype)
         coeffs = self.transform.forward(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
         sparse = TopK.of(coeffs, self.ratio)
         if sparse.nbytes < t.numel() * t.element_size():

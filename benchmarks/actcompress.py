@@ -10,7 +10,8 @@ Three parts, one run each (rerun them to reproduce the README's tables):
    channel); the byte counts of dense and top-k storage do not depend on the values, so the input is zeros.
 2. **Step time** (``--part time``): one distillation step (student forward, loss, backward, Adam step) of the
    50%-pruned reference at 48^3, batch 2, uncompressed and with each transform at lambda 10 on Conv + BN + ReLU in
-   block0-1, in alternation for ``--rounds`` rounds; medians and ratios. Takes ``/tmp/bench.lock`` around timing.
+   block0-1, in alternation for ``--rounds`` rounds; medians and ratios of wall time and of process CPU time (the
+   latter is what to read on a shared machine). Takes ``/tmp/bench.lock`` around timing.
 3. **Recovery** (``--part recovery``): recovery fine-tuning (``--steps`` of distillation) of the 50%-pruned
    reference, uncompressed and with DCT lambda 10 on Conv + BN + ReLU in block0-1, same seed; per-class Dice on
    the held-out volumes.
@@ -107,31 +108,32 @@ def step_times(rounds: int, steps: int) -> str:
     with torch.no_grad():
         target = teacher.eval()(images)
 
-    def run(name: str) -> float:
+    def run(name: str) -> tuple[float, float]:
         model, spec = models[name], variants[name]
         context = compressed_activations(model, spec, images[:1]) if spec else contextlib.nullcontext()
         with context:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 loss = distillation_loss(model(images), target, 1.0, 0.1)
                 optims[name].zero_grad()
                 loss.backward()
                 optims[name].step()
-            return (time.perf_counter() - start) / steps
+            return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
     for name in variants:   # warm-up
         run(name)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     with bench_lock():
         for r in range(rounds):
             for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
                 times[name].append(run(name))
-    base = statistics.median(times["uncompressed"])
-    lines = ["| variant (lambda 10, Conv + BN + ReLU, block0-1) | step time, median | ratio to uncompressed |",
-             "|---|---:|---:|"]
+    base = [statistics.median(t[i] for t in times["uncompressed"]) for i in (0, 1)]
+    lines = ["| variant (lambda 10, Conv + BN + ReLU, block0-1) | wall time per step, median | ratio | "
+             "CPU time per step, median | ratio |", "|---|---:|---:|---:|---:|"]
     for name, values in times.items():
-        med = statistics.median(values)
-        lines.append(f"| {name} | {med * 1000:.0f} ms | {med / base:.2f}x |")
+        wall, cpu = (statistics.median(v[i] for v in values) for i in (0, 1))
+        lines.append(f"| {name} | {wall * 1000:.0f} ms | {wall / base[0]:.2f}x | {cpu * 1000:.0f} ms | "
+                     f"{cpu / base[1]:.2f}x |")
     return "\n".join(lines)
 
 

@@ -5,13 +5,15 @@ forward pass left saved for backward.
 One ``torch.autograd.graph.saved_tensors_hooks`` pair is active around the whole forward; forward pre/post hooks on
 the selected layers mark when a chosen layer is saving. Every tensor autograd saves passes through ``pack``: the
 activations a chosen layer saves are compressed (never its weights, and never the model's input, which the caller
-holds anyway), everything else is kept as it is. The layer's backward formula then runs unchanged on the
+holds anyway), everything else is kept as it is; a tensor two chosen layers save (a ReLU's output, the next conv's
+input) is compressed once and shared. The layer's backward formula then runs unchanged on the
 reconstruction X_l, so all its gradients (weights and input) are those of X_l, as in the paper. Where the sparse form
 would take more bytes than the dense tensor (lambda < 2 with 4-byte values and indices) the dense reconstruction is
 stored instead: the paper's own remedy (its Sec. 6.2), same gradients, no overhead.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +65,14 @@ class Packer:
         self.ledger = Ledger()
         self.active: list[nn.Module] = []
         self.before: set[int] = set()
+        self.done: dict[int, tuple[weakref.ref, _Packed]] = {}
         self.frozen = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
 
     def start(self, inputs: tuple[Any, ...]) -> None:
         """A new forward pass of the model: forget the last one's ledger, note its inputs."""
         self.ledger.reset()
         self.active.clear()
+        self.done.clear()
         self.before = self.frozen | {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
 
     def pack(self, t: torch.Tensor) -> Any:
@@ -78,7 +82,12 @@ class Packer:
         # lambda 1 keeps every coefficient, so X_l is X: kept as is, not as a transform round trip, whose float
         # round-off (1e-7) would flip a ReLU's ``output > 0`` test where the output is exactly 0
         if self.active and t.is_floating_point() and t.ndim > 2 and kept(t.numel(), self.ratio) < t.numel():
+            ref, packed = self.done.get(ptr, (None, None))
+            same = ref is not None and ref() is not None and ref()._version == t._version and ref().shape == t.shape
+            if same:   # a ReLU's output is also the next conv's input: compressed and stored once
+                return packed
             packed = self._compress(t.detach())
+            self.done[ptr] = (weakref.ref(t), packed)
             self.ledger.compressed_bytes += packed.nbytes
             self.ledger.compressed_tensors += 1
             self.ledger.kept_values += packed.sparse.values.numel() if packed.sparse is not None else t.numel()

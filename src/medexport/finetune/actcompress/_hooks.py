@@ -51,6 +51,8 @@ class _Packed:
     sparse: TopK | None
     dense: torch.Tensor | None
     dtype: torch.dtype
+    uses: int = 1                          # saved-tensor slots sharing it; the rebuilt tensor is kept until the last
+    rebuilt: torch.Tensor | None = None    # has unpacked it (backward), then dropped
 
     @property
     def nbytes(self) -> int:
@@ -85,6 +87,7 @@ class Packer:
             ref, packed = self.done.get(ptr, (None, None))
             same = ref is not None and ref() is not None and ref()._version == t._version and ref().shape == t.shape
             if same:   # a ReLU's output is also the next conv's input: compressed and stored once
+                packed.uses += 1
                 return packed
             packed = self._compress(t.detach())
             self.done[ptr] = (weakref.ref(t), packed)
@@ -100,7 +103,12 @@ class Packer:
             return packed
         if packed.dense is not None:
             return packed.dense
-        return self.transform.inverse(packed.sparse.dense()).to(packed.dtype)
+        rebuilt = packed.rebuilt
+        if rebuilt is None:
+            rebuilt = self.transform.inverse(packed.sparse.dense()).to(packed.dtype)
+        packed.uses -= 1
+        packed.rebuilt = rebuilt if packed.uses > 0 else None
+        return rebuilt
 
     def _compress(self, t: torch.Tensor) -> _Packed:
         coeffs = self.transform.forward(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)

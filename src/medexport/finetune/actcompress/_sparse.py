@@ -10,10 +10,28 @@ from dataclasses import dataclass
 
 import torch
 
+SAMPLE = 16384   # values sampled to guess the top-k threshold
+
 
 def kept(numel: int, ratio: float) -> int:
     """k = floor(N / ratio), at least one value."""
     return max(1, int(numel // ratio))
+
+
+def top_indices(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest of ``magnitude`` (1-D), exactly as ``torch.topk`` picks them, but faster on big
+    tensors: a threshold read off a strided sample of 16k values keeps a candidate set a little above k (one
+    comparison pass), and topk runs on the candidates only. Where the candidates fall short of k, or k is more than
+    1/8 of the values (where this gains nothing), plain topk."""
+    n = magnitude.numel()
+    if n <= 16 * SAMPLE or 8 * k > n:
+        return torch.topk(magnitude, k, sorted=False).indices
+    sample = magnitude[:: n // SAMPLE]
+    rank = max(1, min(sample.numel(), round(sample.numel() * (1 - 1.5 * k / n))))   # 1.5x the share kept
+    candidates = torch.nonzero(magnitude >= torch.kthvalue(sample, rank).values).squeeze(1)
+    if candidates.numel() < k:
+        return torch.topk(magnitude, k, sorted=False).indices
+    return candidates[torch.topk(magnitude[candidates], k, sorted=False).indices]
 
 
 @dataclass
@@ -26,10 +44,7 @@ class TopK:
     def of(cls, y: torch.Tensor, ratio: float) -> "TopK":
         flat = y.reshape(-1)
         k = kept(flat.numel(), ratio)
-        if k >= flat.numel():
-            indices = torch.arange(flat.numel(), device=y.device)
-        else:
-            indices = torch.topk(flat.abs(), k, sorted=False).indices
+        indices = torch.arange(flat.numel(), device=y.device) if k >= flat.numel() else top_indices(flat.abs(), k)
         index_dtype = torch.int32 if flat.numel() < 2 ** 31 else torch.int64
         # fresh tensors of exactly k elements: nothing here keeps the dense tensor's storage alive
         return cls(flat[indices].clone(), indices.to(index_dtype), tuple(y.shape))

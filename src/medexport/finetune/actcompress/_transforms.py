@@ -54,9 +54,16 @@ def _dct_basis(n: int, block: int, dtype: torch.dtype, device: str) -> torch.Ten
 
 
 def _along_spatial(x: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """The basis applied along every spatial axis as one broadcast matmul each, on views (no axis moves)."""
+    shape = x.shape
     for axis in range(2, x.ndim):
-        basis = _dct_basis(x.shape[axis], DCT_BLOCK, x.dtype, str(x.device))
-        x = torch.movedim(torch.movedim(x, axis, -1) @ (basis if transposed else basis.T), -1, axis)
+        n = shape[axis]
+        basis = _dct_basis(n, DCT_BLOCK, x.dtype, str(x.device))
+        basis = basis.T if transposed else basis
+        if axis == x.ndim - 1:
+            x = (x.reshape(-1, n) @ basis.T).reshape(shape)
+        else:
+            x = (basis @ x.reshape(math.prod(shape[:axis]), n, math.prod(shape[axis + 1:]))).reshape(shape)
     return x
 
 

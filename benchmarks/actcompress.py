@@ -150,10 +150,10 @@ def recovery(steps: int) -> str:
     def dice(model) -> dict:
         with torch.no_grad():
             report, _ = evaluate(lambda x: model(torch.from_numpy(x)).numpy(), images, labels, task=ref.task,
-                                 classes=list(ref.classes))
+                                 classes=list(ref.classes), roi_size=ref.roi_size, hd95=False, n_boot=0)
         d = report.to_dict()
         return {"overall": d["overall"]["dice"]["value"],
-                **{c["name"]: c["dice"]["value"] for c in d.get("classes", []) if "dice" in c}}
+                **{name: c["dice"]["value"] for name, c in d["per_class"].items()}}
 
     rows = {"original": dice(teacher.eval()), "pruned 50%, not fine-tuned": dice(student.eval())}
     spec = ActCompressSpec.from_flags("dct", 10, "block0-1", "conv,bn,relu")

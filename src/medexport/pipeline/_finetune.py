@@ -79,9 +79,9 @@ def activation_budget(model: "nn.Module", images: np.ndarray, recipe: "DistillCo
     patch = tuple(spatial)
     result: dict = {"batch": batch}
     if cap is not None:
-        candidates = sorted({tuple(max(16, (s // 16 - j) * 16) for s in spatial)
-                             for j in range(max(spatial) // 16)})
-        fit = fit_patch(model, channels, batch, [tuple(spatial), *candidates], cap, spec)
+        candidates = {tuple(spatial)} | {tuple(min(s, max(16, (s // 16 - j) * 16)) for s in spatial)
+                                         for j in range(max(spatial) // 16)}
+        fit = fit_patch(model, channels, batch, list(candidates), cap, spec)
         if fit.patch is None:
             raise InputError(f"--max-memory {cap / 2 ** 20:.0f} MiB: even a {'x'.join(map(str, fit.tried[-1][0]))} "
                              f"patch needs {fit.tried[-1][1] / 2 ** 20:.1f} MiB of activations per batch of {batch}; "

@@ -55,3 +55,18 @@ def test_act_options_without_act_compress_are_refused_in_one_line():
 
     result = CliRunner().invoke(cli, ["compress", "--method", "prune-l2", "--finetune", "5", "--act-ratio", "100"])
     assert result.exit_code != 0 and "--act-ratio configure --act-compress" in result.output
+
+
+def test_the_budget_names_the_patch_that_fits_a_cap_the_uncompressed_model_breaks():
+    from medexport.pipeline._finetune import activation_budget
+    from medexport.zoo.architectures import brain_tissue_unet3d
+
+    model = brain_tissue_unet3d()   # the 3D reference's network: the bytes do not depend on its weights
+    images = np.random.default_rng(0).normal(size=(2, 1, 32, 32, 32)).astype(np.float32)   # 2 per batch
+    spec = ActCompressSpec.from_flags("dct", 10, "block0-1", "conv,bn,relu")
+    budget = activation_budget(model, images, DistillConfig(act_compress=spec), cap=4 * 2 ** 20)
+    assert budget["patch"] == (32, 32, 32) and budget["activation_bytes"] <= 4 * 2 ** 20
+    assert budget["uncompressed_bytes"] > 4 * 2 ** 20 and not budget["uncompressed_fits"]
+    assert budget["eta"] < -60
+    with pytest.raises(InputError, match="even a 16x16x16 patch"):
+        activation_budget(model, images, DistillConfig(act_compress=spec), cap=2 ** 16)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from typing import TYPE_CHECKING, Callable
@@ -150,6 +151,7 @@ def compression_options(required: bool) -> Callable:
                                  ".npz with 'images' and 'labels', or image files/folder with --finetune-labels "
                                  "masks); loss: Dice + cross-entropy (segmentation) or cross-entropy. Never the --data "
                                  "images the guard rails judge.")(func)
+        func = _activation_options(func)
         func = click.option("--finetune", "finetune_steps", type=int, default=0, is_flag=False, flag_value=300,
                             help="Fine-tune this many steps by distillation from the original on the calibration "
                                  "images (--calib), or on labelled images with --finetune-data (--finetune alone: 300 "
@@ -166,6 +168,72 @@ def compression_options(required: bool) -> Callable:
                                  "rewrite last, each with its own options.")(func)
 
     return decorate
+
+
+_ACTIVATION_PARAMS = ("act_compress", "act_ratio", "act_layers", "act_types", "max_memory")
+
+
+def _activation_options(func: Callable) -> Callable:
+    """--act-compress/--act-ratio/--act-layers/--act-types/--max-memory, handed to the command as one
+    ``finetune_memory`` dict (``act_compress``: an ActCompressSpec or None, ``max_memory``: bytes or None)."""
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        given = {name: kwargs.pop(name) for name in _ACTIVATION_PARAMS}
+        kwargs["finetune_memory"] = _finetune_memory(**given)
+        return func(*args, **kwargs)
+
+    options = [
+        click.option("--act-compress", type=click.Choice(["dct", "wavelet", "threshold"]), default=None,
+                     help="Fine-tune with compressed activation maps (Vu et al. 2024): the chosen layers keep their "
+                          "activations for the backward pass as top-k block-DCT, Haar-wavelet or raw values, "
+                          "rebuilt in the backward pass; 3D networks fine-tune in a fraction of the memory."),
+        click.option("--act-ratio", type=float, default=10.0, show_default=True,
+                     help="Compression ratio lambda of --act-compress: k = N / lambda values kept per activation map."),
+        click.option("--act-layers", default="block0-1", show_default=True,
+                     help="Conv blocks whose activations are compressed, by resolution level (block0: the largest "
+                          "feature maps, encoder and decoder alike), e.g. block0, block0-1, block0,block2."),
+        click.option("--act-types", default="conv,bn,relu", show_default=True,
+                     help="Layer types compressed in those blocks: a subset of conv, bn, relu."),
+        click.option("--max-memory", default=None,
+                     help="Activation memory cap for a fine-tuning batch (e.g. 8GiB): fine-tune on the largest patch "
+                          "whose activations fit it; the report says which."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _finetune_memory(act_compress, act_ratio, act_layers, act_types, max_memory) -> dict:
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    stray = [f"--{name.replace('_', '-')}" for name in ("act_ratio", "act_layers", "act_types")
+             if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    if stray and act_compress is None:
+        raise InputError(f"{', '.join(stray)} configure --act-compress; add --act-compress dct|wavelet|threshold")
+    spec = None
+    if act_compress is not None:
+        from medexport.finetune.actcompress.spec import ActCompressSpec
+
+        spec = ActCompressSpec.from_flags(act_compress, act_ratio, act_layers, act_types)
+    cap = None
+    if max_memory is not None:
+        from medexport.finetune.actcompress.memory import parse_bytes
+
+        cap = parse_bytes(max_memory)
+    return {"act_compress": spec, "max_memory": cap}
+
+
+def memory_line(memory: dict) -> str:
+    """One line on the fine-tuning's activation memory (a fine-tuning record's ``memory``)."""
+    mib = 2 ** 20
+    line = (f"activation memory per batch of {memory['batch']}: {memory['activation_bytes'] / mib:.1f} MiB "
+            f"(uncompressed {memory['uncompressed_bytes'] / mib:.1f} MiB, eta {memory['eta']:+.0f}%)")
+    if memory.get("patch"):
+        line += (f"; patch {'x'.join(map(str, memory['patch']))} fits --max-memory {memory['cap'] / mib:.0f} MiB"
+                 + ("" if memory["uncompressed_fits"] else " (uncompressed it would not)"))
+    return line
 
 
 def rail_options(func: Callable) -> Callable:

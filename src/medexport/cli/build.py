@@ -37,8 +37,8 @@ _RECIPE_OPTIONS = {"recipe", "out_dir", "model", "weights", "trust_pickle", "dat
                    "variant (3D networks), and the report says it was capped.")
 @precision_options
 @calib_options("Real images for int8 calibration and --finetune (default: the reference model's bundled ones).")
-def command(compress, pass_options, finetune_steps, finetune_data, finetune_labels, finetune_val, patience, resume,
-            data_path, labels_path, task, classes, target, device, out_dir,
+def command(compress, pass_options, finetune_steps, finetune_memory, finetune_data, finetune_labels, finetune_val,
+            patience, resume, data_path, labels_path, task, classes, target, device, out_dir,
             recipe, tolerance, rtol, max_overall_drop, max_class_drop, latency_batch, no_simplify, no_latency,
             latency_seconds, precision, calib, calib_samples, min_calib, calib_method, int8_engine, accuracy_control,
             int8_layout,
@@ -76,7 +76,7 @@ def command(compress, pass_options, finetune_steps, finetune_data, finetune_labe
             data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib, finetune_data,
                              finetune_labels),
             compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps, finetune_val=finetune_val,
-                                                     patience=patience),
+                                                     patience=patience, **finetune_memory),
             resume=resume,
             quantization=QuantizationConfig(precision=precision, engine=int8_engine, layout=int8_layout,
                                             method=calib_method, accuracy_control=accuracy_control),

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from medexport.cli._options import (PassOptionsCommand, calib_options, compression_options, console, data_config,
-                                    data_options, finetune_summary, model_options, model_spec, rail_options,
+                                    data_options, finetune_summary, memory_line, model_options, model_spec, rail_options,
                                     stage_printer)
 
 
@@ -18,7 +18,7 @@ from medexport.cli._options import (PassOptionsCommand, calib_options, compressi
                "bundled calibration images).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True)
 @rail_options
-def command(compress, pass_options, finetune_steps, finetune_data, finetune_labels, finetune_val, patience, resume,
+def command(compress, pass_options, finetune_steps, finetune_memory, finetune_data, finetune_labels, finetune_val, patience, resume,
             data_path, labels_path, task, classes, calib, calib_samples, min_calib, out_dir, max_overall_drop,
             max_class_drop, **model_kw) -> None:
     """Factorize layers (low-rank: to --budget, --latency or a rank rule) or remove --ratio of channels (prune-*,
@@ -28,7 +28,8 @@ def command(compress, pass_options, finetune_steps, finetune_data, finetune_labe
 
     config = BuildConfig(model=model_spec(**model_kw), out_dir=Path(out_dir), target=None,
                          compression=CompressionConfig.from_flags(compress, pass_options, finetune_steps,
-                                                                  finetune_val=finetune_val, patience=patience),
+                                                                  finetune_val=finetune_val, patience=patience,
+                                                                  **finetune_memory),
                          rails=GuardRails(max_overall_drop, max_class_drop), resume=resume,
                          data=data_config(data_path, labels_path, task, classes, calib, calib_samples, min_calib,
                                           finetune_data, finetune_labels))
@@ -40,6 +41,8 @@ def command(compress, pass_options, finetune_steps, finetune_data, finetune_labe
               f"({record['params_ratio']:.2f}x), {len(record['layers'])} layers or groups changed")
     if result.get("finetune"):
         out.print(finetune_summary(result["finetune"]))
+        if result["finetune"].get("memory"):
+            out.print(memory_line(result["finetune"]["memory"]))
     if result.get("validation"):
         out.print(result["validation"]["table"])
         if result["validation"].get("note"):

@@ -47,3 +47,14 @@ def random_labelled_view(batch: "torch.Tensor", labels: "torch.Tensor",
         labels = torch.roll(y, shifts, dims=tuple(range(1, labels.ndim)))
     span = float(batch.max() - batch.min()) or 1.0
     return x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05)) * span, labels
+
+
+def random_patch(batch: "torch.Tensor", patch: tuple[int, ...] | None, rng: np.random.Generator) -> "torch.Tensor":
+    """A random crop of spatial size ``patch`` (the same for the whole batch); ``batch`` itself when ``patch`` is None
+    or the images are no larger."""
+    if patch is None:
+        return batch
+    spatial = batch.shape[2:]
+    starts = [int(rng.integers(0, max(s - p, 0) + 1)) for s, p in zip(spatial, patch)]
+    index = (slice(None), slice(None)) + tuple(slice(a, a + p) for a, p in zip(starts, patch))
+    return batch[index]

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medexport.errors import DataError, InputError
-from medexport.finetune.augment import AUGMENTATIONS, random_view
+from medexport.finetune.augment import AUGMENTATIONS, random_patch, random_view
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from medexport.finetune.actcompress import ActCompressSpec
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class DistillConfig:
     """Steps of Adam (cosine-decayed from ``lr``) on random batches of augmented images.
 
     ``batch`` None: 8 images for 2D inputs, 2 volumes for 3D. ``logit_weight`` weighs the logit MSE
-    against the KL term."""
+    against the KL term. ``act_compress``: the layers whose saved activations are stored compressed (activation-map
+    compression, :mod:`medexport.finetune.actcompress`); ``patch``: train on random crops of this spatial size."""
 
     steps: int = 300
     lr: float = 1e-3
@@ -40,6 +44,8 @@ class DistillConfig:
     temperature: float = 1.0
     logit_weight: float = 0.1
     seed: int = 0
+    act_compress: "ActCompressSpec | None" = None
+    patch: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -48,6 +54,11 @@ class DistillConfig:
             raise InputError("fine-tuning lr and temperature must be positive and logit_weight not negative")
         if self.batch is not None and self.batch < 1:
             raise InputError(f"fine-tuning batch must be at least 1, got {self.batch}")
+        if self.patch is not None and (not self.patch or min(self.patch) < 1):
+            raise InputError(f"fine-tuning patch sizes must be positive, got {self.patch}")
+
+    def batch_for(self, images: np.ndarray) -> int:
+        return self.batch or (8 if images.ndim == 4 else 2)
 
 
 @dataclass
@@ -65,6 +76,8 @@ class DistillRecord:
     seconds: float
     loss_first: float  # mean over the first 10% of steps
     loss_last: float  # mean over the last 10% of steps
+    act_compress: dict | None = None   # the activation-compression spec, when one was used
+    patch: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "augmentations": list(self.augmentations)}
@@ -77,7 +90,9 @@ def distill(student: "nn.Module", teacher: "nn.Module", images: np.ndarray, conf
     import torch
 
     images = _checked(images)
-    batch = config.batch or (8 if images.ndim == 4 else 2)
+    if config.patch is not None and len(config.patch) != images.ndim - 2:
+        raise InputError(f"a {len(config.patch)}D fine-tuning patch for {images.ndim - 2}D images")
+    batch = config.batch_for(images)
     pool = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -87,10 +102,16 @@ def distill(student: "nn.Module", teacher: "nn.Module", images: np.ndarray, conf
     student.train()
     losses = []
     start = time.perf_counter()
+    if config.act_compress is not None:
+        from medexport.finetune.actcompress import compressed_activations
+
+        activations = compressed_activations(student, config.act_compress, pool[:1])
+    else:
+        activations = nullcontext()
     try:
-        with _progress(progress, config.steps) as advance:
+        with _progress(progress, config.steps) as advance, activations:
             for _ in range(config.steps):
-                x = random_view(pool[rng.integers(0, len(pool), batch)], rng)
+                x = random_view(random_patch(pool[rng.integers(0, len(pool), batch)], config.patch, rng), rng)
                 with torch.no_grad():
                     target = teacher(x)
                 out = student(x)
@@ -113,7 +134,8 @@ def distill(student: "nn.Module", teacher: "nn.Module", images: np.ndarray, conf
     return student, DistillRecord("distillation", config.steps, batch, config.lr, config.temperature,
                                   config.logit_weight, len(images), AUGMENTATIONS,
                                   round(time.perf_counter() - start, 2), float(np.mean(losses[:tenth])),
-                                  float(np.mean(losses[-tenth:])))
+                                  float(np.mean(losses[-tenth:])),
+                                  config.act_compress.to_dict() if config.act_compress else None, config.patch)
 
 
 def distillation_loss(out: "torch.Tensor", target: "torch.Tensor", temperature: float,

@@ -98,12 +98,16 @@ class CompressionConfig:
     """A chain of registered passes, each with the options the user gave it (config field -> value), run in order;
     then ``finetune_steps`` of distillation from the original, or of training on labelled images (spread over the
     steps of a stepwise pass). On labels, ``finetune_val`` of the images is held aside for early stopping after
-    ``patience`` checks without a better guard-rail headroom (see :class:`~medexport.finetune.LabelledConfig`)."""
+    ``patience`` checks without a better guard-rail headroom (see :class:`~medexport.finetune.LabelledConfig`).
+    Distillation can store its activations compressed (``act_compress``) and train on the largest patch whose
+    activations fit ``max_memory`` bytes."""
 
     chain: tuple[tuple[str, dict[str, Any]], ...] = ()
     finetune_steps: int = 0
     finetune_val: float = 0.2
     patience: int = 5
+    act_compress: Any = None     # an ActCompressSpec (medexport.finetune.actcompress); torch-free to import here
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         from medexport.compression import get_pass
@@ -128,6 +132,8 @@ class CompressionConfig:
         from medexport.finetune import LabelledConfig
 
         LabelledConfig(val_fraction=self.finetune_val, patience=self.patience)   # checks them
+        if (self.act_compress is not None or self.max_memory is not None) and not self.finetune_steps:
+            raise InputError("--act-compress and --max-memory act on fine-tuning; add --finetune STEPS")
         for method, options in self.chain:
             known = {option.field for option in get_pass(method).options}
             unknown = sorted(set(options) - known)
@@ -180,12 +186,20 @@ class CompressionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"chain": [{"method": method, "options": _plain(options)} for method, options in self.chain],
-                "finetune_steps": self.finetune_steps, "finetune_val": self.finetune_val, "patience": self.patience}
+                "finetune_steps": self.finetune_steps, "finetune_val": self.finetune_val, "patience": self.patience,
+                "act_compress": self.act_compress.to_dict() if self.act_compress is not None else None,
+                "max_memory": self.max_memory}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CompressionConfig":
+        act = data.get("act_compress")
+        if act is not None:
+            from medexport.finetune.actcompress.spec import ActCompressSpec
+
+            act = ActCompressSpec.from_dict(act)
         return cls(tuple((step["method"], step["options"]) for step in data.get("chain", ())),
-                   data.get("finetune_steps", 0), data.get("finetune_val", 0.2), data.get("patience", 5))
+                   data.get("finetune_steps", 0), data.get("finetune_val", 0.2), data.get("patience", 5), act,
+                   data.get("max_memory"))
 
 
 def _refuse_unused(flags: list[str], methods: list[str], configured: bool = False) -> None:
@@ -289,6 +303,10 @@ class BuildConfig:
         if self.data.finetune_data is None and tuned != (CompressionConfig.finetune_val, CompressionConfig.patience):
             raise InputError("--finetune-val and --patience steer fine-tuning on labels; add --finetune-data or drop "
                              "them")
+        if self.data.finetune_data is not None and (self.compression.act_compress is not None
+                                                    or self.compression.max_memory is not None):
+            raise InputError("--act-compress and --max-memory apply to distillation for now; drop them or "
+                             "--finetune-data")
         if self.resume and self.data.finetune_data is None:
             raise InputError("--resume continues a fine-tuning on labels (--finetune-data) from its checkpoints; "
                              "distillation has none to continue from")

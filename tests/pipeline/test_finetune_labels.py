@@ -81,6 +81,8 @@ def test_fine_tuning_on_the_images_the_guard_rails_judge_is_refused(tmp_path, sp
     ({"data": DataConfig(), "compression": CompressionConfig.from_flags("prune-l2", {"--ratio": 0.5}, 20,
                                                                         finetune_val=0.3)},
      "--finetune-val and --patience steer fine-tuning on labels"),
+    ({"compression": CompressionConfig.from_flags("prune-l2", {"--ratio": 0.5}, 20, max_memory=2 ** 30)},
+     "--act-compress and --max-memory apply to distillation for now"),
 ])
 def test_label_options_without_what_they_need_are_refused(tmp_path, split, change, message):
     with pytest.raises(InputError, match=message):

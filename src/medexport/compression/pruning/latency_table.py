@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of a layer's original channels, measured on each side
 CHUNK = 12  # layers (each with its call-and-copies model) compiled and timed at once, each chunk beside the reference conv
 ROUNDS = 21
+MIN_SECONDS = 0.2  # of timing per chunk at least
 REFERENCE = ("Conv", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (), (64, 64), 32, 32)  # the reference op's key
 
 
@@ -62,13 +63,13 @@ class LayerCost:
 
     @property
     def full(self) -> float:
-        return self.cols.get(self.cout) or self.rows[self.cin]
+        return self.cols[self.cout] if self.cols else self.rows[self.cin]
 
     def time(self, cin: float, cout: float) -> float:
         """Relative time at ``cin`` input and ``cout`` output channels (product model, interpolated)."""
         t_in = _interp(self.rows, cin) if self.rows else self.full
         t_out = _interp(self.cols, cout) if self.cols else self.full
-        return t_in * t_out / self.full
+        return t_in * t_out / self.full if self.full > 0 else 0.0  # a layer as cheap as its copies: free
 
     def widths(self, kept: dict[str, float], channels: dict[str, int]) -> tuple[float, float]:
         """(cin, cout) when every group ``g`` keeps ``kept[g]`` of its ``channels[g]`` (the others: all)."""
@@ -279,7 +280,7 @@ def measure(model: "nn.Module", input_shape: tuple[int, ...], graph: "Dependency
             for c in counts(layer.cout):
                 wanted.setdefault(_config_key(layer.key, layer.cin, c), (layer.key, layer.cin, c))
     pending = [k for k in wanted if cache.lookup(k) is None]
-    with Timer(backend, tuple(input_shape), threads=threads, rounds=ROUNDS, min_seconds=0.2) as timer:
+    with Timer(backend, tuple(input_shape), threads=threads, rounds=ROUNDS, min_seconds=MIN_SECONDS) as timer:
         def compile_layer(name: str, key: tuple, cin: int, cout: int) -> tuple[int, int]:
             """Handles of the layer's model and of its call-and-copies model."""
             path, io = timer.scratch(f"{name}.onnx"), timer.scratch(f"{name}.io.onnx")

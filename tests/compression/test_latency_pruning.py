@@ -105,13 +105,17 @@ def test_latency_tables_are_cached_per_machine_and_remeasured_when_it_changes(tm
 
 def test_latency_options_are_one_rule():
     from medexport.compression import get_pass
+    from medexport.pipeline.config import CompressionConfig
 
     config = get_pass("prune-l2").configure({"latency": 0.5}, backend="onnxruntime")
     assert config.latency == 0.5 and config.backend == "onnxruntime" and "ratio" not in config.to_dict()
     with pytest.raises(InputError, match="competing"):
         get_pass("prune-l1").configure({"latency": 0.5, "ratio": 0.3}, backend="openvino")
-    with pytest.raises(InputError, match="--latency-backend applies"):
-        get_pass("merge").configure({"backend": "openvino"}, backend="openvino")
+    with pytest.raises(InputError, match="--latency-backend is not used by merge"):
+        CompressionConfig.from_flags("merge", {"--latency-backend": "openvino"}).configured("openvino")
+    chained = CompressionConfig.from_flags("svd,prune-l2", {"--latency": 0.5}).configured("onnxruntime")
+    assert [(m, c.latency, c.backend) for m, c in chained] == [("svd", 0.5, "onnxruntime"),
+                                                               ("prune-l2", 0.5, "onnxruntime")]
     assert "latency" not in get_pass("prune-bn").configure({}, backend="openvino").to_dict()
 
 

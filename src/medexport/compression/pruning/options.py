@@ -31,16 +31,14 @@ OPTIONS = (
 
 def configure(config_type: type, given: dict[str, Any], backend: str) -> Any:
     """The PruneConfig from the options given; --max-ratio without --scope global is refused, not ignored, and so
-    are --ratio and --scope with --latency (the latency table chooses every group's width) and --latency-backend
-    without it. With --latency, --max-ratio caps each group (default 0.75) and ``backend`` is where it measures."""
+    are --ratio and --scope with --latency (the latency table chooses every group's width); --latency-backend
+    without it is refused by the chain as an option nothing reads (:meth:`PrunePass.reads`). With --latency, --max-ratio caps each group (default 0.75) and ``backend`` is where it measures."""
     if given.get("latency") is not None:
         clash = [flag for flag, name in (("--ratio", "ratio"), ("--scope", "scope")) if name in given]
         if clash:
             raise InputError(f"{' and '.join(clash)} and --latency are competing rules; with --latency the latency "
                              "table chooses every group's width (cap it with --max-ratio)")
         return config_type(**{"backend": backend, **given})
-    if "backend" in given:
-        raise InputError("--latency-backend applies to --latency mode; add --latency or drop it")
     if "max_ratio" in given and given.get("scope", "layer") != "global":
         raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
                          "(--scope layer removes --ratio from every group)")

@@ -34,6 +34,9 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
     out.print(f"{record['method']}: {record['macs_before'] / 1e6:.1f} -> {record['macs_after'] / 1e6:.1f} MMACs "
               f"({record['ratio']:.2f}x), {record['params_before']:,} -> {record['params_after']:,} parameters "
               f"({record['params_ratio']:.2f}x), {len(record['layers'])} layers or groups changed")
+    for step in record.get("passes", [record]):
+        if step.get("latency"):
+            _print_latency(out, step["method"], step["latency"])
     if result.get("finetune"):
         tuned = result["finetune"]
         out.print(f"fine-tuned {tuned['steps']} steps on {tuned['images']} images in {tuned['seconds']:.0f} s "
@@ -43,3 +46,15 @@ def command(compress, pass_options, finetune_steps, data_path, labels_path, task
         if result["validation"].get("note"):
             out.print(f"note: {result['validation']['note']}")
     out.print(f"wrote {config.out_dir / 'model.compressed.onnx'} and compress.json")
+
+
+def _print_latency(out, method: str, latency: dict) -> None:
+    """A latency-mode pass: asked, predicted and measured latency, and its table's staircase (% of the model's
+    time of each layer by channel count: where the time steps, and where fewer channels buy nothing)."""
+    out.print(f"{method} on {latency['backend']}: latency asked {latency['target']:.2f}x, predicted "
+              f"{latency['predicted']:.2f}x, measured {latency['measured']:.2f}x of the original's; latency table "
+              f"{latency['table_seconds']:.0f} s ({latency['layers_measured']} layer models timed, the rest cached)")
+    for layer, sides in latency["staircase"].items():
+        steps = "; ".join(f"{side} " + " ".join(f"{count}:{share:.1f}%" for count, share in points.items())
+                          for side, points in sides.items())
+        out.print(f"  {layer}: {steps}")

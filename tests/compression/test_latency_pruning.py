@@ -139,3 +139,33 @@ def test_latency_mode_result_is_within_its_budget_when_measured(tmp_path, monkey
     assert latency["measured"] <= 0.7 * 1.05 and latency["staircase"] and latency["table_seconds"] > 0
     before, after = compare([net, small], shape, "openvino", threads=1, rounds=15)
     assert after / before <= 0.7 * 1.15  # timed again, independently (the shared box's noise allowed for)
+
+
+def test_a_chain_spends_one_latency_budget(monkeypatch):
+    """svd then prune-l2 at --latency 0.5: after the low-rank pass measured 0.8x, pruning is asked for 0.5 / 0.8."""
+    import dataclasses
+
+    from medexport.compression import _latency, _registry
+    from medexport.compression.base import chain
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        latency: float | None
+        backend: str = "openvino"
+        threads: int | None = None
+
+    asked = []
+
+    class Pass:
+        def apply(self, model, shape, config):
+            asked.append(config.latency)
+            return model, None
+
+    monkeypatch.setattr(_registry, "get_pass", lambda name: Pass())
+    monkeypatch.setattr(_latency, "compare", lambda models, *a, **k: [10.0, 8.0])
+    chain(nn.Identity(), (1, 1, 8, 8), [("svd", Config(0.5)), ("prune-l2", Config(0.5))])
+    assert asked == [0.5, pytest.approx(0.625)]
+    asked.clear()
+    monkeypatch.setattr(_latency, "compare", lambda models, *a, **k: [10.0, 4.0])  # the first pass overshot
+    chain(nn.Identity(), (1, 1, 8, 8), [("svd", Config(0.5)), ("prune-l2", Config(0.5))])
+    assert asked == [0.5, 1.0]  # nothing left to spend: pruning keeps every channel

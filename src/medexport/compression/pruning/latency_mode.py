@@ -17,8 +17,9 @@
 After the last step the result is timed whole beside the original (median, interleaved); when it misses the
 target by more than ``tolerance``, up to ``schedule.CORRECTIONS`` further steps aim at the target scaled by predicted
 over measured. Predicted and measured latency, the table's build time and its staircase go into the record.
-The table is calibrated once against the whole model (:meth:`.latency_table.LatencyTable.calibrate`): the
-original's groups all at half width, pruned and timed beside the original.
+The table is calibrated against the whole model (:meth:`.latency_table.LatencyTable.calibrate`): first with
+the original's groups all at half width, pruned and timed beside the original, then after every step but the
+last with the model as that step left it.
 """
 from __future__ import annotations
 
@@ -108,13 +109,23 @@ class LatencyPlanner:
             out.append((kept, cost, float(cumulative[min(n_keep, len(values))])))
         return snap(out, STEP * self.table.whole)
 
-    def predict(self, model: "nn.Module") -> float:
-        """The table's latency ratio for ``model`` (a pruned copy of the original)."""
+    def observe(self, original: "nn.Module", model: "nn.Module") -> float:
+        """Time ``model`` beside ``original`` and re-scale the table to it (after each step but the last: the next
+        step's budget is then priced from what this one measured, not only from the half-width calibration)."""
+        measured = self.measure(original, model)
+        self.table.calibrate(self._widths(model), measured)
+        return measured
+
+    def _widths(self, model: "nn.Module") -> dict[str, int]:
         from medexport.compression.pruning.dependency import analyze
         from medexport.graph import capture
 
         graph = analyze(capture(model, self.input_shape), model)
-        return self.table.predict({g.name: g.channels for g in graph.groups if g.name in self.original})
+        return {g.name: g.channels for g in graph.groups if g.name in self.original}
+
+    def predict(self, model: "nn.Module") -> float:
+        """The table's latency ratio for ``model`` (a pruned copy of the original)."""
+        return self.table.predict(self._widths(model))
 
     def measure(self, original: "nn.Module", model: "nn.Module") -> float:
         """``model``'s median latency over ``original``'s, timed side by side on the backend (kept in the history)."""

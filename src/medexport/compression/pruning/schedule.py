@@ -206,6 +206,8 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
         else:
             targets = planner.targets(model, prune.importance_for(config), planner.budget(step), locked)
         step_once(step, targets, f"step {step}")
+        if planner is not None and step < config.steps and targets:
+            planner.observe(start, model)
     latency = {}
     if planner is not None:
         measured = planner.measure(start, model)

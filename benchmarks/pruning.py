@@ -17,8 +17,16 @@ Two tables, both from one run (rerun it to reproduce them):
    gives the median of the per-round medians, realized speed-up and realized / ideal, ideal being the
    MACs ratio.
 
-    /work/venv/bin/python benchmarks/pruning.py --part speedup --rounds 5 [--threads 1] [--profile]
-    /work/venv/bin/python benchmarks/pruning.py --part search --models brain-tissue-unet2d
+3. **Latency mode** (``--part latency``): every zoo U-Net pruned by ``prune-l2 --latency F`` (2 steps, no
+   guard rails, no fine-tuning) for F in ``--targets`` (0.33 on the 2D ones only), beside the same pass at
+   uniform ratios 0.25-0.75. The original, the latency-mode result and the uniform results are compiled
+   together and timed interleaved (OpenVINO CPU, median); the table gives the latency asked, predicted by the
+   table and measured here, the table's build time, and the worst-class held-out Dice of the latency-mode result
+   beside that of the uniform result whose measured latency is closest without being slower.
+
+    python benchmarks/pruning.py --part speedup --rounds 5 [--threads 1] [--profile]
+    python benchmarks/pruning.py --part search --models brain-tissue-unet2d
+    python benchmarks/pruning.py --part latency --threads 1 --targets 0.5 0.33
 
 Timing takes ``/tmp/bench.lock`` (flock) itself, around each side-by-side measurement only, so the long
 searches do not hold other benchmarks up. ``--profile`` adds OpenVINO's per-node times of the slowest
@@ -241,6 +249,65 @@ def search_rows(models: list[str], ratio: float, rounds: int, threads: int | Non
     return lines
 
 
+# -- latency mode ------------------------------------------------------------------------------------
+
+UNIFORM = (0.25, 0.375, 0.5, 0.625, 0.75)
+
+
+def latency_rows(models: list[str], targets: list[float], threads: int | None, finetune: int = 0,
+                 uniform_ratios: tuple[float, ...] = UNIFORM) -> list[str]:
+    from medexport.compression import get_pass
+    from medexport.compression._latency import Timer
+    from medexport.compression.pruning import PruneConfig
+    from medexport.compression.pruning.schedule import _Guard
+    from medexport.evaluation.validation import reference_data
+    from medexport.zoo import get_model
+
+    from medexport.finetune.distill import DistillConfig, distill
+
+    tuning = f"{finetune} distillation steps after each of the 2 steps (uniform: {2 * finetune} once)" if finetune \
+        else "no fine-tuning"
+    lines = [f"prune-l2, 2 steps, no guard rails, {tuning}; OpenVINO CPU, batch 1, "
+             f"{threads or 'default'} thread(s); worst-class Dice on the held-out images.", "",
+             "| model | latency asked | predicted | measured | table s (cold) | pass s | worst-class Dice: latency "
+             "mode | uniform at <= that latency (ratio, measured) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name in models:
+        ref = get_model(name)
+        shape = tuple(ref.input_shape)
+        model, data = ref.build(), reference_data(ref)
+        guard = _Guard(model, PruneConfig(heldout=data))
+        images = ref.calibration()
+
+        def recover(steps: int):
+            return (lambda m: distill(m, model, images, DistillConfig(steps))[0]) if steps else None
+
+        def worst(m) -> float:
+            return min(per["dice"].value for per in guard._report(m).per_class.values())
+
+        uniform = [get_pass("prune-l2").apply(model, shape, PruneConfig(ratio=r, recover=recover(2 * finetune)))[0]
+                   for r in uniform_ratios]
+        for target in targets:
+            if target < 0.4 and len(shape) > 4:
+                continue  # 0.33 is asked of the 2D U-Nets only
+            start = time.perf_counter()
+            small, record = get_pass("prune-l2").apply(model, shape, PruneConfig(latency=target, steps=2, threads=threads,
+                                                                                 recover=recover(finetune)))
+            seconds = time.perf_counter() - start
+            with bench_lock(), Timer("openvino", shape, threads=threads, rounds=15, calls=3) as timer:
+                handles = [timer.open(m) for m in (model, small, *uniform)]
+                base, ours, *flat = timer.time(handles)
+            ours /= base
+            flat = [ms / base for ms in flat]
+            pick = max((i for i in range(len(flat)) if flat[i] <= ours), key=lambda i: flat[i],
+                       default=min(range(len(flat)), key=lambda i: flat[i]))
+            lat = record.latency
+            lines.append(f"| {name} | {target:.2f} | {lat['predicted']:.2f} | {ours:.2f} (pass: {lat['measured']:.2f})"
+                         f" | {lat['table_seconds']:.0f} | {seconds:.0f} | {worst(small):.3f} "
+                         f"| {worst(uniform[pick]):.3f} ({uniform_ratios[pick]:g}, {flat[pick]:.2f}) |")
+            print(lines[-1], file=sys.stderr)
+    return lines
+
+
 def _prunable(model, shape) -> int:
     """Output channels of every group the analysis lets us prune (head and locked groups excluded)."""
     from medexport.compression.pruning.dependency import analyze
@@ -253,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     from medexport.evaluation import GuardRails
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["speedup", "search", "both"], default="both")
+    parser.add_argument("--part", choices=["speedup", "search", "both", "latency"], default="both")
+    parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33], help="latency part: targets")
+    parser.add_argument("--finetune", type=int, default=0, help="latency part: distillation steps per pruning step")
+    parser.add_argument("--uniform", nargs="+", type=float, default=list(UNIFORM), help="latency part: uniform ratios")
     parser.add_argument("--models", nargs="+", default=None, help="zoo models for the search (default: all)")
     parser.add_argument("--searches", nargs="+", default=None, help="labels or pass names to run (default: all)")
     parser.add_argument("--ratio", type=float, default=0.5)
@@ -264,8 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-overall-drop", type=float, default=GuardRails().max_overall_drop)
     parser.add_argument("--max-class-drop", type=float, default=GuardRails().max_class_drop)
     args = parser.parse_args(argv)
-    from medexport.zoo import list_models
+    from medexport.zoo import get_model, list_models
 
+    if args.part == "latency":
+        names = args.models or [n for n in list_models() if "unet" in n and get_model(n).weights_path().is_file()]
+        print("\n".join(latency_rows(names, args.targets, args.threads, args.finetune, tuple(args.uniform))))
     if args.part in ("speedup", "both"):
         print("\n".join(speedup_rows(args.rounds, args.threads, args.ratio, args.profile)) + "\n")
     if args.part in ("search", "both"):

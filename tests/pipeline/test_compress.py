@@ -93,8 +93,7 @@ def test_hsc_on_a_user_model_without_calibration_images_is_a_clear_error(tmp_pat
     ("svd", {"--rollback": True}, "--rollback"),
     ("tucker", {"--iterative": 4, "--scope": "global"}, "--iterative, --scope"),
     ("hsc", {"--max-ratio": 0.5}, "--max-ratio"),
-    ("prune-l1", {"--latency": 0.5}, "--latency"),
-    ("merge", {"--latency": 0.5}, "--latency"),
+    ("subpixel", {"--latency": 0.5}, "--latency"),
 ])
 def test_options_the_pass_family_ignores_are_refused(method, options, named):
     """Raised when the options are routed, before any compression work, instead of being silently dropped."""

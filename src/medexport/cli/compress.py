@@ -39,6 +39,9 @@ def command(compress, pass_options, finetune_steps, finetune_memory, finetune_da
     out.print(f"{record['method']}: {record['macs_before'] / 1e6:.1f} -> {record['macs_after'] / 1e6:.1f} MMACs "
               f"({record['ratio']:.2f}x), {record['params_before']:,} -> {record['params_after']:,} parameters "
               f"({record['params_ratio']:.2f}x), {len(record['layers'])} layers or groups changed")
+    for step in record.get("passes", [record]):
+        if step.get("latency"):
+            _print_latency(out, step["method"], step["latency"])
     if result.get("finetune"):
         out.print(finetune_summary(result["finetune"]))
         if result["finetune"].get("memory"):
@@ -48,3 +51,15 @@ def command(compress, pass_options, finetune_steps, finetune_memory, finetune_da
         if result["validation"].get("note"):
             out.print(f"note: {result['validation']['note']}")
     out.print(f"wrote {config.out_dir / 'model.compressed.onnx'} and compress.json")
+
+
+def _print_latency(out, method: str, latency: dict) -> None:
+    """A latency-mode pass: asked, predicted and measured latency, and its table's staircase (% of the model's
+    time of each layer by channel count: where the time steps, and where fewer channels buy nothing)."""
+    out.print(f"{method} on {latency['backend']}: latency asked {latency['target']:.2f}x, predicted "
+              f"{latency['predicted']:.2f}x, measured {latency['measured']:.2f}x of the original's; latency table "
+              f"{latency['table_seconds']:.0f} s ({latency['layers_measured']} layer models timed, the rest cached)")
+    for layer, sides in latency["staircase"].items():
+        steps = "; ".join(f"{side} " + " ".join(f"{count}:{share:.1f}%" for count, share in points.items())
+                          for side, points in sides.items())
+        out.print(f"  {layer}: {steps}")

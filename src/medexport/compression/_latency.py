@@ -75,6 +75,7 @@ class Timer:
         self.rounds, self.calls, self.min_seconds = rounds, calls, min_seconds
         self.batch = np.random.default_rng(0).random(self.input_shape, dtype=np.float32)
         self.runners: dict[int, tuple[contextlib.ExitStack, object]] = {}  # handle -> (its closer, runner)
+        self.batches: dict[int, np.ndarray] = {}  # handle -> its own input, when not the timer's input_shape
         self.call_ms: dict[int, float] = {}  # handle -> its last warm-up call's ms
         self._next = 0
 
@@ -88,24 +89,42 @@ class Timer:
 
     def open(self, module: "nn.Module") -> int:
         """Export and compile ``module``, and warm it up; returns the handle :meth:`time` takes."""
-        from medexport.bench import measure_latency
         from medexport.exporter import export_onnx
+
+        path = Path(self._tmp.name) / f"m{self._next}.onnx"
+        export_onnx(module, self.input_shape, path, dynamic_batch=False, simplify=False)
+        return self.open_onnx(path)
+
+    def open_onnx(self, path: Path, input_shape: tuple[int, ...] | None = None) -> int:
+        """Compile an ONNX file (fed a random input of ``input_shape``, default the timer's) and warm it up."""
+        from medexport.bench import measure_latency
         from medexport.runtimes import open_runner
 
         handle, self._next = self._next, self._next + 1
-        path = Path(self._tmp.name) / f"m{handle}.onnx"
-        export_onnx(module, self.input_shape, path, dynamic_batch=False, simplify=False)
+        if input_shape is not None and tuple(input_shape) != self.input_shape:
+            self.batches[handle] = np.random.default_rng(handle).random(tuple(input_shape), dtype=np.float32)
         stack = contextlib.ExitStack()
         runner = stack.enter_context(open_runner(path, self.backend, threads=self.threads))
         self.runners[handle] = (stack, runner)
-        warm = measure_latency(runner.infer, self.batch, warmup=2, iterations=1, min_seconds=0)
+        warm = measure_latency(self._infer(handle), self.batch, warmup=2, iterations=1, min_seconds=0)
         self.call_ms[handle] = warm.median_ms
         return handle
+
+    def scratch(self, name: str) -> Path:
+        """A path in the timer's temporary folder, for an ONNX file built by hand."""
+        return Path(self._tmp.name) / name
+
+    def _infer(self, handle: int):
+        """The handle's runner as the bench harness calls it, on the handle's own input when it has one."""
+        runner = self.runners[handle][1]
+        own = self.batches.get(handle)
+        return runner.infer if own is None else (lambda _batch: runner.infer(own))
 
     def close(self, handles: list[int]) -> None:
         for handle in handles:
             self.runners.pop(handle)[0].close()
             self.call_ms.pop(handle)
+            self.batches.pop(handle, None)
 
     def time(self, handles: list[int], quantile: float = 50, rounds: int | None = None) -> list[float]:
         """The ``quantile`` of each model's per-round ms (median by default) over ``rounds`` (default: the timer's)
@@ -113,7 +132,7 @@ class Timer:
         the median is what a user sees."""
         from medexport.bench import interleaved_rounds
 
-        infers = {h: self.runners[h][1].infer for h in handles}
+        infers = {h: self._infer(h) for h in handles}
         per_round = interleaved_rounds(infers, self.batch, rounds=self._rounds(handles, rounds or self.rounds),
                                        warmup=0, iterations=self.calls, min_seconds=0)
         return [float(np.percentile([r.median_ms for r in per_round[h]], quantile)) for h in handles]
@@ -146,24 +165,20 @@ def _read_cache(path: Path) -> dict[str, float]:
     return data
 
 
-class SavingsCache:
-    """Fraction of a model's measured time that swapping one layer for one chain saves, per machine and model."""
+class _Cache:
+    """Numbers keyed by ``prefix|what``, read from the cache file at start and merged back into it at :meth:`save`."""
 
-    def __init__(self, backend: str, threads: int | None, model: "nn.Module", input_shape: tuple[int, ...]) -> None:
+    def __init__(self, prefix: str) -> None:
         self.path = cache_path()
         self.cache: dict[str, float] = _read_cache(self.path)
-        digest = hashlib.sha1(structure(model).encode()).hexdigest()[:16]
-        self.prefix = f"{fingerprint(backend, threads)}|{'x'.join(map(str, input_shape))}|{digest}"
+        self.prefix = prefix
         self.new: dict[str, float] = {}  # measured here, merged into the file at save
 
-    def key(self, name: str, chain: "nn.Module") -> str:
-        return f"{self.prefix}|{name}|{structure(chain)}"
+    def lookup(self, what: str) -> float | None:
+        return self.cache.get(f"{self.prefix}|{what}")
 
-    def get(self, name: str, chain: "nn.Module") -> float | None:
-        return self.cache.get(self.key(name, chain))
-
-    def put(self, name: str, chain: "nn.Module", saved: float) -> None:
-        self.new[self.key(name, chain)] = saved
+    def store(self, what: str, value: float) -> None:
+        self.new[f"{self.prefix}|{what}"] = value
         self.cache.update(self.new)
 
     def save(self) -> None:
@@ -179,3 +194,25 @@ class SavingsCache:
         except OSError as exc:
             warnings.warn(f"could not write the layer latency cache {self.path} ({exc}); continuing without it",
                           stacklevel=2)
+
+
+class SavingsCache(_Cache):
+    """Fraction of a model's measured time that swapping one layer for one chain saves, per machine and model."""
+
+    def __init__(self, backend: str, threads: int | None, model: "nn.Module", input_shape: tuple[int, ...]) -> None:
+        digest = hashlib.sha1(structure(model).encode()).hexdigest()[:16]
+        super().__init__(f"{fingerprint(backend, threads)}|{'x'.join(map(str, input_shape))}|{digest}")
+
+    def get(self, name: str, chain: "nn.Module") -> float | None:
+        return self.lookup(f"{name}|{structure(chain)}")
+
+    def put(self, name: str, chain: "nn.Module", saved: float) -> None:
+        self.store(f"{name}|{structure(chain)}", saved)
+
+
+class LayerCache(_Cache):
+    """One layer's time alone relative to the reference conv timed beside it, per machine; keys name the layer's
+    configuration (kind, kernel, stride, channels, input shape), not a model, so every model shares them."""
+
+    def __init__(self, backend: str, threads: int | None) -> None:
+        super().__init__(f"{fingerprint(backend, threads)}|layer")

@@ -90,13 +90,29 @@ def check_images(images: Any, input_shape: tuple[int, ...], method: str) -> None
 
 def chain(model: "nn.Module", input_shape: tuple[int, ...],
           steps: list[tuple[str, Any]]) -> tuple["nn.Module", list["PassRecord"]]:
-    """Run registered passes one after another: ``steps`` is ``[(method, config), ...]``."""
+    """Run registered passes one after another: ``steps`` is ``[(method, config), ...]``.
+
+    Latency targets (``config.latency``) are one budget, a fraction of the ORIGINAL's latency: after a latency
+    pass that a later one follows, the chain so far is timed beside the original, and the later pass is asked for
+    what is left (``svd`` at 0.5 then ``prune-l2`` at 0.5: if the low-rank pass measured 0.7x, pruning aims at
+    0.5 / 0.7 of its input's time; if it already reached 0.5x, pruning keeps every channel)."""
+    import dataclasses
+
     from medexport.compression._registry import get_pass
 
-    records = []
-    for method, config in steps:
+    original, spent, records = model, 1.0, []
+    for index, (method, config) in enumerate(steps):
+        target = getattr(config, "latency", None)
+        if target is not None and spent < 1.0:
+            config = dataclasses.replace(config, latency=min(1.0, target / spent))
         model, record = get_pass(method).apply(model, input_shape, config)
         records.append(record)
+        later = [c for _, c in steps[index + 1:] if getattr(c, "latency", None) is not None]
+        if target is not None and later:
+            from medexport.compression._latency import compare
+
+            before, after = compare([original, model], input_shape, config.backend, threads=config.threads)
+            spent = after / before
     return model, records
 
 

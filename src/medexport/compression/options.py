@@ -75,6 +75,9 @@ def _timed_backends() -> tuple[str, ...]:
 EXCLUDE_LAYER = PassOption("--exclude-layer", "exclude", "Layer name glob kept as it is by every pass of the chain "
                            "(repeatable; low-rank and pruning passes also keep the first conv and the head).",
                            multiple=True)
+LATENCY = PassOption("--latency", "latency", "Low-rank, pruning and merging passes: target latency as a fraction of "
+                     "the original's, measured on --latency-backend (e.g. 0.5); replaces --budget / --ratio. In a "
+                     "chain it is one budget: each latency pass spends what the ones before it left.", type=float)
 LATENCY_BACKEND = PassOption("--latency-backend", "backend", "Backend --latency and subpixel are measured on "
                              "(default: build's --target when it is timed here, else openvino; compress: openvino).",
                              choices=_timed_backends)

@@ -43,6 +43,7 @@ class PassRecord:
     layers: list[LayerRecord | GroupRecord] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)  # guard-railed searches: every validated step and its verdict
+    latency: dict = field(default_factory=dict)  # latency mode: target, predicted and measured ratio, staircase
     params_before: int = 0  # every parameter of the model (set by CompressionPass.apply)
     params_after: int = 0
 
@@ -60,7 +61,8 @@ class PassRecord:
         return {"method": self.method, "config": self.config, "macs_before": self.macs_before,
                 "macs_after": self.macs_after, "ratio": round(self.ratio, 4), "params_before": self.params_before,
                 "params_after": self.params_after, "params_ratio": round(self.params_ratio, 4),
-                "layers": [asdict(layer) for layer in self.layers], "skipped": dict(self.skipped), "log": list(self.log)}
+                "layers": [asdict(layer) for layer in self.layers], "skipped": dict(self.skipped), "log": list(self.log),
+                **({"latency": self.latency} if self.latency else {})}
 
 
 def chain_summary(records: list[PassRecord]) -> dict:

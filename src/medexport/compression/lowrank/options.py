@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from medexport.compression.options import EXCLUDE_LAYER, LATENCY_BACKEND, PassOption
+from medexport.compression.options import EXCLUDE_LAYER, LATENCY, LATENCY_BACKEND, PassOption
 from medexport.errors import DataError, InputError
 
 DEFAULT_BUDGET = "3x"
@@ -26,8 +26,7 @@ OPTIONS = (
                "singular values, e.g. 0.9 (replaces --budget).", type=float),
     PassOption("--vbmf", "vbmf", "Low-rank passes: ranks from analytic variational Bayesian matrix factorization "
                "(EVBMF) of each layer (replaces --budget).", is_flag=True, default=False),
-    PassOption("--latency", "latency", "Low-rank passes: target latency as a fraction of the original's, measured "
-               "on --latency-backend (e.g. 0.5); replaces --budget.", type=float),
+    LATENCY,
     LATENCY_BACKEND,
     PassOption("--latency-payoff", "payoff", "Low-rank --latency: least measured realized/ideal speed-up (latency "
                "ratio over MACs ratio) the chosen factorizations keep; lower it to reach deeper targets.",

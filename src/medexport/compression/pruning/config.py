@@ -6,6 +6,7 @@
                 calibration=images, heldout=data, rails=GuardRails())  # guard-railed with rollback
     PruneConfig(ratio=0.5, steps=4, recover=lambda m: distill(m, original, images, DistillConfig(75))[0])
                                                             # prune, fine-tune, (validate,) prune again ...
+    PruneConfig(latency=0.5, backend="openvino", steps=4)   # half the measured latency, widths by knapsack
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class PruneConfig:
     recovered (e.g. fine-tuned by distillation) before it is validated and before the next step scores it:
     the classic prune / fine-tune loop. ``calibration``, ``heldout``, ``rails`` and ``recover`` are data, not
     recipe: they are left out of :meth:`to_dict`.
+    ``latency`` (instead of ``ratio``) asks for that fraction of the original's latency measured on ``backend``
+    with ``threads``: per-group widths come from a latency table and a knapsack (:mod:`.latency_mode`), no group
+    losing more than ``max_ratio``; ``tolerance`` is the relative miss of the measured result that triggers a
+    correction step.
     """
 
     ratio: float = 0.5
@@ -47,6 +52,10 @@ class PruneConfig:
     calibration: Any = field(default=None, repr=False, compare=False)  # images for activation scores / merging
     heldout: Any = field(default=None, repr=False, compare=False)  # LabelledData: validate each step (rollback)
     rails: Any = field(default=None, repr=False, compare=False)  # GuardRails used with ``heldout``
+    latency: float | None = None  # target latency / the original's on ``backend`` (replaces ``ratio``)
+    backend: str = "openvino"
+    threads: int | None = None
+    tolerance: float = 0.05
     recover: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)  # after each step
 
     def __post_init__(self) -> None:
@@ -64,6 +73,15 @@ class PruneConfig:
             raise InputError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
         if self.steps < 1:
             raise InputError(f"steps must be >= 1, got {self.steps}")
+        if self.latency is not None:
+            from medexport.runtimes import timed_backends
+
+            if not 0.0 < self.latency <= 1.0:
+                raise InputError(f"latency must be a fraction of the original latency in (0, 1], got {self.latency}")
+            if self.backend not in timed_backends():
+                raise InputError(f"latency is measured on {' or '.join(timed_backends())}, not {self.backend!r}")
+            if not 0.0 < self.tolerance < 1.0:
+                raise InputError(f"tolerance must be in (0, 1), got {self.tolerance}")
         if self.heldout is not None:
             object.__setattr__(self, "rollback", True)
         if self.heldout is not None and self.rails is None:
@@ -86,6 +104,11 @@ class PruneConfig:
         """Plain JSON-able form, for the manifest's compression recipe."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
         out["exclude"] = list(self.exclude)
+        if self.latency is None:
+            for name in ("latency", "backend", "threads", "tolerance"):
+                out.pop(name)
+        else:
+            out.pop("ratio")
         if self.rails is not None:
             out["guard_rails"] = self.rails.to_dict()
         return out

@@ -1,5 +1,5 @@
-"""The pruning/merging family's options (``--ratio``, ``--min-channels``, ``--iterative``, ``--scope``,
-``--max-ratio``, ``--rollback``) and the data a pruning pass reads at run time (calibration images, labelled images
+"""The pruning/merging family's options (``--ratio`` or ``--latency``, ``--min-channels``, ``--iterative``,
+``--scope``, ``--max-ratio``, ``--rollback``) and the data a pruning pass reads at run time (calibration images, labelled images
 for rollback, a fine-tuning hook).
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from medexport.compression.options import EXCLUDE_LAYER, PassOption
+from medexport.compression.options import EXCLUDE_LAYER, LATENCY, LATENCY_BACKEND, PassOption
 from medexport.errors import InputError
 
 OPTIONS = (
@@ -23,12 +23,22 @@ OPTIONS = (
                type=float, default=0.75),
     PassOption("--rollback", "rollback", "Pruning/merging: validate every step on the labelled images; a step that "
                "breaks the guard rails is undone and its group locked.", is_flag=True, default=False),
+    LATENCY,
+    LATENCY_BACKEND,
     EXCLUDE_LAYER,
 )
 
 
-def configure(config_type: type, given: dict[str, Any]) -> Any:
-    """The PruneConfig from the options given; --max-ratio without --scope global is refused, not ignored."""
+def configure(config_type: type, given: dict[str, Any], backend: str) -> Any:
+    """The PruneConfig from the options given; --max-ratio without --scope global is refused, not ignored, and so
+    are --ratio and --scope with --latency (the latency table chooses every group's width); --latency-backend
+    without it is refused by the chain as an option nothing reads (:meth:`PrunePass.reads`). With --latency, --max-ratio caps each group (default 0.75) and ``backend`` is where it measures."""
+    if given.get("latency") is not None:
+        clash = [flag for flag, name in (("--ratio", "ratio"), ("--scope", "scope")) if name in given]
+        if clash:
+            raise InputError(f"{' and '.join(clash)} and --latency are competing rules; with --latency the latency "
+                             "table chooses every group's width (cap it with --max-ratio)")
+        return config_type(**{"backend": backend, **given})
     if "max_ratio" in given and given.get("scope", "layer") != "global":
         raise InputError("--max-ratio caps groups in the global ranking; add --scope global "
                          "(--scope layer removes --ratio from every group)")
@@ -51,4 +61,7 @@ def bind(config: Any, data: Any, needs_calibration: bool) -> Any:
 
 
 def describe(name: str, config: Any) -> str:
+    if config.latency is not None:
+        return f"{name} latency {config.latency} on {config.backend}" + (
+            f" in {config.steps} steps" if config.steps > 1 else "")
     return f"{name} ratio {config.ratio}" + (f" in {config.steps} steps" if config.steps > 1 else "")

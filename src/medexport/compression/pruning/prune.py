@@ -191,7 +191,11 @@ class PrunePass(CompressionPass):
     stepwise = True
 
     def configure(self, given: dict, *, backend: str) -> PruneConfig:
-        return prune_options.configure(self.config_type, given)
+        return prune_options.configure(self.config_type, given, backend)
+
+    def reads(self, field: str, config: PruneConfig) -> bool:
+        """The latency rule's backend means nothing to a ratio."""
+        return config.latency is not None or field != "backend"
 
     def bind(self, config: PruneConfig, data) -> PruneConfig:
         return prune_options.bind(config, data, self.needs_calibration)

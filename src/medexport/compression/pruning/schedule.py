@@ -32,6 +32,8 @@ from medexport.compression.pruning.dependency import DependencyGraph, Group, ana
 from medexport.compression.record import GroupRecord, PassRecord
 from medexport.errors import InputError
 
+CORRECTIONS = 2  # latency mode: extra steps when the measured result misses the target by more than the tolerance
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -154,34 +156,71 @@ class _Guard:
 
 def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int, ...],
                  config: PruneConfig) -> tuple["nn.Module", "PassRecord"]:
-    """Prune ``model`` (a private copy) toward the allocated targets, step by step, with rollback."""
+    """Prune ``model`` (a private copy) toward the allocated targets (or, in latency mode, toward the latency
+    budget of each step, widths chosen by :class:`~.latency_mode.LatencyPlanner`), step by step, with rollback."""
     from medexport.graph import capture, profile
 
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
     before = profile(captured)
     graph = analyze(captured, model)
     refuse_if_nothing_prunable(prune.name, graph)
-    final, skipped = allocate(graph, config, prune.importance_for(config), layer_macs(before))
+    start = model
+    planner = None
+    if config.latency is None:
+        final, skipped = allocate(graph, config, prune.importance_for(config), layer_macs(before))
+    else:
+        from medexport.compression.pruning.latency_mode import LatencyPlanner
+
+        skipped = {g.name: r for g in graph.groups if (r := skip_reason(g, config))}
+        def narrow(targets: dict[str, int]) -> "nn.Module":
+            small = copy.deepcopy(model)
+            prune.step(small, input_shape, config, targets)
+            return small
+
+        planner = LatencyPlanner(model, input_shape, config, graph, [g.name for g in graph.groups
+                                                                     if g.name not in skipped], narrow)
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
     guard = _Guard(model, config) if config.heldout is not None else None
     locked: dict[str, str] = {}
     done_steps: dict[str, int] = {}
     log: list[dict[str, Any]] = []
-    for step in range(1, config.steps + 1):
-        targets = {n: step_target(original[n], k, step, config.steps, config.round_to)
-                   for n, k in final.items() if n not in locked}
-        model, passed = _try(prune, model, input_shape, config, targets, guard, f"step {step}", log)
+
+    def step_once(step: int, targets: dict[str, int], label: str) -> None:
+        nonlocal model
+        model, passed = _try(prune, model, input_shape, config, targets, guard, label, log)
         if not passed:  # find the groups that break the rails; the others go ahead
             for name, target in targets.items():
-                model, ok = _try(prune, model, input_shape, config, {name: target}, guard,
-                                 f"step {step} {name}", log)
+                model, ok = _try(prune, model, input_shape, config, {name: target}, guard, f"{label} {name}", log)
                 if ok:
                     done_steps[name] = step
                 else:
-                    locked[name] = f"locked by guard rails at step {step}/{config.steps}: {log[-1]['message']}"
+                    locked[name] = f"locked by guard rails at {label}/{config.steps}: {log[-1]['message']}"
         else:
             done_steps.update(dict.fromkeys(targets, step))
+
+    for step in range(1, config.steps + 1):
+        if planner is None:
+            targets = {n: step_target(original[n], k, step, config.steps, config.round_to)
+                       for n, k in final.items() if n not in locked}
+        else:
+            targets = planner.targets(model, prune.importance_for(config), planner.budget(step), locked)
+        step_once(step, targets, f"step {step}")
+        if planner is not None and step < config.steps and targets:
+            planner.observe(start, model)
+    latency = {}
+    if planner is not None:
+        measured = planner.measure(start, model)
+        for extra in range(1, CORRECTIONS + 1):
+            if measured <= config.latency * (1 + config.tolerance):
+                break
+            aim = planner.predict(model) * config.latency / measured  # the table's ratio that measures at target
+            targets = planner.targets(model, prune.importance_for(config), aim, locked)
+            if not targets:
+                break
+            step_once(config.steps + extra, targets, f"correction {extra}")
+            measured = planner.measure(start, model)
+        latency = planner.record(planner.predict(model), measured)
     captured = capture(model, input_shape)
     after = profile(captured)
     now = {g.name: g.channels for g in analyze(captured, model).groups}
@@ -189,6 +228,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     skipped.update({n: r for n, r in locked.items() if not any(g.name == n for g in records)})
     record = PassRecord(prune.name, config.to_dict(), before.macs, after.macs, records, skipped)
     record.log = log
+    record.latency = latency
     if guard is not None:
         record.log.append({"step": "validations", "count": guard.checks})
     return model, record

@@ -1,0 +1,307 @@
+"""Latency tables for pruning: what each prunable group's layers cost on a backend at a few channel counts.
+
+HALP (Shen et al., NeurIPS 2022) prunes to a latency with a per-layer lookup table measured on the device. Here
+every conv, transposed conv and Linear that a prunable group narrows (as producer: its filters; as consumer: its
+input columns) is built alone as a one-node ONNX model (``onnx.helper``, no torch export: milliseconds each) at its
+input shape, with its input channels at a few fractions of the original (output channels whole) and its output
+channels at those fractions (input channels whole). Each is timed interleaved beside one reference conv, and its
+time is kept relative to the reference's (so a number measured under load on a shared machine still holds) in the
+per-machine :class:`~medexport.compression._latency.LayerCache`, less the time of a model with the same input
+and output sizes that computes almost nothing (ReduceMax then Expand, timed beside it): a call's overhead and
+the copies of its input and output are paid once per inference of the whole model, not once per layer (a
+1M-element Relu model takes 1.1 ms on OpenVINO CPU here, more than most convs of the 2D reference U-Net; without
+this the layers timed alone summed to 1.4x the whole model): any layer of the same configuration, in any model,
+is not measured again. A layer's time at (``cin``, ``cout``) is the product model
+``t(cin, cout) = t_in(cin) * t_out(cout) / t(full)``, each factor piecewise linear between the measured counts
+(exact for a MAC-bound conv, whose time is bilinear in its widths). The whole model is timed once beside the
+reference; what the layers do not account for (norms, activations, concats, memory traffic) is a constant.
+
+The *staircase* is each layer's measured times by channel count (:meth:`LatencyTable.staircase`, stored in the
+pass record): where time drops with fewer channels, and where it does not (a narrow conv is not faster). Example::
+
+    table = measure(model, (1, 1, 128, 128), graph, groups, "openvino", threads=1)
+    table.calibrate(half_widths, measured_ratio_of_that_model)
+    table.predict({"model.0.conv": 16})   # predicted latency / the original's with that group at 16 channels
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medexport.compression.pruning.dependency import DependencyGraph, Group
+
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of a layer's original channels, measured on each side
+CHUNK = 12  # layers (each with its call-and-copies model) compiled and timed at once, each chunk beside the reference conv
+ROUNDS = 21
+MIN_SECONDS = 0.2  # of timing per chunk at least
+REFERENCE = ("Conv", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (), (64, 64), 32, 32)  # the reference op's key
+
+
+
+@dataclass
+class LayerCost:
+    """One layer a prunable group narrows: its widths, who narrows which side, and its measured times.
+
+    ``in_groups`` maps a group to how many of the layer's input channels it owns (a U-Net concat consumer's
+    inputs come from two groups); ``rows``/``cols`` are relative times by input/output channel count."""
+
+    name: str
+    key: tuple  # (op, kernel, stride, pads, dilations, output_padding, input spatial shape)
+    cin: int
+    cout: int
+    out_group: str | None = None
+    in_groups: dict[str, int] = field(default_factory=dict)
+    rows: dict[int, float] = field(default_factory=dict)  # cin -> time (cout whole)
+    cols: dict[int, float] = field(default_factory=dict)  # cout -> time (cin whole)
+
+    @property
+    def full(self) -> float:
+        return self.cols[self.cout] if self.cols else self.rows[self.cin]
+
+    def time(self, cin: float, cout: float) -> float:
+        """Relative time at ``cin`` input and ``cout`` output channels (product model, interpolated)."""
+        t_in = _interp(self.rows, cin) if self.rows else self.full
+        t_out = _interp(self.cols, cout) if self.cols else self.full
+        return t_in * t_out / self.full if self.full > 0 else 0.0  # a layer as cheap as its copies: free
+
+    def widths(self, kept: dict[str, float], channels: dict[str, int]) -> tuple[float, float]:
+        """(cin, cout) when every group ``g`` keeps ``kept[g]`` of its ``channels[g]`` (the others: all)."""
+        cin = self.cin - sum(n * (1 - kept.get(g, channels[g]) / channels[g]) for g, n in self.in_groups.items())
+        cout = self.cout * kept[self.out_group] / channels[self.out_group] if self.out_group in kept else self.cout
+        return cin, cout
+
+
+def _monotone(points: dict[int, float]) -> dict[int, float]:
+    """Times no higher at fewer channels (a running minimum from the widest down): a narrower conv measured slower
+    is a spike of the shared machine's load or a layout the backend falls back to, and either way not worth
+    choosing; levelled, the staircase's flat steps show it and :func:`.knapsack.snap` drops them."""
+    out, low = {}, math.inf
+    for count in sorted(points, reverse=True):
+        low = min(low, points[count])
+        out[count] = low
+    return dict(sorted(out.items()))
+
+
+def _interp(points: dict[int, float], x: float) -> float:
+    xs = sorted(points)
+    return float(np.interp(x, xs, [points[k] for k in xs]))
+
+
+@dataclass
+class LatencyTable:
+    """Layer costs of the prunable groups, the whole model's time (both relative to the reference conv) and
+    the groups' original channel counts; :meth:`predict` gives a latency ratio for any per-group widths."""
+
+    layers: list[LayerCost]
+    whole: float
+    channels: dict[str, int]
+    seconds: float = 0.0  # wall time spent building it (measuring what the cache did not hold)
+    measured: int = 0  # layer models timed (0: all from the cache)
+    scale: float = 1.0  # in-model time of a layer over its time alone (:meth:`calibrate`)
+
+    def total(self, kept: dict[str, float]) -> float:
+        """Predicted relative time of the model with these groups narrowed."""
+        change = sum(layer.time(*layer.widths(kept, self.channels)) - layer.full for layer in self.layers)
+        return self.whole + self.scale * change
+
+    def calibrate(self, kept: dict[str, float], measured: float) -> None:
+        """Scale the layers' times so that the model with ``kept`` widths predicts its ``measured`` latency ratio.
+
+        A conv inside a model runs faster than alone even after the call-and-copies model is subtracted: the
+        backend converts layouts once per model, not once per layer, and fuses its norm and activation; on the 2D
+        reference U-Net the layers alone summed to 1.3x the model. One whole-model measurement (all groups at
+        half width) fixes the scale; the table keeps how the time is spread over layers and channel counts."""
+        change = sum(layer.time(*layer.widths(kept, self.channels)) - layer.full for layer in self.layers)
+        if change < 0:
+            self.scale = min(max(self.whole * (measured - 1) / change, 0.1), 2.0)
+
+    def predict(self, kept: dict[str, float]) -> float:
+        """Predicted latency over the original's with group ``g`` keeping ``kept[g]`` channels."""
+        return self.total(kept) / self.whole
+
+    def touching(self, group: str) -> list[LayerCost]:
+        return [layer for layer in self.layers if layer.out_group == group or group in layer.in_groups]
+
+    def staircase(self) -> dict[str, dict[str, dict[int, float]]]:
+        """Per layer, its measured times (in % of the whole model's) by input and output channel count."""
+        scale = 100.0 / self.whole
+        return {layer.name: {side: {k: round(v * scale, 3) for k, v in sorted(points.items())}
+                             for side, points in (("in", layer.rows), ("out", layer.cols)) if points}
+                for layer in self.layers}
+
+
+def counts(full: int) -> list[int]:
+    """The channel counts a side of ``full`` channels is measured at: FRACTIONS of it, rounded to 8 from 32 on."""
+    step = 8 if full >= 32 else 1
+    return sorted({min(full, max(1, round(f * full / step) * step)) for f in FRACTIONS})
+
+
+def layer_costs(model: "nn.Module", input_shape: tuple[int, ...], graph: "DependencyGraph",
+                groups: list["Group"]) -> list[LayerCost]:
+    """The conv, transposed-conv and Linear layers ``groups`` narrow, with their input shapes (one forward pass)."""
+    import torch
+    from torch import nn
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+    costs: dict[str, LayerCost] = {}
+    for group in groups:
+        classes = set(group.classes)
+        for member in group.members:
+            if not isinstance(member.module, kinds) or member.role not in ("in", "out"):
+                continue
+            if isinstance(member.module, nn.Linear) or getattr(member.module, "groups", 1) != 1:
+                continue  # a head's Linear or a grouped conv: left to the constant
+            layer = costs.setdefault(member.name, LayerCost(member.name, (), 0, 0))
+            if member.role == "out":
+                layer.out_group = group.name
+            else:
+                owned = sum(graph.find(label) in classes for label in member.labels)
+                layer.in_groups[group.name] = layer.in_groups.get(group.name, 0) + owned
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(module, args) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+        return hook
+
+    hooks = [modules[name].register_forward_pre_hook(record(name)) for name in costs]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(*input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    out = []
+    for name, layer in costs.items():
+        if name not in shapes:
+            continue  # never called on this input
+        m = modules[name]
+        transposed = isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+        layer.key = ("ConvTranspose" if transposed else "Conv", tuple(m.kernel_size), tuple(m.stride), _pads(m),
+                     tuple(m.dilation), tuple(m.output_padding) if transposed else (), shapes[name][2:])
+        layer.cin, layer.cout = m.in_channels, m.out_channels
+        out.append(layer)
+    return out
+
+
+def _pads(conv) -> tuple[int, ...] | str:
+    """ONNX ``pads`` (begins then ends) of a torch conv, or "same"."""
+    if conv.padding == "same":
+        return "same"
+    if conv.padding == "valid":
+        return (0,) * 2 * len(conv.kernel_size)
+    return tuple(conv.padding) * 2
+
+
+def _onnx_layer(key: tuple, cin: int, cout: int, path) -> tuple[int, ...]:
+    """Write the one-node ONNX model of a layer ``key`` at (``cin``, ``cout``); returns its input shape."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    op, kernel, stride, pads, dilations, output_padding, spatial = key
+    shape = (1, cin, *spatial)
+    w_shape = (cin, cout, *kernel) if op == "ConvTranspose" else (cout, cin, *kernel)
+    weight = np.random.default_rng(0).standard_normal(w_shape).astype(np.float32) * 0.05
+    attrs = {"kernel_shape": list(kernel), "strides": list(stride), "dilations": list(dilations)}
+    if isinstance(pads, str):
+        attrs["auto_pad"] = "SAME_UPPER"
+    else:
+        attrs["pads"] = list(pads)
+    if output_padding:
+        attrs["output_padding"] = list(output_padding)
+    node = helper.make_node(op, ["x", "w"], ["y"], **attrs)
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(len(shape))])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return shape
+
+
+def _onnx_io(n_in: int, n_out: int, path) -> tuple[int, ...]:
+    """Write a model taking ``n_in`` floats and giving ``n_out`` that computes (almost) nothing: the cost of a
+    call and its copies, what a layer timed alone pays and a layer inside a model does not."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=1),
+             helper.make_node("Expand", ["m", "shape"], ["y"])]
+    graph = helper.make_graph(nodes, "io", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_out])],
+                              [numpy_helper.from_array(np.array([1, n_out], dtype=np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return (1, n_in)
+
+
+def _io_sizes(key: tuple, cin: int, cout: int) -> tuple[int, int]:
+    """(input, output) elements of layer ``key`` at (``cin``, ``cout``)."""
+    op, kernel, stride, pads, dilations, output_padding, spatial = key
+    if pads == "same":
+        out = spatial
+    elif op == "ConvTranspose":
+        out = tuple((n - 1) * s - p0 - p1 + d * (k - 1) + o + 1 for n, s, p0, p1, d, k, o in
+                    zip(spatial, stride, pads[:len(spatial)], pads[len(spatial):], dilations, kernel, output_padding))
+    else:
+        out = tuple((n + p0 + p1 - d * (k - 1) - 1) // s + 1 for n, s, p0, p1, d, k in
+                    zip(spatial, stride, pads[:len(spatial)], pads[len(spatial):], dilations, kernel))
+    return cin * int(np.prod(spatial)), cout * int(np.prod(out))
+
+
+def _config_key(key: tuple, cin: int, cout: int) -> str:
+    return "|".join(map(str, (*key, cin, cout)))
+
+
+def measure(model: "nn.Module", input_shape: tuple[int, ...], graph: "DependencyGraph", groups: list["Group"],
+            backend: str, threads: int | None = None) -> LatencyTable:
+    """The latency table of ``groups`` of ``model`` on ``backend``: layer times from the cache or measured now
+    (in chunks, beside the reference conv), and the whole model timed beside the reference."""
+    from medexport.compression._latency import LayerCache, Timer
+
+    start = time.perf_counter()
+    layers = layer_costs(model, input_shape, graph, groups)
+    cache = LayerCache(backend, threads)
+    wanted: dict[str, tuple] = {}
+    for layer in layers:
+        if layer.in_groups:
+            for c in counts(layer.cin):
+                wanted.setdefault(_config_key(layer.key, c, layer.cout), (layer.key, c, layer.cout))
+        if layer.out_group:
+            for c in counts(layer.cout):
+                wanted.setdefault(_config_key(layer.key, layer.cin, c), (layer.key, layer.cin, c))
+    pending = [k for k in wanted if cache.lookup(k) is None]
+    with Timer(backend, tuple(input_shape), threads=threads, rounds=ROUNDS, min_seconds=MIN_SECONDS) as timer:
+        def compile_layer(name: str, key: tuple, cin: int, cout: int) -> tuple[int, int]:
+            """Handles of the layer's model and of its call-and-copies model."""
+            path, io = timer.scratch(f"{name}.onnx"), timer.scratch(f"{name}.io.onnx")
+            return (timer.open_onnx(path, _onnx_layer(key, cin, cout, path)),
+                    timer.open_onnx(io, _onnx_io(*_io_sizes(key, cin, cout), io)))
+
+        reference = compile_layer("reference", REFERENCE[:7], *REFERENCE[7:])
+        for first in range(0, len(pending), CHUNK):
+            part = pending[first:first + CHUNK]
+            handles = [compile_layer(f"l{first + i}", *wanted[k]) for i, k in enumerate(part)]
+            ref_ms, ref_io, *times = timer.time([*reference, *(h for pair in handles for h in pair)], quantile=20)
+            timer.close([h for pair in handles for h in pair])
+            for i, k in enumerate(part):
+                cache.store(k, max(times[2 * i] - times[2 * i + 1], 0.0) / (ref_ms - ref_io))
+        whole = timer.open(model)
+        ref_ms, ref_io, whole_ms = timer.time([*reference, whole], quantile=20)
+    cache.save()
+    for layer in layers:
+        if layer.in_groups:
+            layer.rows = _monotone({c: cache.lookup(_config_key(layer.key, c, layer.cout)) for c in counts(layer.cin)})
+        if layer.out_group:
+            layer.cols = _monotone({c: cache.lookup(_config_key(layer.key, layer.cin, c)) for c in counts(layer.cout)})
+    return LatencyTable(layers, whole_ms / (ref_ms - ref_io), {g.name: g.channels for g in groups},
+                        time.perf_counter() - start, len(pending))

@@ -1,0 +1,171 @@
+"""Pruning to a latency: the knapsack, the per-layer latency tables and their cache, and the pass end to end."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from medexport.compression.pruning.knapsack import snap, solve
+from medexport.errors import InputError
+
+
+def _brute_force(options, budget):
+    best = None
+    for combo in itertools.product(*options.values()):
+        cost, value = sum(c for _, c, _ in combo), sum(v for _, _, v in combo)
+        if cost <= budget + 1e-12 and (best is None or value > best[0]):
+            best = (value, {n: k for n, (k, _, _) in zip(options, combo)})
+    return best
+
+
+def _ratio_greedy(options, budget):
+    """HALP-style greedy: from the widest, take the next narrower option with least value lost per cost saved."""
+    at = {n: 0 for n in options}
+    ordered = {n: sorted(o, key=lambda x: -x[0]) for n, o in options.items()}
+    while sum(ordered[n][i][1] for n, i in at.items()) > budget:
+        steps = [((o[i][2] - o[i + 1][2]) / max(o[i][1] - o[i + 1][1], 1e-9), n) for n, i in at.items()
+                 for o in [ordered[n]] if i + 1 < len(o)]
+        at[min(steps)[1]] += 1
+    return {n: ordered[n][i][0] for n, i in at.items()}
+
+
+def test_knapsack_finds_the_known_optimum_where_the_ratio_greedy_does_not():
+    # "a" is a staircase: 16 -> 12 channels buys almost no time, 16 -> 8 buys half of it
+    options = {"a": [(16, 10.0, 1.0), (12, 9.9, 0.9), (8, 5.0, 0.8)], "b": [(16, 10.0, 1.0), (8, 7.0, 0.6)]}
+    assert solve(options, budget=15.0) == {"a": 8, "b": 16} == _brute_force(options, 15.0)[1]  # value 1.8
+    assert _ratio_greedy(options, 15.0) == {"a": 8, "b": 8}  # value 1.4: it narrowed b first, then could not undo
+
+
+def test_knapsack_respects_the_budget_and_matches_brute_force_on_random_tables():
+    rng = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        options = {}
+        for g in range(4):
+            costs = sorted(torch.rand(4, generator=rng).tolist())
+            values = sorted(torch.rand(4, generator=rng).tolist())
+            options[f"g{g}"] = [(8 * (i + 1), c, v) for i, (c, v) in enumerate(zip(costs, values))]
+        budget = sum(o[0][1] for o in options.values()) + float(torch.rand(1, generator=rng)) * 1.5
+        choice = solve(options, budget, bins=4000)
+        cost = sum(next(c for k, c, _ in options[n] if k == kept) for n, kept in choice.items())
+        value = sum(next(v for k, _, v in options[n] if k == kept) for n, kept in choice.items())
+        assert cost <= budget + 1e-9
+        assert value >= _brute_force(options, budget)[0] - 1e-3  # exact up to the cost grid
+
+
+def test_knapsack_refuses_an_unreachable_budget_and_snap_drops_flat_steps():
+    with pytest.raises(InputError, match="out of reach"):
+        solve({"a": [(8, 2.0, 1.0), (16, 3.0, 2.0)]}, budget=1.0)
+    stairs = [(16, 10.0, 4), (12, 9.99, 3), (8, 6.0, 2), (4, 5.999, 1)]
+    assert [k for k, _, _ in snap(stairs, step=0.1)] == [16, 8]
+
+
+def test_table_predicts_from_the_product_model():
+    from medexport.compression.pruning.latency_table import LatencyTable, LayerCost
+
+    layer = LayerCost("conv", (), 32, 64, out_group="b", in_groups={"a": 32},
+                      rows={8: 0.25, 16: 0.5, 32: 1.0}, cols={16: 0.25, 32: 0.5, 64: 1.0})
+    table = LatencyTable([layer], whole=2.0, channels={"a": 32, "b": 64})
+    assert table.predict({}) == 1.0
+    assert table.predict({"a": 16}) == pytest.approx(0.75)  # the conv takes half as long: 2.0 - 0.5
+    assert table.predict({"a": 16, "b": 32}) == pytest.approx(0.625)  # a quarter: 2.0 - 0.75
+    table.calibrate({"a": 16}, measured=0.9)  # the conv inside the model is worth 0.2 of it, not 0.5
+    assert table.scale == pytest.approx(0.4) and table.predict({"a": 16}) == pytest.approx(0.9)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 2, 1)).eval()
+
+
+def test_latency_tables_are_cached_per_machine_and_remeasured_when_it_changes(tmp_path, monkeypatch):
+    import importlib
+
+    from medexport.compression.pruning.dependency import analyze
+    from medexport.compression.pruning.latency_table import measure
+    from medexport.graph import capture
+
+    from medexport.compression.pruning import latency_table
+
+    monkeypatch.setenv("MEDEXPORT_CACHE", str(tmp_path))
+    monkeypatch.setattr(latency_table, "ROUNDS", 3)  # what is cached is asserted here, not how well it is timed
+    monkeypatch.setattr(latency_table, "MIN_SECONDS", 0.01)
+    model, shape = _tiny(), (1, 1, 16, 16)
+    graph = analyze(capture(model, shape), model)
+    groups = [g for g in graph.groups if not g.locked]
+    first = measure(model, shape, graph, groups, "onnxruntime", threads=1)
+    assert first.measured > 0 and {layer.name for layer in first.layers} == {"0", "2", "4"}
+    assert sorted(first.layers[0].cols) == [4, 8, 12, 16]  # model.0 narrows its outputs only
+    again = measure(model, shape, graph, groups, "onnxruntime", threads=1)
+    assert again.measured == 0  # every layer from the cache
+    assert [layer.cols for layer in again.layers] == [layer.cols for layer in first.layers]
+    monkeypatch.setattr(importlib.import_module("medexport.bench.environment"), "cpu_model", lambda: "another CPU")
+    assert measure(model, shape, graph, groups, "onnxruntime", threads=1).measured == first.measured
+
+
+def test_latency_options_are_one_rule():
+    from medexport.compression import get_pass
+    from medexport.pipeline.config import CompressionConfig
+
+    config = get_pass("prune-l2").configure({"latency": 0.5}, backend="onnxruntime")
+    assert config.latency == 0.5 and config.backend == "onnxruntime" and "ratio" not in config.to_dict()
+    with pytest.raises(InputError, match="competing"):
+        get_pass("prune-l1").configure({"latency": 0.5, "ratio": 0.3}, backend="openvino")
+    with pytest.raises(InputError, match="--latency-backend is not used by merge"):
+        CompressionConfig.from_flags("merge", {"--latency-backend": "openvino"}).configured("openvino")
+    chained = CompressionConfig.from_flags("svd,prune-l2", {"--latency": 0.5}).configured("onnxruntime")
+    assert [(m, c.latency, c.backend) for m, c in chained] == [("svd", 0.5, "onnxruntime"),
+                                                               ("prune-l2", 0.5, "onnxruntime")]
+    assert "latency" not in get_pass("prune-bn").configure({}, backend="openvino").to_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.openvino
+def test_latency_mode_result_is_within_its_budget_when_measured(tmp_path, monkeypatch):
+    from monai.networks.nets import UNet
+
+    from medexport.compression import get_pass
+    from medexport.compression._latency import compare
+    from medexport.compression.pruning import PruneConfig
+
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("MEDEXPORT_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(32, 64, 128), strides=(2, 2),
+               num_res_units=0).eval()
+    shape = (1, 1, 96, 96)
+    small, record = get_pass("prune-l2").apply(net, shape, PruneConfig(latency=0.7, threads=1, steps=2))
+    latency = record.latency
+    assert latency["measured"] <= 0.7 * 1.05 and latency["staircase"] and latency["table_seconds"] > 0
+    before, after = compare([net, small], shape, "openvino", threads=1, rounds=15)
+    assert after / before <= 0.7 * 1.15  # timed again, independently (the shared box's noise allowed for)
+
+
+def test_a_chain_spends_one_latency_budget(monkeypatch):
+    """svd then prune-l2 at --latency 0.5: after the low-rank pass measured 0.8x, pruning is asked for 0.5 / 0.8."""
+    import dataclasses
+
+    from medexport.compression import _latency, _registry
+    from medexport.compression.base import chain
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        latency: float | None
+        backend: str = "openvino"
+        threads: int | None = None
+
+    asked = []
+
+    class Pass:
+        def apply(self, model, shape, config):
+            asked.append(config.latency)
+            return model, None
+
+    monkeypatch.setattr(_registry, "get_pass", lambda name: Pass())
+    monkeypatch.setattr(_latency, "compare", lambda models, *a, **k: [10.0, 8.0])
+    chain(nn.Identity(), (1, 1, 8, 8), [("svd", Config(0.5)), ("prune-l2", Config(0.5))])
+    assert asked == [0.5, pytest.approx(0.625)]
+    asked.clear()
+    monkeypatch.setattr(_latency, "compare", lambda models, *a, **k: [10.0, 4.0])  # the first pass overshot
+    chain(nn.Identity(), (1, 1, 8, 8), [("svd", Config(0.5)), ("prune-l2", Config(0.5))])
+    assert asked == [0.5, 1.0]  # nothing left to spend: pruning keeps every channel

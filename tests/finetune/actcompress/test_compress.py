@@ -11,7 +11,7 @@ from medexport.errors import InputError
 from medexport.finetune.actcompress import (TRANSFORMS, ActCompressSpec, activation_memory, compressed_activations,
                                             eta, fit_patch, parse_bytes)
 from medexport.finetune.actcompress._select import layer_levels
-from medexport.finetune.actcompress._sparse import TopK, kept
+from medexport.finetune.actcompress._sparse import TopK, kept, top_indices
 
 SHAPES = {2: (2, 1, 32, 32), 3: (2, 1, 16, 16, 16)}
 
@@ -128,6 +128,19 @@ def test_topk_keeps_the_largest_magnitudes_and_dct_keeps_more_of_a_smooth_map_th
         errors[name] = (rebuilt - smooth).norm() / smooth.norm()
     assert errors["dct"] < 0.05 < errors["threshold"]
     assert errors["wavelet"] < errors["threshold"]
+
+
+@pytest.mark.parametrize("n,ratio", [(1000, 10.0), (300_000, 10.0), (300_000, 100.0), (300_000, 1.1)])
+def test_sampled_top_k_selects_the_same_set_as_torch_topk(n, ratio):
+    # distinct magnitudes (a permutation), heavy-tailed like DCT coefficients, and a structured run of equal
+    # small values; small n and small lambda take plain topk, the others the sampled candidate set
+    torch.manual_seed(1)
+    magnitude = (torch.randperm(n).double() / n).pow(8).float() + 1e-3 * (torch.arange(n) % 24 == 0)
+    k = kept(n, ratio)
+    expected = torch.topk(magnitude, k, sorted=False).indices.sort().values
+    state = torch.get_rng_state()
+    assert torch.equal(top_indices(magnitude, k).sort().values, expected)
+    assert torch.equal(torch.get_rng_state(), state)   # the training's random stream is not drawn from
 
 
 def test_blocks_are_resolution_levels_encoder_and_decoder_together():

@@ -9,8 +9,8 @@ matmul with a block-diagonal orthonormal DCT-II basis (torch has no DCT; a basis
 device and in autograd-free torch). An axis whose length is not a multiple of 16 ends in one shorter block with its
 own DCT, so no padding adds coefficients. The Haar wavelet is written here in a few lines of torch (PyWavelets is
 numpy-only and not installed; Haar needs only sums and differences): three levels of the pyramid decomposition
-(the paper's Figure 1), each level splitting the current low band along every spatial axis, stopping early where an
-axis of the low band is odd.
+(the paper's Figure 1), each level splitting the current low band along every spatial axis at once (one 2^d x 2^d
+matrix on every 2 x 2 (x 2) cell), stopping early where an axis of the low band is odd.
 """
 from __future__ import annotations
 
@@ -83,15 +83,32 @@ def _haar_levels(shape: tuple[int, ...]) -> int:
     return levels
 
 
-def _haar_split(x: torch.Tensor, axis: int) -> torch.Tensor:
-    even, odd = x.unflatten(axis, (-1, 2)).unbind(axis + 1)
-    return torch.cat(((even + odd) / math.sqrt(2), (even - odd) / math.sqrt(2)), dim=axis)
+@lru_cache(maxsize=16)
+def _haar_matrix(dims: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """The one-level Haar transform of a 2 x 2 (x 2) cell: the Kronecker power of [[1, 1], [1, -1]] / sqrt(2)
+    (rows: low/high along the first spatial axis, then the next, ...)."""
+    pair = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64) / math.sqrt(2)
+    matrix = pair
+    for _ in range(dims - 1):
+        matrix = torch.kron(matrix, pair)
+    return matrix.to(dtype=dtype, device=device)
 
 
-def _haar_merge(y: torch.Tensor, axis: int) -> torch.Tensor:
-    low, high = y.chunk(2, dim=axis)
-    even, odd = (low + high) / math.sqrt(2), (low - high) / math.sqrt(2)
-    return torch.stack((even, odd), dim=axis + 1).flatten(axis, axis + 1)
+def _haar_level(x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """One level along every spatial axis at once, low half first along each axis: the cells gathered into one
+    (P, 2^d, cells) view, one small matmul, and laid back out (two copies and a matmul instead of a sum, a
+    difference, two scalings and a concatenation per axis)."""
+    maps, half = math.prod(x.shape[:2]), [s // 2 for s in x.shape[2:]]
+    d = len(half)
+    matrix = _haar_matrix(d, x.dtype, str(x.device))
+    cell_axes, band_axes = list(range(2, 2 * d + 1, 2)), list(range(1, 2 * d, 2))   # in (P, n0/2, 2, n1/2, 2, ..)
+    if inverse:
+        matrix, cell_axes, band_axes = matrix.T, band_axes, cell_axes                 # from (P, 2, n0/2, 2, ..)
+    split = [v for h in half for v in ((h, 2) if not inverse else (2, h))]
+    grouped = x.reshape(maps, *split).permute(0, *cell_axes, *band_axes).reshape(maps, 2 ** d, -1)
+    y = (matrix @ grouped).reshape(maps, *[2] * d, *half)
+    order = [v for i in range(d) for v in ((1 + i, 1 + d + i) if not inverse else (1 + d + i, 1 + i))]
+    return y.permute(0, *order).reshape(x.shape)
 
 
 def _low_band(shape: tuple[int, ...], level: int) -> tuple[slice, ...]:
@@ -99,25 +116,25 @@ def _low_band(shape: tuple[int, ...], level: int) -> tuple[slice, ...]:
 
 
 def haar_forward(x: torch.Tensor) -> torch.Tensor:
-    y = x.clone()
-    for level in range(_haar_levels(x.shape[2:])):
+    levels = _haar_levels(x.shape[2:])
+    if levels == 0:
+        return x.clone()
+    y = _haar_level(x, inverse=False)
+    for level in range(1, levels):
         band = _low_band(x.shape, level)
-        low = y[band]
-        for axis in range(2, x.ndim):
-            low = _haar_split(low, axis)
-        y[band] = low
+        y[band] = _haar_level(y[band], inverse=False)
     return y
 
 
 def haar_inverse(y: torch.Tensor) -> torch.Tensor:
-    x = y.clone()
-    for level in reversed(range(_haar_levels(y.shape[2:]))):
+    levels = _haar_levels(y.shape[2:])
+    if levels == 0:
+        return y.clone()
+    x = y.clone() if levels > 1 else y
+    for level in reversed(range(1, levels)):
         band = _low_band(y.shape, level)
-        low = x[band]
-        for axis in reversed(range(2, y.ndim)):
-            low = _haar_merge(low, axis)
-        x[band] = low
-    return x
+        x[band] = _haar_level(x[band], inverse=True)
+    return _haar_level(x, inverse=True)
 
 
 TRANSFORMS: dict[str, Transform] = {

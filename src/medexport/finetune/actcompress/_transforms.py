@@ -9,8 +9,8 @@ matmul with a block-diagonal orthonormal DCT-II basis (torch has no DCT; a basis
 device and in autograd-free torch). An axis whose length is not a multiple of 16 ends in one shorter block with its
 own DCT, so no padding adds coefficients. The Haar wavelet is written here in a few lines of torch (PyWavelets is
 numpy-only and not installed; Haar needs only sums and differences): three levels of the pyramid decomposition
-(the paper's Figure 1), each level splitting the current low band along every spatial axis at once (one 2^d x 2^d
-matrix on every 2 x 2 (x 2) cell), stopping early where an axis of the low band is odd.
+(the paper's Figure 1), each level splitting the current low band along every spatial axis at once (one stride-2
+convolution with the 2^d orthonormal cell filters), stopping early where an axis of the low band is odd.
 """
 from __future__ import annotations
 
@@ -84,57 +84,61 @@ def _haar_levels(shape: tuple[int, ...]) -> int:
 
 
 @lru_cache(maxsize=16)
-def _haar_matrix(dims: int, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """The one-level Haar transform of a 2 x 2 (x 2) cell: the Kronecker power of [[1, 1], [1, -1]] / sqrt(2)
-    (rows: low/high along the first spatial axis, then the next, ...)."""
+def _haar_kernel(dims: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """The one-level Haar transform of a 2 x 2 (x 2) cell as a (2^d, 1, 2, 2(, 2)) convolution kernel: output
+    channel j is row j of the Kronecker power of [[1, 1], [1, -1]] / sqrt(2) (low/high along the first spatial
+    axis, then the next, ...)."""
     pair = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64) / math.sqrt(2)
     matrix = pair
     for _ in range(dims - 1):
         matrix = torch.kron(matrix, pair)
-    return matrix.to(dtype=dtype, device=device)
+    return matrix.reshape(2 ** dims, 1, *[2] * dims).to(dtype=dtype, device=device)
 
 
-def _haar_level(x: torch.Tensor, inverse: bool) -> torch.Tensor:
-    """One level along every spatial axis at once, low half first along each axis: the cells gathered into one
-    (P, 2^d, cells) view, one small matmul, and laid back out (two copies and a matmul instead of a sum, a
-    difference, two scalings and a concatenation per axis)."""
-    maps, half = math.prod(x.shape[:2]), [s // 2 for s in x.shape[2:]]
+_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+
+
+def _haar_cells(bands: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The inverse of one level: (maps, 2^d, *half) coefficients back to (maps, 1, *spatial) values, as the
+    transposed cell matrix on the channels and the cells laid back into place (a matmul and one copy; torch's
+    conv_transpose with stride 2 takes about 6x as long on CPU)."""
+    maps, cells, half = bands.shape[0], bands.shape[1], bands.shape[2:]
     d = len(half)
-    matrix = _haar_matrix(d, x.dtype, str(x.device))
-    cell_axes, band_axes = list(range(2, 2 * d + 1, 2)), list(range(1, 2 * d, 2))   # in (P, n0/2, 2, n1/2, 2, ..)
-    if inverse:
-        matrix, cell_axes, band_axes = matrix.T, band_axes, cell_axes                 # from (P, 2, n0/2, 2, ..)
-    split = [v for h in half for v in ((h, 2) if not inverse else (2, h))]
-    grouped = x.reshape(maps, *split).permute(0, *cell_axes, *band_axes).reshape(maps, 2 ** d, -1)
-    y = (matrix @ grouped).reshape(maps, *[2] * d, *half)
-    order = [v for i in range(d) for v in ((1 + i, 1 + d + i) if not inverse else (1 + d + i, 1 + i))]
-    return y.permute(0, *order).reshape(x.shape)
-
-
-def _low_band(shape: tuple[int, ...], level: int) -> tuple[slice, ...]:
-    return (slice(None), slice(None)) + tuple(slice(0, s >> level) for s in shape[2:])
+    values = (kernel.reshape(cells, cells).T @ bands.reshape(maps, cells, -1)).view(maps, *[2] * d, *half)
+    order = [v for i in range(d) for v in (1 + d + i, 1 + i)]                 # (maps, half0, 2, half1, 2, ...)
+    return values.permute(0, *order).reshape(maps, 1, *[2 * h for h in half])
 
 
 def haar_forward(x: torch.Tensor) -> torch.Tensor:
-    levels = _haar_levels(x.shape[2:])
+    """Each level is one stride-2 convolution of the current low band with the 2^d cell filters, written in place
+    of that band as (maps, 2^d, *half) with the next low band its channel 0; the coefficients sit in another order
+    than the textbook pyramid's, which changes neither their values nor top-k nor the reconstruction."""
+    levels, spatial = _haar_levels(x.shape[2:]), x.shape[2:]
     if levels == 0:
         return x.clone()
-    y = _haar_level(x, inverse=False)
-    for level in range(1, levels):
-        band = _low_band(x.shape, level)
-        y[band] = _haar_level(y[band], inverse=False)
-    return y
+    conv = _CONV[len(spatial)]
+    kernel = _haar_kernel(len(spatial), x.dtype, str(x.device))
+    y = conv(x.reshape(-1, 1, *spatial), kernel, stride=2)
+    low = y[:, :1]
+    for _ in range(1, levels):
+        low.copy_(conv(low, kernel, stride=2).reshape(low.shape))
+        low = low.view(low.shape[0], 2 ** len(spatial), *[s // 2 for s in low.shape[2:]])[:, :1]
+    return y.reshape(x.shape)
 
 
 def haar_inverse(y: torch.Tensor) -> torch.Tensor:
-    levels = _haar_levels(y.shape[2:])
+    levels, spatial = _haar_levels(y.shape[2:]), y.shape[2:]
     if levels == 0:
         return y.clone()
-    x = y.clone() if levels > 1 else y
+    kernel = _haar_kernel(len(spatial), y.dtype, str(y.device))
+    cells = 2 ** len(spatial)
+    bands = [y.reshape(-1, cells, *[s // 2 for s in spatial]).clone()]   # the caller's coefficients stay intact
+    for _ in range(1, levels):
+        low = bands[-1][:, :1]
+        bands.append(low.view(low.shape[0], cells, *[s // 2 for s in low.shape[2:]]))
     for level in reversed(range(1, levels)):
-        band = _low_band(y.shape, level)
-        x[band] = _haar_level(x[band], inverse=True)
-    return _haar_level(x, inverse=True)
+        bands[level - 1][:, :1] = _haar_cells(bands[level], kernel)
+    return _haar_cells(bands[0], kernel).reshape(y.shape)
 
 
 TRANSFORMS: dict[str, Transform] = {

@@ -54,16 +54,19 @@ def _dct_basis(n: int, block: int, dtype: torch.dtype, device: str) -> torch.Ten
 
 
 def _along_spatial(x: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """The basis applied along every spatial axis as one broadcast matmul each, on views (no axis moves)."""
+    """The basis applied along every spatial axis as one broadcast matmul each, on views (no axis moves). Where
+    the blocks divide the axis, the axis is viewed as (blocks, 16) and only the 16 x 16 basis is applied: the same
+    products without the block-diagonal matrix's zeros (a 48-long axis: a third of the work)."""
     shape = x.shape
     for axis in range(2, x.ndim):
         n = shape[axis]
-        basis = _dct_basis(n, DCT_BLOCK, x.dtype, str(x.device))
+        m = DCT_BLOCK if n % DCT_BLOCK == 0 else n
+        basis = _dct_basis(m, DCT_BLOCK, x.dtype, str(x.device))
         basis = basis.T if transposed else basis
         if axis == x.ndim - 1:
-            x = (x.reshape(-1, n) @ basis.T).reshape(shape)
+            x = (x.reshape(-1, m) @ basis.T).reshape(shape)
         else:
-            x = (basis @ x.reshape(math.prod(shape[:axis]), n, math.prod(shape[axis + 1:]))).reshape(shape)
+            x = (basis @ x.reshape(math.prod(shape[:axis]) * (n // m), m, math.prod(shape[axis + 1:]))).reshape(shape)
     return x
 
 

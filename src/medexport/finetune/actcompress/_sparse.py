@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SAMPLE = 16384   # values sampled to guess the top-k threshold
+SAMPLE = 4096    # values sampled to guess the top-k threshold
 SIGMAS = 5.0     # candidate margin above k, in standard deviations of the sampled quantile
 
 
@@ -31,7 +31,7 @@ def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
 
 def top_indices(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k largest of ``magnitude`` (1-D), the set ``torch.topk`` picks (up to ties), in a fraction
-    of its time on big tensors. A threshold read off a random sample of 16k values (a generator of its own, so the
+    of its time on big tensors. A threshold read off a random sample of 4096 values (a generator of its own, so the
     caller's random stream is untouched) keeps a candidate set a few standard deviations of that estimate above k
     (one comparison pass), and topk runs on the candidates only. Every value above the threshold is a candidate,
     so where there are at least k candidates the result is exact; where they fall short of k, or k is more than

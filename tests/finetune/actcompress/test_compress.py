@@ -143,6 +143,18 @@ def test_sampled_top_k_selects_the_same_set_as_torch_topk(n, ratio):
     assert torch.equal(torch.get_rng_state(), state)   # the training's random stream is not drawn from
 
 
+def test_haar_coefficients_are_the_textbook_sums_and_differences():
+    # one level of a 2 x 2 map (a b / c d), low/high along the rows, then the columns:
+    # (a+b+c+d)/2, (a-b+c-d)/2, (a+b-c-d)/2, (a-b-c+d)/2
+    coeffs = TRANSFORMS["wavelet"].forward(torch.tensor([[[[1.0, 2.0], [3.0, 5.0]]]]))
+    assert torch.allclose(coeffs.reshape(-1), torch.tensor([5.5, -1.5, -2.5, 0.5]))
+    # three levels of an 8^3 map: the coarsest low band is the sum of all values / 8^(3/2)
+    x = torch.rand(1, 2, 8, 8, 8)
+    coeffs = TRANSFORMS["wavelet"].forward(x)
+    assert torch.allclose(coeffs.reshape(2, -1)[:, 0], x.reshape(2, -1).sum(1) / 8 ** 1.5)
+    assert torch.allclose(coeffs.norm(), x.norm())
+
+
 def test_blocks_are_resolution_levels_encoder_and_decoder_together():
     model = _unet(3)
     names = {m: n for n, m in model.named_modules()}

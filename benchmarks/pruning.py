@@ -340,8 +340,8 @@ def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16) -> l
     from medexport.compression.pruning import PruneConfig
     from medexport.zoo.samples import real_inputs
 
-    lines = [f"{ratio:.0%} of the channels of every group: Torch-Pruning {tp.__version__} DepGraph MagnitudePruner (L2, "
-             f"global_pruning=False, head ignored) vs our prune-l2 (one-shot, kept counts rounded to 8); random "
+    lines = [f"{ratio:.0%} of the channels of every group: Torch-Pruning {tp.__version__} DepGraph MagnitudePruner "
+             f"(L2, global_pruning=False, head ignored) vs our prune-l2 (one-shot, kept counts rounded to 8); random "
              f"weights; OpenVINO CPU, batch 1, {threads or 'default'} thread(s), median of interleaved rounds; "
              f"agreement with the original on {images} real brain MRI slices / crops. {_machine()}", "",
              "| network | MACs original (M) | MACs ours / TP (M) | fewer MACs ours / TP | ms original | ms ours / TP "
@@ -363,7 +363,8 @@ def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16) -> l
             outs = [torch.cat([m(x[i:i + 1]) for i in range(len(x))]) for m in (model, ours, theirs)]
         kept = [_kept(outs[0], out) for out in outs[1:]]
         lines.append(f"| {name} | {macs[0] / 1e6:.0f} | {macs[1] / 1e6:.0f} / {macs[2] / 1e6:.0f} "
-                     f"| {macs[0] / macs[1]:.2f}x / {macs[0] / macs[2]:.2f}x | {base:.2f} | {ms_ours:.2f} / {ms_tp:.2f} "
+                     f"| {macs[0] / macs[1]:.2f}x / {macs[0] / macs[2]:.2f}x | {base:.2f} "
+                     f"| {ms_ours:.2f} / {ms_tp:.2f} "
                      f"| {base / ms_ours:.2f}x / {base / ms_tp:.2f}x | {kept[0]} / {kept[1]} |")
         print(lines[-1], file=sys.stderr)
     return lines + ["", f"After: {_machine()}"]

@@ -30,10 +30,11 @@ Two tables, both from one run (rerun it to reproduce them):
    on OpenVINO CPU and timed interleaved (median). Beside the speed-ups: MACs of each, and how much of the
    original's output each keeps on real images (:func:`medexport.zoo.samples.real_inputs`: brain MRI slices /
    crops): argmax agreement for the classifier, worst-class Dice against the original's mask for SegResNet.
-   Needs ``pip install torch-pruning``.
+   ``--match-latency`` adds our ``prune-l2 --latency`` asked for Torch-Pruning's measured latency, compared at
+   that latency. Needs ``pip install torch-pruning``.
 
     python benchmarks/pruning.py --part speedup --rounds 5 [--threads 1] [--profile]
-    python benchmarks/pruning.py --part torchpruning --threads 1
+    python benchmarks/pruning.py --part torchpruning --threads 1 [--models ResNet-18] [--match-latency]
     python benchmarks/pruning.py --part search --models brain-tissue-unet2d
     python benchmarks/pruning.py --part latency --threads 1 --targets 0.5 0.33
 
@@ -327,7 +328,8 @@ TP_NETWORKS = {  # name: (MONAI factory, kwargs, input shape); the head is the l
 }
 
 
-def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16) -> list[str]:
+def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16, only: list[str] | None = None,
+                       match: bool = False) -> list[str]:
     import copy
 
     import monai.networks.nets as nets
@@ -346,7 +348,10 @@ def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16) -> l
              f"agreement with the original on {images} real brain MRI slices / crops. {_machine()}", "",
              "| network | MACs original (M) | MACs ours / TP (M) | fewer MACs ours / TP | ms original | ms ours / TP "
              "| speed-up ours / TP | kept output ours / TP |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    matched = []
     for name, (factory, kwargs, shape) in TP_NETWORKS.items():
+        if only and not any(name.startswith(o) for o in only):
+            continue
         torch.manual_seed(0)
         model = getattr(nets, factory)(**kwargs).eval()
         ours = get_pass("prune-l2").apply(model, shape, PruneConfig(ratio=ratio))[0].eval()
@@ -367,7 +372,37 @@ def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16) -> l
                      f"| {ms_ours:.2f} / {ms_tp:.2f} "
                      f"| {base / ms_ours:.2f}x / {base / ms_tp:.2f}x | {kept[0]} / {kept[1]} |")
         print(lines[-1], file=sys.stderr)
+        if match:
+            matched.append(_matched_row(name, model, theirs, shape, ms_tp / base, threads, outs[0], x))
+            print(matched[-1], file=sys.stderr)
+    if matched:
+        lines += ["", "At Torch-Pruning's measured latency: our prune-l2 --latency (2 steps) asked for it, the "
+                  "original and both results timed together again.", "",
+                  "| network | asked | ours predicted / measured in the pass | measured here ours / TP "
+                  "| fewer MACs ours / TP | kept output ours / TP |", "|---|---:|---:|---:|---:|---:|", *matched]
     return lines + ["", f"After: {_machine()}"]
+
+
+def _matched_row(name: str, model, theirs, shape, target: float, threads: int | None, reference, x) -> str:
+    """Our latency mode asked for ``target`` (Torch-Pruning's measured ratio), timed beside the original and theirs."""
+    import torch
+
+    from medexport.compression import get_pass
+    from medexport.compression._latency import Timer
+    from medexport.compression.base import model_macs
+    from medexport.compression.pruning import PruneConfig
+
+    ours, record = get_pass("prune-l2").apply(model, shape, PruneConfig(latency=target, steps=2, threads=threads))
+    ours.eval()
+    with bench_lock(), Timer("openvino", shape, threads=threads, rounds=15, calls=3) as timer:
+        base, ms_ours, ms_tp = timer.time([timer.open(m) for m in (model, ours, theirs)])
+    with torch.no_grad():
+        outs = [torch.cat([m(x[i:i + 1]) for i in range(len(x))]) for m in (ours, theirs)]
+    macs = [model_macs(m, shape) for m in (model, ours, theirs)]
+    lat = record.latency
+    return (f"| {name} | {target:.2f} | {lat['predicted']:.2f} / {lat['measured']:.2f} | {ms_ours / base:.2f} / "
+            f"{ms_tp / base:.2f} | {macs[0] / macs[1]:.2f}x / {macs[0] / macs[2]:.2f}x "
+            f"| {_kept(reference, outs[0])} / {_kept(reference, outs[1])} |")
 
 
 def _machine() -> str:
@@ -417,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
+    parser.add_argument("--match-latency", action="store_true",
+                        help="torchpruning part: also our latency mode at Torch-Pruning's measured latency")
     parser.add_argument("--no-latency", action="store_true", help="search part: skip the OpenVINO timing")
     parser.add_argument("--profile", action="store_true", help="speed-up part: OpenVINO per-node times")
     parser.add_argument("--max-overall-drop", type=float, default=GuardRails().max_overall_drop)
@@ -428,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         names = args.models or [n for n in list_models() if "unet" in n and get_model(n).weights_path().is_file()]
         print("\n".join(latency_rows(names, args.targets, args.threads, args.finetune, tuple(args.uniform))))
     if args.part == "torchpruning":
-        print("\n".join(torch_pruning_rows(args.ratio, args.threads)))
+        print("\n".join(torch_pruning_rows(args.ratio, args.threads, only=args.models, match=args.match_latency)))
     if args.part in ("speedup", "both"):
         print("\n".join(speedup_rows(args.rounds, args.threads, args.ratio, args.profile)) + "\n")
     if args.part in ("search", "both"):

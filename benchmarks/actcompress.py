@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import fcntl
 import os
 import statistics
 import time
 
 import numpy as np
+
+from _lock import bench_lock
 
 RATIOS = (1.1, 2.5, 10.0, 100.0)
 TYPES = (("BN", "bn"), ("Conv + BN", "conv,bn"), ("Conv + BN + ReLU", "conv,bn,relu"))
@@ -81,16 +82,6 @@ def _pruned():
     teacher = ref.build()
     student, _ = get_pass("prune-l2").apply(copy.deepcopy(teacher), tuple(ref.input_shape), PruneConfig(ratio=0.5))
     return ref, teacher, student
-
-
-@contextlib.contextmanager
-def bench_lock(path: str = "/tmp/bench.lock"):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def step_times(rounds: int, steps: int) -> str:

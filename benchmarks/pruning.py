@@ -45,8 +45,6 @@ nodes, original vs pruned: where the realized speed-up falls short of the MACs r
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import statistics
 import sys
 import tempfile
@@ -55,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from _lock import bench_lock
 
 # (label, pass, scope, steps): the comparisons of the two papers
 SEARCHES = (
@@ -89,17 +89,6 @@ def compile_ov(model, shape, path: Path, threads: int | None):
 
     export_onnx(model, shape, path)
     return Runner(path, threads=threads)
-
-
-@contextlib.contextmanager
-def bench_lock(path: str = "/tmp/bench.lock"):
-    """The machine-wide benchmark lock, so that no two latency measurements overlap."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def side_by_side(runners: list, shape, rounds: int, seconds: float) -> list[float]:

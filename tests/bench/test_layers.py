@@ -1,6 +1,5 @@
 """Per-layer MACs from medexport.graph.profile land on the ONNX nodes a runtime's profiler names."""
 import onnx
-import pytest
 
 from medexport.bench.layers import module_path, with_macs
 from medexport.exporter.onnx_export import export_onnx

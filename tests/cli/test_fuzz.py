@@ -6,7 +6,6 @@ and random-byte models and images, so a failure reproduces exactly.
 import json
 import random
 
-import pytest
 import torch
 from click.testing import CliRunner
 

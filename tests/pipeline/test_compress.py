@@ -190,7 +190,6 @@ def test_rank_rules_other_than_a_budget_reach_the_pass(tmp_path, rule, check):
 def test_compression_options_without_a_pass_are_refused_before_the_folder_loses_its_manifest(tmp_path):
     """`build --energy 0.9` without --compress would silently build the uncompressed model; and a refused option
     must not unverify an existing build folder (its manifest is removed only once work starts)."""
-    from medexport.errors import InputError
 
     out = tmp_path / "b"
     out.mkdir()

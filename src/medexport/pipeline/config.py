@@ -285,7 +285,7 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         from medexport.calibration.choices import INT8_ENGINES, LAYOUTS, check_serves
-        from medexport.runtimes import get_spec, resolve_target
+        from medexport.runtimes import resolve_target
 
         self.out_dir = Path(self.out_dir)
         quant = self.quantization

@@ -68,8 +68,30 @@ def test_table_predicts_from_the_product_model():
     assert table.predict({}) == 1.0
     assert table.predict({"a": 16}) == pytest.approx(0.75)  # the conv takes half as long: 2.0 - 0.5
     assert table.predict({"a": 16, "b": 32}) == pytest.approx(0.625)  # a quarter: 2.0 - 0.75
-    table.calibrate({"a": 16}, measured=0.9)  # the conv inside the model is worth 0.2 of it, not 0.5
-    assert table.scale == pytest.approx(0.4) and table.predict({"a": 16}) == pytest.approx(0.9)
+
+
+
+def test_table_fit_recovers_a_linear_model_of_time_and_macs_and_falls_back_when_macs_would_speed_it_up():
+    from medexport.compression.pruning.latency_table import LatencyTable, LayerCost
+
+    layers = [LayerCost("c1", (), 32, 64, out_group="a", macs=1000, rows={8: 0.3, 16: 0.5, 32: 1.0},
+                        cols={16: 0.2, 32: 0.6, 64: 1.0}),
+              LayerCost("c2", (), 64, 16, in_groups={"a": 64}, macs=3000, rows={16: 0.4, 32: 0.45, 64: 1.0})]
+    table = LatencyTable(layers, whole=4.0, channels={"a": 64})
+    widths = [{"a": k} for k in (16, 24, 32, 40, 48, 56)]
+    truth = (1.0 - 0.7 * table.share({}) - 0.3, 0.7, 0.3)  # the original ({}) at 1.0
+
+    def timed(w):
+        return truth[0] + truth[1] * table.share(w) + truth[2] * table.macs(w)
+
+    table.fit([(w, timed(w)) for w in widths[:1]])
+    assert table.coefficients[2] == 0.0  # two points (with the original): the layers' time alone
+    table.fit([(w, timed(w)) for w in widths[1:]])
+    assert table.coefficients == pytest.approx(truth, abs=1e-9) and len(table.points) == 6
+    assert table.predict({"a": 20}) == pytest.approx(timed({"a": 20}))
+    backwards = LatencyTable(layers, whole=4.0, channels={"a": 64})
+    backwards.fit([(w, 1.0 + table.share(w) - table.share({}) - 0.5 * (table.macs(w) - 1)) for w in widths])
+    assert backwards.coefficients[2] == 0.0 and backwards.coefficients[1] > 0  # fewer MACs never cost time
 
 
 def _tiny():
@@ -99,7 +121,10 @@ def test_latency_tables_are_cached_per_machine_and_remeasured_when_it_changes(tm
     again = measure(model, shape, graph, groups, "onnxruntime", threads=1)
     assert again.measured == 0  # every layer from the cache
     assert [layer.cols for layer in again.layers] == [layer.cols for layer in first.layers]
-    monkeypatch.setattr(importlib.import_module("medexport.bench.environment"), "cpu_model", lambda: "another CPU")
+    environment = importlib.import_module("medexport.bench.environment")
+    monkeypatch.setattr(environment, "isa_flags", lambda: ["avx2"])  # same CPU name, no AVX-512: another machine
+    assert measure(model, shape, graph, groups, "onnxruntime", threads=1).measured == first.measured
+    monkeypatch.setattr(environment, "cpu_model", lambda: "another CPU")
     assert measure(model, shape, graph, groups, "onnxruntime", threads=1).measured == first.measured
 
 
@@ -127,6 +152,7 @@ def test_latency_mode_result_is_within_its_budget_when_measured(tmp_path, monkey
     from medexport.compression import get_pass
     from medexport.compression._latency import compare
     from medexport.compression.pruning import PruneConfig
+    from medexport.zoo.samples import real_inputs
 
     pytest.importorskip("openvino")
     monkeypatch.setenv("MEDEXPORT_CACHE", str(tmp_path))
@@ -134,7 +160,9 @@ def test_latency_mode_result_is_within_its_budget_when_measured(tmp_path, monkey
     net = UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(32, 64, 128), strides=(2, 2),
                num_res_units=0).eval()
     shape = (1, 1, 96, 96)
-    small, record = get_pass("prune-l2").apply(net, shape, PruneConfig(latency=0.7, threads=1, steps=2))
+    images = real_inputs(shape, n=8)
+    small, record = get_pass("prune-l2").apply(net, shape, PruneConfig(latency=0.7, threads=1, steps=2,
+                                                                       calibration=images))
     latency = record.latency
     assert latency["measured"] <= 0.7 * 1.05 and latency["staircase"] and latency["table_seconds"] > 0
     before, after = compare([net, small], shape, "openvino", threads=1, rounds=15)
@@ -169,3 +197,36 @@ def test_a_chain_spends_one_latency_budget(monkeypatch):
     monkeypatch.setattr(_latency, "compare", lambda models, *a, **k: [10.0, 4.0])  # the first pass overshot
     chain(nn.Identity(), (1, 1, 8, 8), [("svd", Config(0.5)), ("prune-l2", Config(0.5))])
     assert asked == [0.5, 1.0]  # nothing left to spend: pruning keeps every channel
+
+
+def test_sensitivity_is_zero_for_the_same_output_and_grows_as_a_group_narrows():
+    """The knapsack's value: class-balanced KL of a narrowed copy's output against the model's, on real slices."""
+    import copy
+
+    from medexport.compression import get_pass
+    from medexport.compression.pruning import PruneConfig
+    from medexport.compression.pruning.sensitivity import Sensitivity
+    from medexport.zoo import get_model
+
+    ref = get_model("brain-tissue-unet2d")
+    model, shape = ref.build(), tuple(ref.input_shape)
+    distortion = Sensitivity(ref.calibration()).of(model)
+    assert distortion(copy.deepcopy(model)) == pytest.approx(0.0, abs=1e-12)
+    group = "model.1.submodule.1.submodule.0.conv"  # 128 channels at 1/8 resolution
+
+    def narrowed(k):
+        small = copy.deepcopy(model)
+        get_pass("prune-l2").step(small, shape, PruneConfig(), {group: k})
+        return distortion(small)
+
+    values = [narrowed(k) for k in (96, 64, 32)]
+    assert 0 < values[0] < values[1] < values[2]
+    with pytest.raises(InputError, match="calibration images"):
+        Sensitivity(None)
+
+
+def test_latency_mode_keeps_the_slowest_result_within_the_tolerance():
+    from medexport.compression.pruning.schedule import _closest
+
+    assert _closest([(0.44, "a"), (0.52, "b"), (0.49, "c")], limit=0.525)[1] == "b"  # closest under the limit
+    assert _closest([(0.6, "a"), (0.58, "b")], limit=0.525)[1] == "b"  # none within: the fastest

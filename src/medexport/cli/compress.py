@@ -58,7 +58,8 @@ def _print_latency(out, method: str, latency: dict) -> None:
     time of each layer by channel count: where the time steps, and where fewer channels buy nothing)."""
     out.print(f"{method} on {latency['backend']}: latency asked {latency['target']:.2f}x, predicted "
               f"{latency['predicted']:.2f}x, measured {latency['measured']:.2f}x of the original's; latency table "
-              f"{latency['table_seconds']:.0f} s ({latency['layers_measured']} layer models timed, the rest cached)")
+              f"{latency['table_seconds']:.0f} s ({latency['layers_measured']} layer models timed, the rest cached), "
+              f"fitted on {latency['fit']['models']} whole models timed beside the original")
     for layer, sides in latency["staircase"].items():
         steps = "; ".join(f"{side} " + " ".join(f"{count}:{share:.1f}%" for count, share in points.items())
                           for side, points in sides.items())

@@ -8,7 +8,7 @@ exports and compiles each model once and times any set of them interleaved, roun
 harness (:func:`medexport.bench.interleaved_rounds`), so load from other processes slows them alike and
 their ratios hold. :class:`SavingsCache` keeps the measured
 saving (a fraction of the model's time, so it survives a change of machine load) keyed by the machine
-(CPU model, backend and its version, thread count, cache schema), input shape, the model's structure
+(CPU model and instruction sets, backend and its version, thread count, cache schema), input shape, the model's structure
 and the swap, so a second allocation on the same model (another target) measures no swap again. The
 cache lives in ``$MEDEXPORT_CACHE`` (default ``~/.cache/medexport``); it is optional: an unreadable or
 unwritable one is warned about and skipped. Example::
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-_SCHEMA = 3  # bump when what a cached number means changes (3: whole-model saving fractions, not layer ms)
+_SCHEMA = 4  # bump when what a cached number means changes (4: the CPU's instruction sets in the fingerprint)
 
 
 def cache_path() -> Path:
@@ -42,10 +42,12 @@ def cache_path() -> Path:
 
 
 def fingerprint(backend: str, threads: int | None) -> str:
-    """What a latency depends on besides the model: cache schema, CPU model, backend version, thread count."""
+    """What a latency depends on besides the model: cache schema, CPU model and instruction sets (a cloud CPU
+    named alike may come with or without AVX-512/VNNI, and INT8 and narrow convs time differently), backend
+    version, thread count."""
     import importlib.metadata
 
-    from medexport.bench.environment import cpu_model
+    from medexport.bench.environment import cpu_model, isa_flags
     from medexport.runtimes import get_spec
 
     try:
@@ -53,7 +55,7 @@ def fingerprint(backend: str, threads: int | None) -> str:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     count = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    return f"v{_SCHEMA}|{cpu_model()}|{backend}-{version}|threads={count}"
+    return f"v{_SCHEMA}|{cpu_model()}|{'+'.join(isa_flags())}|{backend}-{version}|threads={count}"
 
 
 def structure(module: "nn.Module") -> str:

@@ -35,8 +35,9 @@ class PruneConfig:
     recipe: they are left out of :meth:`to_dict`.
     ``latency`` (instead of ``ratio``) asks for that fraction of the original's latency measured on ``backend``
     with ``threads``: per-group widths come from a latency table and a knapsack (:mod:`.latency_mode`), no group
-    losing more than ``max_ratio``; ``tolerance`` is the relative miss of the measured result that triggers a
-    correction step.
+    losing more than ``max_ratio``; ``tolerance`` is the relative miss of the measured result, either way, that
+    triggers a correction step. It needs ``calibration`` images: each width is judged by what it changes in the
+    output (:mod:`.sensitivity`).
     """
 
     ratio: float = 0.5

@@ -1,119 +1,133 @@
 """Latency mode of the pruning and merging passes: per-group channel counts chosen for a measured latency target.
 
-``PruneConfig(latency=0.5)`` asks for half the original's latency on ``config.backend``. The schedule
-(:func:`~medexport.compression.pruning.schedule.run_schedule`) reaches it in ``steps`` steps, the budget of step
-``s`` being ``1 - (1 - latency) * s / steps`` of the original's time; before each step :class:`LatencyPlanner`:
+``PruneConfig(latency=0.5, calibration=images)`` asks for half the original's latency on ``config.backend``.
+The schedule (:func:`~medexport.compression.pruning.schedule.run_schedule`) reaches it in ``steps`` steps, the
+budget of step ``s`` being ``1 - (1 - latency) * s / steps`` of the original's time. :class:`LatencyPlanner`
+first builds the latency table (:mod:`.latency_table`, layers timed alone, cached per machine) and fits it to
+whole models: the original narrowed uniformly by 1/4, 1/2 and 3/4 and at ``MIXES`` seeded random mixes of
+widths, all timed side by side with the original. Then, before each step, it
 
-1. scores every class of every prunable group of the *current* model (the pass's importance, normalised by the
-   group's mean so groups compare; kept importance of a group at ``k`` channels = the sum of its top classes),
-2. prices each candidate count (the config's rounding, at most ``max_ratio`` removed from the original width)
-   from the latency table (:mod:`.latency_table`, measured once on the original), the other groups at their
-   current widths (HALP's per-step linearisation), and snaps the candidates to the staircase (a count that buys
-   less than ``STEP`` of the model's time over the next wider one is dropped),
-3. solves the multiple-choice knapsack (:func:`.knapsack.solve`) and checks the answer with the table's joint
-   model (a conv narrowed on both sides saves less than the two single savings summed); while that predicts
-   over budget, the knapsack budget is tightened by the excess and solved again.
+1. prices each candidate count of every prunable group of the *current* model (the config's rounding, at most
+   ``max_ratio`` removed from the original width) from the fitted table, the other groups at their current
+   widths (HALP's per-step linearisation), and snaps the candidates to the staircase (a count that buys less
+   than ``STEP`` of the model's time over the next wider one is dropped),
+2. values each candidate by the output distortion it causes alone (:mod:`.sensitivity`: the pass's own step
+   applied to a copy, class-balanced KL against the current model on calibration images; measured at up to
+   ``PROBES`` counts per group, interpolated between), so the pass's criterion still picks *which* channels go
+   and the knapsack decides *how many* per group,
+3. solves the multiple-choice knapsack (:func:`.knapsack.solve`: least summed distortion within the budget) and
+   checks the answer with the table's joint model (a conv narrowed on both sides saves less than the two
+   single savings summed); while that predicts over budget, the knapsack budget is tightened by the excess
+   and solved again.
 
-After the last step the result is timed whole beside the original (median, interleaved); when it misses the
-target by more than ``tolerance``, up to ``schedule.CORRECTIONS`` further steps aim at the target scaled by predicted
-over measured. Predicted and measured latency, the table's build time and its staircase go into the record.
-The table is calibrated against the whole model (:meth:`.latency_table.LatencyTable.calibrate`): first with
-the original's groups all at half width, pruned and timed beside the original, then after every step but the
-last with the model as that step left it.
+After each step but the last the step's model is timed beside the original and added to the fit. After the
+last the result is timed whole beside the original (median, interleaved); when it misses the target by more
+than ``tolerance`` either way, up to ``schedule.CORRECTIONS`` more steps aim at the target scaled by predicted
+over measured: from the result when it is too slow, from the model before the last step when it is too fast
+(pruned channels cannot come back), and the slowest result within the tolerance is kept. Predicted and
+measured latency, the table's build time, its fit and staircase go into the record.
 """
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medexport.compression.pruning import importance as scores
 from medexport.compression.pruning.knapsack import snap, solve
+from medexport.compression.pruning.sensitivity import Sensitivity
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from collections.abc import Callable
+
+    from torch import nn
 
     from medexport.compression.pruning.config import PruneConfig
     from medexport.compression.pruning.dependency import DependencyGraph
-    from medexport.compression.pruning.importance import Importance
 
 STEP = 0.002  # of the model's time: a cheaper count that saves less than this is on the same stair
 SOLVES = 6  # knapsack solves per step while the joint model predicts over budget
 RATIOS = 33  # candidate removal ratios from 0 to max_ratio, rounded by the config
+PROBES = 8  # candidate counts per group whose distortion is measured; the others are interpolated
+UNIFORM = (0.25, 0.5, 0.75)  # removal ratios of the uniform models the table is fitted on
+MIXES = 9  # random per-group mixes of removal ratios the table is also fitted on
+TIMING_SECONDS = 2.0  # at least, per side-by-side timing: 15 rounds of a 2D U-Net take 0.3 s and repeat within 7%
 
 
 class LatencyPlanner:
-    """The latency table of ``model``'s prunable groups and the per-step choice of their widths."""
+    """The latency table of ``model``'s prunable groups and the per-step choice of their widths.
+
+    ``narrow(base, {group: channels})`` returns a copy of ``base`` with those groups narrowed by the pass."""
 
     def __init__(self, model: "nn.Module", input_shape: tuple[int, ...], config: "PruneConfig",
-                 graph: "DependencyGraph", prunable: list[str], narrow: "Callable[[dict], nn.Module]") -> None:
+                 graph: "DependencyGraph", prunable: list[str],
+                 narrow: "Callable[[nn.Module, dict[str, int]], nn.Module]") -> None:
         from medexport.compression.pruning.latency_table import measure
 
-        self.config, self.input_shape = config, tuple(input_shape)
+        self.config, self.input_shape, self.narrow = config, tuple(input_shape), narrow
         groups = [g for g in graph.groups if g.name in prunable]
         self.table = measure(model, self.input_shape, graph, groups, config.backend, config.threads)
         self.original = dict(self.table.channels)
+        self.sensitivity = Sensitivity(config.calibration)
         self.history: list[dict] = []
-        half = {name: config.kept_channels(channels, 0.5) for name, channels in self.original.items()}
-        self.table.calibrate(half, self.measure(model, narrow(half)))
+        rng = random.Random(0)
+        mixes = [{n: rng.uniform(0.0, config.max_ratio) for n in self.original} for _ in range(MIXES)]
+        plans = [dict.fromkeys(self.original, r) for r in UNIFORM] + mixes
+        models = [narrow(model, {n: config.kept_channels(c, plan[n]) for n, c in self.original.items()})
+                  for plan in plans]
+        models = [m for m in models if self._widths(m) != self.original]
+        self.table.fit(list(zip(map(self._widths, models), self._time(model, models))))
 
     def budget(self, step: int) -> float:
         """Step ``step``'s latency budget, a fraction of the original's time."""
         return 1 - (1 - self.config.latency) * step / self.config.steps
 
-    def targets(self, model: "nn.Module", importance: "Importance", budget: float,
-                locked: dict[str, str]) -> dict[str, int]:
+    def targets(self, model: "nn.Module", budget: float, locked: dict[str, str]) -> dict[str, int]:
         """``{group: channels to keep}`` for the groups that narrow, chosen for ``budget`` on ``model`` as it is."""
-        from medexport.compression.pruning.dependency import analyze
-        from medexport.graph import capture
-
-        graph = analyze(capture(model, self.input_shape), model)
-        current = {g.name: g.channels for g in graph.groups if g.name in self.original}
-        options = {}
-        for group in graph.groups:
-            if group.name not in current or group.name in locked:
-                continue
-            options[group.name] = self._options(group, graph, current, importance)
-        whole = self.table.whole
-        now = self.table.total(current)
-        allowed = budget * whole - now  # summed change of the groups' costs
+        current = self._widths(model)
+        distortion = self.sensitivity.of(model)
+        options = {name: self._options(model, name, current, distortion)
+                   for name in current if name not in locked}
+        allowed = budget - self.table.predict(current)  # summed change of the groups' costs
         floor = sum(min(cost for _, cost, _ in o) for o in options.values() if o)
         choice = dict(current)
         for _ in range(SOLVES):
             choice = {**current, **solve(options, max(allowed, floor))}
-            excess = self.table.total(choice) - budget * whole
-            if excess <= 1e-9 * whole or allowed <= floor:
+            excess = self.table.predict(choice) - budget
+            if excess <= 1e-9 or allowed <= floor:
                 break  # within budget, or already the narrowest widths allowed (the record shows the miss)
             allowed -= excess
-        predicted = self.table.predict(choice)
-        self.history.append({"budget": round(budget, 4), "predicted": round(predicted, 4),
-                             "kept": {n: k for n, k in choice.items() if k < current[n]}})
-        return {n: k for n, k in choice.items() if k < current[n]}
+        kept = {n: k for n, k in choice.items() if k < current[n]}
+        value = sum(v for n, k in kept.items() for c, _, v in options[n] if c == k)
+        self.history.append({"budget": round(budget, 4), "predicted": round(self.table.predict(choice), 4),
+                             "distortion": round(-value, 5), "kept": kept})
+        return kept
 
-    def _options(self, group, graph: "DependencyGraph", current: dict[str, int], importance: "Importance") -> list:
-        """(channels, cost change, kept importance) per candidate count of ``group``, snapped to the staircase."""
-        name, now = group.name, current[group.name]
-        values = np.sort(scores.normalised(importance(group, graph)).detach().double().numpy())[::-1]
-        cumulative = np.concatenate([[0.0], np.cumsum(values)])
-        layers = self.table.touching(name)
-        base = sum(layer.time(*layer.widths(current, self.original)) for layer in layers)
+    def _options(self, model: "nn.Module", name: str, current: dict[str, int],
+                 distortion: "Callable[[nn.Module], float]") -> list:
+        """(channels, cost change, minus distortion) per candidate count of group ``name``, snapped to the
+        staircase; the distortion is measured at up to PROBES counts and interpolated between them."""
+        now = current[name]
+        now_predicted = self.table.predict(current)
+
+        def cost(kept: int) -> float:
+            return self.table.predict({**current, name: kept}) - now_predicted
+
         counts = {self.config.kept_channels(self.original[name], r)
                   for r in np.linspace(0.0, self.config.max_ratio, RATIOS)}
-        out = []
-        for kept in sorted(c for c in counts | {now} if c <= now):
-            trial = {**current, name: kept}
-            cost = sum(layer.time(*layer.widths(trial, self.original)) for layer in layers) - base
-            n_keep = max(1, round(kept * len(group.classes) / now))
-            out.append((kept, cost, float(cumulative[min(n_keep, len(values))])))
-        return snap(out, STEP * self.table.whole)
+        priced = snap([(k, cost(k), 0.0) for k in sorted(c for c in counts | {now} if c <= now)],
+                      STEP)
+        widths = sorted(k for k, _, _ in priced)
+        probes = sorted({widths[round(i)] for i in np.linspace(0, len(widths) - 1, min(PROBES, len(widths)))})
+        measured = {k: (0.0 if k == now else distortion(self.narrow(model, {name: k}))) for k in probes}
+        xs = sorted(measured)
+        return [(k, c, -float(np.interp(k, xs, [measured[x] for x in xs]))) for k, c, _ in priced]
 
     def observe(self, original: "nn.Module", model: "nn.Module") -> float:
-        """Time ``model`` beside ``original`` and re-scale the table to it (after each step but the last: the next
-        step's budget is then priced from what this one measured, not only from the half-width calibration)."""
+        """Time ``model`` beside ``original`` and add it to the table's fit (after each step but the last: the next
+        step's budget is then priced from what this one measured as well)."""
         measured = self.measure(original, model)
-        self.table.calibrate(self._widths(model), measured)
+        self.table.fit([(self._widths(model), measured)])
         return measured
 
     def _widths(self, model: "nn.Module") -> dict[str, int]:
@@ -129,16 +143,23 @@ class LatencyPlanner:
 
     def measure(self, original: "nn.Module", model: "nn.Module") -> float:
         """``model``'s median latency over ``original``'s, timed side by side on the backend (kept in the history)."""
+        predicted = self.predict(model)
+        ratio = self._time(original, [model])[0]
+        self.history.append({"measured": round(ratio, 4), "predicted": round(predicted, 4)})
+        return ratio
+
+    def _time(self, original: "nn.Module", models: list["nn.Module"]) -> list[float]:
+        """Each of ``models``' median latency over ``original``'s, all compiled together and timed interleaved."""
         from medexport.compression._latency import compare
 
-        before, after = compare([original, model], self.input_shape, self.config.backend,
-                                threads=self.config.threads, rounds=15)
-        self.history.append({"measured": round(after / before, 4), "predicted": round(self.predict(model), 4)})
-        return after / before
+        before, *after = compare([original, *models], self.input_shape, self.config.backend,
+                                 threads=self.config.threads, rounds=15, min_seconds=TIMING_SECONDS)
+        return [ms / before for ms in after]
 
     def record(self, predicted: float, measured: float) -> dict:
         return {"target": self.config.latency, "backend": self.config.backend, "threads": self.config.threads,
                 "predicted": round(predicted, 4), "measured": round(measured, 4),
                 "table_seconds": round(self.table.seconds, 2), "layers_measured": self.table.measured,
-                "layer_scale": round(self.table.scale, 3),
+                "fit": {"models": len(self.table.points), "coefficients": [round(c, 4) for c in
+                                                                           self.table.coefficients or ()]},
                 "steps": self.history, "staircase": self.table.staircase()}

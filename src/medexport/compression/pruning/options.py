@@ -49,7 +49,7 @@ def bind(config: Any, data: Any, needs_calibration: bool) -> Any:
     """Calibration images when scored or merged on activations, labelled images and rails with --rollback, and the
     run's fine-tuning hook (followed after each step)."""
     extra: dict[str, Any] = {"recover": data.recover}
-    if needs_calibration:
+    if needs_calibration or config.latency is not None:  # a latency's widths are judged on calibration images
         extra["calibration"] = data.calibration()
     if config.rollback:
         extra["heldout"] = data.labelled()

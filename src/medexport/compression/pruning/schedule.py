@@ -172,8 +172,8 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
         from medexport.compression.pruning.latency_mode import LatencyPlanner
 
         skipped = {g.name: r for g in graph.groups if (r := skip_reason(g, config))}
-        def narrow(targets: dict[str, int]) -> "nn.Module":
-            small = copy.deepcopy(model)
+        def narrow(base: "nn.Module", targets: dict[str, int]) -> "nn.Module":
+            small = copy.deepcopy(base)
             prune.step(small, input_shape, config, targets)
             return small
 
@@ -204,22 +204,27 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
             targets = {n: step_target(original[n], k, step, config.steps, config.round_to)
                        for n, k in final.items() if n not in locked}
         else:
-            targets = planner.targets(model, prune.importance_for(config), planner.budget(step), locked)
+            before_last = model
+            targets = planner.targets(model, planner.budget(step), locked)
         step_once(step, targets, f"step {step}")
         if planner is not None and step < config.steps and targets:
             planner.observe(start, model)
     latency = {}
     if planner is not None:
-        measured = planner.measure(start, model)
+        tried = [(planner.measure(start, model), model)]
         for extra in range(1, CORRECTIONS + 1):
-            if measured <= config.latency * (1 + config.tolerance):
+            measured = tried[-1][0]
+            if abs(measured / config.latency - 1) <= config.tolerance:
                 break
             aim = planner.predict(model) * config.latency / measured  # the table's ratio that measures at target
-            targets = planner.targets(model, prune.importance_for(config), aim, locked)
+            if measured < config.latency:  # faster than asked: redo the last step from before it, less deep
+                model = before_last
+            targets = planner.targets(model, aim, locked)
             if not targets:
                 break
             step_once(config.steps + extra, targets, f"correction {extra}")
-            measured = planner.measure(start, model)
+            tried.append((planner.measure(start, model), model))
+        measured, model = _closest(tried, config.latency * (1 + config.tolerance))
         latency = planner.record(planner.predict(model), measured)
     captured = capture(model, input_shape)
     after = profile(captured)
@@ -232,6 +237,12 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
     if guard is not None:
         record.log.append({"step": "validations", "count": guard.checks})
     return model, record
+
+
+def _closest(tried: list[tuple[float, "nn.Module"]], limit: float) -> tuple[float, "nn.Module"]:
+    """The slowest measured result within ``limit`` (it keeps the most), else the fastest of them."""
+    within = [t for t in tried if t[0] <= limit]
+    return max(within, key=lambda t: t[0]) if within else min(tried, key=lambda t: t[0])
 
 
 def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfig, targets: dict[str, int],

@@ -226,6 +226,9 @@ class PrunePass(CompressionPass):
                    config: PruneConfig) -> tuple["nn.Module", "PassRecord"]:
         if self.needs_calibration and config.calibration is None:
             raise InputError(f"the {self.name} pass needs calibration images (PruneConfig.calibration)")
+        if config.latency is not None and config.calibration is None:
+            raise InputError("pruning to a latency judges each group's widths by what they change in the output on "
+                             "calibration images: pass --calib (PruneConfig.calibration)")
         return run_schedule(self, model, tuple(input_shape), config)
 
 

@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medexport.errors import InputError
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -38,10 +36,7 @@ BATCH = 4
 class Sensitivity:
     """Output distortion of narrowed copies of a model against the model, on up to ``IMAGES`` calibration images."""
 
-    def __init__(self, images: np.ndarray | None) -> None:
-        if images is None or len(images) == 0:
-            raise InputError("pruning to a latency judges each group's widths by what they change in the output on "
-                             "calibration images: pass --calib (PruneConfig.calibration)")
+    def __init__(self, images: np.ndarray) -> None:
         picks = np.linspace(0, len(images) - 1, min(IMAGES, len(images))).round().astype(int)
         self.images = np.ascontiguousarray(np.asarray(images)[np.unique(picks)], np.float32)
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 STEP = 0.002  # of the model's time: a cheaper count that saves less than this is on the same stair
 SOLVES = 6  # knapsack solves per step while the joint model predicts over budget
 RATIOS = 33  # candidate removal ratios from 0 to max_ratio, rounded by the config
-PROBES = 8  # candidate counts per group whose distortion is measured; the others are interpolated
+PROBES = 6  # candidate counts per group whose distortion is measured; the others are interpolated
 UNIFORM = (0.25, 0.5, 0.75)  # removal ratios of the uniform models the table is fitted on
 MIXES = 9  # random per-group mixes of removal ratios the table is also fitted on
 TIMING_SECONDS = 2.0  # at least, per side-by-side timing: 15 rounds of a 2D U-Net take 0.3 s and repeat within 7%
@@ -57,11 +57,12 @@ TIMING_SECONDS = 2.0  # at least, per side-by-side timing: 15 rounds of a 2D U-N
 class LatencyPlanner:
     """The latency table of ``model``'s prunable groups and the per-step choice of their widths.
 
-    ``narrow(base, {group: channels})`` returns a copy of ``base`` with those groups narrowed by the pass."""
+    ``narrow(base, {group: channels}, graph)`` returns a copy of ``base`` with those groups narrowed by the pass
+    (``graph``: ``base``'s analysis, or None to analyse it)."""
 
     def __init__(self, model: "nn.Module", input_shape: tuple[int, ...], config: "PruneConfig",
                  graph: "DependencyGraph", prunable: list[str],
-                 narrow: "Callable[[nn.Module, dict[str, int]], nn.Module]") -> None:
+                 narrow: "Callable[..., nn.Module]") -> None:
         from medexport.compression.pruning.latency_table import measure
 
         self.config, self.input_shape, self.narrow = config, tuple(input_shape), narrow
@@ -84,9 +85,10 @@ class LatencyPlanner:
 
     def targets(self, model: "nn.Module", budget: float, locked: dict[str, str]) -> dict[str, int]:
         """``{group: channels to keep}`` for the groups that narrow, chosen for ``budget`` on ``model`` as it is."""
-        current = self._widths(model)
+        graph = self._analyze(model)
+        current = {g.name: g.channels for g in graph.groups if g.name in self.original}
         distortion = self.sensitivity.of(model)
-        options = {name: self._options(model, name, current, distortion)
+        options = {name: self._options(model, graph, name, current, distortion)
                    for name in current if name not in locked}
         allowed = budget - self.table.predict(current)  # summed change of the groups' costs
         floor = sum(min(cost for _, cost, _ in o) for o in options.values() if o)
@@ -103,7 +105,7 @@ class LatencyPlanner:
                              "distortion": round(-value, 5), "kept": kept})
         return kept
 
-    def _options(self, model: "nn.Module", name: str, current: dict[str, int],
+    def _options(self, model: "nn.Module", graph: "DependencyGraph", name: str, current: dict[str, int],
                  distortion: "Callable[[nn.Module], float]") -> list:
         """(channels, cost change, minus distortion) per candidate count of group ``name``, snapped to the
         staircase; the distortion is measured at up to PROBES counts and interpolated between them."""
@@ -119,7 +121,7 @@ class LatencyPlanner:
                       STEP)
         widths = sorted(k for k, _, _ in priced)
         probes = sorted({widths[round(i)] for i in np.linspace(0, len(widths) - 1, min(PROBES, len(widths)))})
-        measured = {k: (0.0 if k == now else distortion(self.narrow(model, {name: k}))) for k in probes}
+        measured = {k: (0.0 if k == now else distortion(self.narrow(model, {name: k}, graph))) for k in probes}
         xs = sorted(measured)
         return [(k, c, -float(np.interp(k, xs, [measured[x] for x in xs]))) for k, c, _ in priced]
 
@@ -130,12 +132,14 @@ class LatencyPlanner:
         self.table.fit([(self._widths(model), measured)])
         return measured
 
-    def _widths(self, model: "nn.Module") -> dict[str, int]:
+    def _analyze(self, model: "nn.Module") -> "DependencyGraph":
         from medexport.compression.pruning.dependency import analyze
         from medexport.graph import capture
 
-        graph = analyze(capture(model, self.input_shape), model)
-        return {g.name: g.channels for g in graph.groups if g.name in self.original}
+        return analyze(capture(model, self.input_shape), model)
+
+    def _widths(self, model: "nn.Module") -> dict[str, int]:
+        return {g.name: g.channels for g in self._analyze(model).groups if g.name in self.original}
 
     def predict(self, model: "nn.Module") -> float:
         """The table's latency ratio for ``model`` (a pruned copy of the original)."""

@@ -94,10 +94,10 @@ class MergePass(PrunePass):
             return None
         return torch.stack([torch.cat(columns[c]) for c in group.classes])
 
-    def step(self, model, input_shape, config, targets=None):
+    def step(self, model, input_shape, config, targets=None, graph=None):
         self._calibration = config.calibration[:_IMAGES]
         self._samples = {}
-        return super().step(model, input_shape, config, targets)
+        return super().step(model, input_shape, config, targets, graph)
 
     def before_slicing(self, model: "nn.Module", chosen: PrunePlan, config: "PruneConfig") -> None:
         graph = chosen.graph

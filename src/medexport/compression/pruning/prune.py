@@ -97,15 +97,17 @@ def lowest(group: Group, graph: DependencyGraph, n_keep: int, importance: "Impor
 
 
 def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, importance: "Importance",
-         method: str = "", targets: dict[str, int] | None = None, choose=lowest) -> PrunePlan:
+         method: str = "", targets: dict[str, int] | None = None, choose=lowest,
+         graph: DependencyGraph | None = None) -> PrunePlan:
     """Choose, without changing ``model``, the classes each group drops to keep ``targets[name]`` channels.
 
     ``targets`` default to :func:`schedule.allocate` under ``config``; ``choose(group, graph, n_keep,
     importance, plan)`` picks the classes (lowest scores by default; filter merging clusters instead).
+    ``graph`` is ``model``'s analysis when the caller has it (it is captured and analysed otherwise).
     """
     from medexport.graph import capture
 
-    graph = analyze(capture(model, tuple(input_shape)), model)
+    graph = graph or analyze(capture(model, tuple(input_shape)), model)
     result = PrunePlan(graph, set(), min_channels=config.min_channels)
     if targets is None:
         targets, result.skipped = allocate(graph, config, importance)
@@ -213,10 +215,11 @@ class PrunePass(CompressionPass):
         """Hook for weight surgery that needs the full-width layers (nothing for plain pruning)."""
 
     def step(self, model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig,
-             targets: dict[str, int] | None = None) -> PrunePlan:
-        """One structural step on ``model`` in place: plan, weight surgery, slicing."""
+             targets: dict[str, int] | None = None, graph: DependencyGraph | None = None) -> PrunePlan:
+        """One structural step on ``model`` in place: plan, weight surgery, slicing (``graph``: ``model``'s
+        analysis, when the caller has it)."""
         chosen = plan(model, input_shape, config, self.importance_for(config), self.name, targets,
-                      self.choose)
+                      self.choose, graph)
         self.before_slicing(model, chosen, config)
         apply_plan(model, chosen)
         check_runs(model, input_shape, self.name)

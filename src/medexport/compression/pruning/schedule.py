@@ -172,9 +172,9 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
         from medexport.compression.pruning.latency_mode import LatencyPlanner
 
         skipped = {g.name: r for g in graph.groups if (r := skip_reason(g, config))}
-        def narrow(base: "nn.Module", targets: dict[str, int]) -> "nn.Module":
-            small = copy.deepcopy(base)
-            prune.step(small, input_shape, config, targets)
+        def narrow(base: "nn.Module", targets: dict[str, int], graph: DependencyGraph | None = None) -> "nn.Module":
+            small, analysed = copy.deepcopy((base, graph))  # copied together: the graph's layers are the copy's
+            prune.step(small, input_shape, config, targets, analysed)
             return small
 
         planner = LatencyPlanner(model, input_shape, config, graph, [g.name for g in graph.groups

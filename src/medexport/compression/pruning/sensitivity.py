@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-IMAGES = 16  # calibration images a width is judged on (evenly spaced over those given)
+IMAGES = 8  # calibration images a width is judged on (evenly spaced over those given)
 BATCH = 4
 
 

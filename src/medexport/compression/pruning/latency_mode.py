@@ -74,10 +74,12 @@ class LatencyPlanner:
         rng = random.Random(0)
         mixes = [{n: rng.uniform(0.0, config.max_ratio) for n in self.original} for _ in range(MIXES)]
         plans = [dict.fromkeys(self.original, r) for r in UNIFORM] + mixes
-        models = [narrow(model, {n: config.kept_channels(c, plan[n]) for n, c in self.original.items()})
+        models = [narrow(model, {n: config.kept_channels(c, plan[n]) for n, c in self.original.items()}, graph)
                   for plan in plans]
-        models = [m for m in models if self._widths(m) != self.original]
-        self.table.fit(list(zip(map(self._widths, models), self._time(model, models))))
+        widths = [self._widths(m) for m in models]
+        narrowed = [i for i, w in enumerate(widths) if w != self.original]
+        timed = self._time(model, [models[i] for i in narrowed])
+        self.table.fit([(widths[i], ratio) for i, ratio in zip(narrowed, timed)])
 
     def budget(self, step: int) -> float:
         """Step ``step``'s latency budget, a fraction of the original's time."""

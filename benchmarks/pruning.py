@@ -1,6 +1,6 @@
 """Structured pruning and filter merging side by side: the papers' comparisons, and OpenVINO speed-up vs ideal.
 
-Two tables, both from one run (rerun it to reproduce them):
+Three parts, each from one run (rerun it to reproduce them):
 
 1. **Search** (``--part search``): on every zoo reference model with weights (read generically from the
    registry, so retrained or re-architected zoo models are picked up), under IDENTICAL guard rails
@@ -26,17 +26,9 @@ Two tables, both from one run (rerun it to reproduce them):
    result, with whether every class is within the default guard rails, beside the same for the uniform result
    whose measured latency is closest without being slower.
 
-4. **Against Torch-Pruning** (``--part torchpruning``): MONAI ResNet-18 2D at 224^2 and SegResNet 3D
-   (``init_filters=16``) at 64^3, random weights, halved by Torch-Pruning's DepGraph ``MagnitudePruner`` (L2,
-   per layer, head ignored) and by our prune-l2 at ``--ratio``; the original and both results compiled together
-   on OpenVINO CPU and timed interleaved (median). Beside the speed-ups: MACs of each, and how much of the
-   original's output each keeps on real images (:func:`medexport.zoo.samples.real_inputs`: brain MRI slices /
-   crops): argmax agreement for the classifier, worst-class Dice against the original's mask for SegResNet.
-   ``--match-latency`` adds our ``prune-l2 --latency`` asked for Torch-Pruning's measured latency, compared at
-   that latency. Needs ``pip install torch-pruning``.
+Against Torch-Pruning, on trained networks: ``benchmarks/torchpruning.py``.
 
     python benchmarks/pruning.py --part speedup --rounds 5 [--threads 1] [--profile]
-    python benchmarks/pruning.py --part torchpruning --threads 1 [--models ResNet-18] [--match-latency]
     python benchmarks/pruning.py --part search --models brain-tissue-unet2d
     python benchmarks/pruning.py --part latency --threads 1 --targets 0.5 0.33 [--finetune 100]
 
@@ -57,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from _lock import bench_lock
+from _machine import machine
 
 # (label, pass, scope, steps): the comparisons of the two papers
 SEARCHES = (
@@ -270,7 +263,7 @@ def latency_rows(models: list[str], targets: list[float], threads: int | None, f
         if finetune else "no fine-tuning"
     lines = [f"prune-l2, {steps} steps, {tuning}; OpenVINO CPU, batch 1, {threads or 'default'} thread(s); "
              "worst-class Dice on the held-out images; rails: the default guard rails (overall Dice -1 point, "
-             f"each class -3) against the original. {_machine()}", "",
+             f"each class -3) against the original. {machine()}", "",
              "| model | asked | predicted | measured: pass / here | prediction error | pass s | worst-class Dice "
              "(rails) | uniform at <= that latency: worst-class Dice (rails; ratio, measured) |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -311,120 +304,7 @@ def latency_rows(models: list[str], targets: list[float], threads: int | None, f
                          f"| {error:+.1%} | {seconds:.0f} | {judged(small)} "
                          f"| {judged(uniform[pick])}; {uniform_ratios[pick]:g}, {flat[pick]:.3f} |")
             print(lines[-1], file=sys.stderr)
-    return lines + ["", f"After: {_machine()}"]
-
-
-# -- against Torch-Pruning ---------------------------------------------------------------------------
-
-TP_NETWORKS = {  # name: (MONAI factory, kwargs, input shape); the head is the last conv or linear
-    "ResNet-18 2D 224^2": ("resnet18", {"spatial_dims": 2, "n_input_channels": 1, "num_classes": 3},
-                           (1, 1, 224, 224)),
-    "SegResNet 3D 64^3": ("SegResNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "init_filters": 16},
-                          (1, 1, 64, 64, 64)),
-}
-
-
-def torch_pruning_rows(ratio: float, threads: int | None, images: int = 16, only: list[str] | None = None,
-                       match: bool = False) -> list[str]:
-    import copy
-
-    import monai.networks.nets as nets
-    import torch
-    import torch_pruning as tp
-
-    from medexport.compression import get_pass
-    from medexport.compression._latency import Timer
-    from medexport.compression.base import model_macs
-    from medexport.compression.pruning import PruneConfig
-    from medexport.zoo.samples import real_inputs
-
-    lines = [f"{ratio:.0%} of the channels of every group: Torch-Pruning {tp.__version__} DepGraph MagnitudePruner "
-             f"(L2, global_pruning=False, head ignored) vs our prune-l2 (one-shot, kept counts rounded to 8); random "
-             f"weights; OpenVINO CPU, batch 1, {threads or 'default'} thread(s), median of interleaved rounds; "
-             f"agreement with the original on {images} real brain MRI slices / crops. {_machine()}", "",
-             "| network | MACs original (M) | MACs ours / TP (M) | fewer MACs ours / TP | ms original | ms ours / TP "
-             "| speed-up ours / TP | kept output ours / TP |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    matched = []
-    for name, (factory, kwargs, shape) in TP_NETWORKS.items():
-        if only and not any(name.startswith(o) for o in only):
-            continue
-        torch.manual_seed(0)
-        model = getattr(nets, factory)(**kwargs).eval()
-        ours = get_pass("prune-l2").apply(model, shape, PruneConfig(ratio=ratio))[0].eval()
-        theirs = copy.deepcopy(model)
-        head = [m for m in theirs.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Conv3d))][-1]
-        tp.pruner.MagnitudePruner(theirs, torch.zeros(shape), importance=tp.importance.MagnitudeImportance(p=2),
-                                  pruning_ratio=ratio, global_pruning=False, ignored_layers=[head]).step()
-        theirs.eval()
-        macs = [model_macs(m, shape) for m in (model, ours, theirs)]
-        with bench_lock(), Timer("openvino", shape, threads=threads, rounds=15, calls=3) as timer:
-            base, ms_ours, ms_tp = timer.time([timer.open(m) for m in (model, ours, theirs)])
-        x = torch.from_numpy(real_inputs(shape, n=images))
-        with torch.no_grad():
-            outs = [torch.cat([m(x[i:i + 1]) for i in range(len(x))]) for m in (model, ours, theirs)]
-        kept = [_kept(outs[0], out) for out in outs[1:]]
-        lines.append(f"| {name} | {macs[0] / 1e6:.0f} | {macs[1] / 1e6:.0f} / {macs[2] / 1e6:.0f} "
-                     f"| {macs[0] / macs[1]:.2f}x / {macs[0] / macs[2]:.2f}x | {base:.2f} "
-                     f"| {ms_ours:.2f} / {ms_tp:.2f} "
-                     f"| {base / ms_ours:.2f}x / {base / ms_tp:.2f}x | {kept[0]} / {kept[1]} |")
-        print(lines[-1], file=sys.stderr)
-        if match:
-            matched.append(_matched_row(name, model, theirs, shape, ms_tp / base, threads, outs[0], x))
-            print(matched[-1], file=sys.stderr)
-    if matched:
-        lines += ["", "At Torch-Pruning's measured latency: our prune-l2 --latency (2 steps) asked for it, the "
-                  "original and both results timed together again.", "",
-                  "| network | asked | ours predicted / measured in the pass | measured here ours / TP "
-                  "| fewer MACs ours / TP | kept output ours / TP |", "|---|---:|---:|---:|---:|---:|", *matched]
-    return lines + ["", f"After: {_machine()}"]
-
-
-def _matched_row(name: str, model, theirs, shape, target: float, threads: int | None, reference, x) -> str:
-    """Our latency mode asked for ``target`` (Torch-Pruning's measured ratio), timed beside the original and theirs."""
-    import torch
-
-    from medexport.compression import get_pass
-    from medexport.compression._latency import Timer
-    from medexport.compression.base import model_macs
-    from medexport.compression.pruning import PruneConfig
-
-    ours, record = get_pass("prune-l2").apply(model, shape, PruneConfig(latency=target, steps=2, threads=threads))
-    ours.eval()
-    with bench_lock(), Timer("openvino", shape, threads=threads, rounds=15, calls=3) as timer:
-        base, ms_ours, ms_tp = timer.time([timer.open(m) for m in (model, ours, theirs)])
-    with torch.no_grad():
-        outs = [torch.cat([m(x[i:i + 1]) for i in range(len(x))]) for m in (ours, theirs)]
-    macs = [model_macs(m, shape) for m in (model, ours, theirs)]
-    lat = record.latency
-    return (f"| {name} | {target:.2f} | {lat['predicted']:.2f} / {lat['measured']:.2f} | {ms_ours / base:.2f} / "
-            f"{ms_tp / base:.2f} | {macs[0] / macs[1]:.2f}x / {macs[0] / macs[2]:.2f}x "
-            f"| {_kept(reference, outs[0])} / {_kept(reference, outs[1])} |")
-
-
-def _machine() -> str:
-    """The ISA flags that matter for OpenVINO CPU kernels and the load average, to print beside timings."""
-    import os
-    import re
-
-    flags = set(re.findall(r"\b(avx512_vnni|avx2|amx\w*)\b", Path("/proc/cpuinfo").read_text()))
-    return f"ISA: {', '.join(sorted(flags)) or 'none of avx2/avx512_vnni/amx'}; load average {os.getloadavg()[0]:.1f}."
-
-
-def _kept(reference, output) -> str:
-    """Argmax agreement and cosine of the logits (N, K), or worst-class Dice of the argmax masks (N, K, *spatial),
-    against the original's."""
-    import torch
-
-    ref, out = reference.argmax(1), output.argmax(1)
-    if reference.ndim == 2:  # random weights make near-constant logits: their direction says more than argmax
-        cosine = torch.nn.functional.cosine_similarity(reference.flatten(), output.flatten(), dim=0).item()
-        return f"{(ref == out).float().mean().item():.0%} agree, cos {cosine:.3f}"
-    dice = []
-    for k in range(reference.shape[1]):
-        a, b = ref == k, out == k
-        total = a.sum().item() + b.sum().item()
-        dice.append(2 * (a & b).sum().item() / total if total else 1.0)
-    return f"Dice {min(dice):.3f}"
+    return lines + ["", f"After: {machine()}"]
 
 
 def _prunable(model, shape) -> int:
@@ -439,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     from medexport.evaluation import GuardRails
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["speedup", "search", "both", "latency", "torchpruning"], default="both")
+    parser.add_argument("--part", choices=["speedup", "search", "both", "latency"], default="both")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.33], help="latency part: targets")
     parser.add_argument("--finetune", type=int, default=0, help="latency part: distillation steps per pruning step")
     parser.add_argument("--iterative", type=int, default=2, help="latency part: pruning steps")
@@ -449,8 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
-    parser.add_argument("--match-latency", action="store_true",
-                        help="torchpruning part: also our latency mode at Torch-Pruning's measured latency")
     parser.add_argument("--no-latency", action="store_true", help="search part: skip the OpenVINO timing")
     parser.add_argument("--profile", action="store_true", help="speed-up part: OpenVINO per-node times")
     parser.add_argument("--max-overall-drop", type=float, default=GuardRails().max_overall_drop)
@@ -462,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
         names = args.models or [n for n in list_models() if "unet" in n and get_model(n).weights_path().is_file()]
         print("\n".join(latency_rows(names, args.targets, args.threads, args.finetune, tuple(args.uniform),
                                   args.iterative)))
-    if args.part == "torchpruning":
-        print("\n".join(torch_pruning_rows(args.ratio, args.threads, only=args.models, match=args.match_latency)))
     if args.part in ("speedup", "both"):
         print("\n".join(speedup_rows(args.rounds, args.threads, args.ratio, args.profile)) + "\n")
     if args.part in ("search", "both"):

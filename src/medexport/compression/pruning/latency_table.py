@@ -43,6 +43,7 @@ FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of a layer's original channels, measured o
 CHUNK = 12  # layers (each with its call-and-copies model) compiled and timed at once, each chunk beside the reference conv
 ROUNDS = 21
 MIN_SECONDS = 0.2  # of timing per chunk at least
+OUTLIER = 4.0  # robust standard deviations of the fit's residuals beyond which a timed model is left out
 REFERENCE = ("Conv", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (), (64, 64), 32, 32)  # the reference op's key
 
 
@@ -81,6 +82,16 @@ class LayerCost:
         return cin, cout
 
 
+def _line(features: np.ndarray, y: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients over the ``used`` rows: intercept, time and MACs, or intercept and time alone when
+    the MACs term comes out negative (fewer MACs never cost time), or a slope of 1 when even that fails."""
+    for columns in ([0, 1, 2], [0, 1]) if used.sum() > 3 else ([0, 1],):
+        solution, *_ = np.linalg.lstsq(features[used][:, columns], y[used], rcond=None)
+        if np.all(solution[1:] >= 0):
+            return solution
+    return np.array([float(np.mean(y[used] - features[used, 1])), 1.0])
+
+
 def _monotone(points: dict[int, float]) -> dict[int, float]:
     """Times no higher at fewer channels (a running minimum from the widest down): a narrower conv measured slower
     is a spike of the shared machine's load or a layout the backend falls back to, and either way not worth
@@ -114,6 +125,7 @@ class LatencyTable:
     measured: int = 0  # layer models timed (0: all from the cache)
     coefficients: tuple[float, float, float] | None = None  # (intercept, per share, per macs) once fitted
     points: list[tuple[dict[str, int], float]] = field(default_factory=list)  # (widths, measured ratio) fitted
+    outliers: int = 0  # points the last fit left out (residual beyond OUTLIER robust deviations)
 
     def share(self, kept: dict[str, float]) -> float:
         """The layers' summed time with these groups narrowed, over the original whole model's."""
@@ -142,19 +154,24 @@ class LatencyTable:
         the channels. On the 2D reference U-Net one scale fitted at half width predicted random widths 9-16%
         off; fitted on a dozen whole models, the layers' time alone left 11% (90th percentile of the error on
         other widths), the layers' time and MACs together 6%, the timing's own repeatability being 6%
-        (3D: 5% and 4%). A fit whose MACs term comes out negative falls back to the time alone."""
+        (3D: 5% and 4%). A fit whose MACs term comes out negative falls back to the time alone; points further
+        from the first fit than ``OUTLIER`` robust standard deviations (1.4826 x the median residual, at least
+        0.02) are left out of the second."""
         self.points += [(dict(kept), float(ratio)) for kept, ratio in points]
         widths = [{}] + [kept for kept, _ in self.points]
         y = np.array([1.0] + [ratio for _, ratio in self.points])
         features = np.array([[1.0, self.share(k), self.macs(k)] for k in widths])
         if np.ptp(features[:, 1]) <= 1e-9:
             return  # nothing narrowed: no slope to see
-        for columns in ([0, 1, 2], [0, 1]) if len(y) > 3 else ([0, 1],):
-            solution, *_ = np.linalg.lstsq(features[:, columns], y, rcond=None)
-            if np.all(solution[1:] >= 0):
-                break
-        else:
-            solution = [float(np.mean(y - features[:, 1])), 1.0]  # a timing gone wrong under load is no model
+        used = np.ones(len(y), dtype=bool)
+        solution = _line(features, y, used)
+        residual = np.abs(features[:, :len(solution)] @ solution - y)
+        spread = 1.4826 * np.median(residual)
+        used = residual <= max(OUTLIER * spread, 0.02)
+        used[0] = True  # the original is 1.0 by definition
+        if not used.all():  # a timing a burst of load spoilt (one step measured 0.52 for 0.87 predicted, 3D, load 4)
+            solution = _line(features, y, used)
+        self.outliers = int((~used).sum())
         self.coefficients = tuple(float(v) for v in (*solution, 0.0, 0.0)[:3])
 
     def staircase(self) -> dict[str, dict[str, dict[int, float]]]:

@@ -60,6 +60,8 @@ def _print_latency(out, method: str, latency: dict) -> None:
               f"{latency['predicted']:.2f}x, measured {latency['measured']:.2f}x of the original's; latency table "
               f"{latency['table_seconds']:.0f} s ({latency['layers_measured']} layer models timed, the rest cached), "
               f"fitted on {latency['fit']['models']} whole models timed beside the original")
+    for warning in latency.get("warnings", []):
+        out.print(f"warning: {warning}")
     for layer, sides in latency["staircase"].items():
         steps = "; ".join(f"{side} " + " ".join(f"{count}:{share:.1f}%" for count, share in points.items())
                           for side, points in sides.items())

@@ -67,6 +67,8 @@ class LatencyPlanner:
 
         self.config, self.input_shape, self.narrow = config, tuple(input_shape), narrow
         groups = [g for g in graph.groups if g.name in prunable]
+        self.warnings: list[str] = []
+        self._check_idle()
         self.table = measure(model, self.input_shape, graph, groups, config.backend, config.threads)
         self.original = dict(self.table.channels)
         self.sensitivity = Sensitivity(config.calibration)
@@ -147,8 +149,19 @@ class LatencyPlanner:
         """The table's latency ratio for ``model`` (a pruned copy of the original)."""
         return self.table.predict(self._widths(model))
 
+    def _check_idle(self) -> None:
+        """Note when other processes keep the CPU busy: on a shared 2-core machine a 1-thread timing then swings
+        by a third (the 2D reference U-Net pruned uniformly by 3/8 measured 0.59 quiet, 0.80 beside two busy
+        jobs), and the table's fit and the corrections follow whatever was measured."""
+        from medexport.bench import busy_warning
+
+        warning = busy_warning()
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+
     def measure(self, original: "nn.Module", model: "nn.Module") -> float:
         """``model``'s median latency over ``original``'s, timed side by side on the backend (kept in the history)."""
+        self._check_idle()
         predicted = self.predict(model)
         ratio = self._time(original, [model])[0]
         self.history.append({"measured": round(ratio, 4), "predicted": round(predicted, 4)})
@@ -168,4 +181,4 @@ class LatencyPlanner:
                 "table_seconds": round(self.table.seconds, 2), "layers_measured": self.table.measured,
                 "fit": {"models": len(self.table.points), "outliers": self.table.outliers, "coefficients": [round(c, 4) for c in
                                                                            self.table.coefficients or ()]},
-                "steps": self.history, "staircase": self.table.staircase()}
+                "steps": self.history, "staircase": self.table.staircase(), "warnings": self.warnings}

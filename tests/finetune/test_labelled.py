@@ -10,6 +10,7 @@ from medexport.evaluation import GuardRails
 from medexport.evaluation.validation import LabelledData
 from medexport.finetune import LabelledConfig, finetune_on_labels
 from medexport.finetune.labelled import labelled_loss, split_indices
+from tests._interrupt import interrupt_at
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +81,7 @@ def test_a_resumed_run_continues_where_it_stopped(pruned, tmp_path, monkeypatch)
     config = LabelledConfig(steps=16, batch=2, eval_every=4, patience=10)
     whole, whole_record = finetune_on_labels(copy.deepcopy(student), original, train, config, GuardRails())
 
-    view, calls = labelled.random_labelled_view, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 11:
-            raise KeyboardInterrupt
-        return view(*args)
-
-    monkeypatch.setattr(labelled, "random_labelled_view", interrupted)
+    view = interrupt_at(monkeypatch, 11)
     path = tmp_path / "round-0.pt"
     with pytest.raises(KeyboardInterrupt):
         finetune_on_labels(copy.deepcopy(student), original, train, config, GuardRails(), checkpoint=path)

@@ -12,6 +12,7 @@ from medexport.errors import DataError, InputError
 from medexport.evaluation import GuardRails
 from medexport.loading import ModelSpec
 from medexport.pipeline import BuildConfig, CompressionConfig, DataConfig, run_compress
+from tests._interrupt import interrupt_at
 from medexport.pipeline._outdir import CHECKPOINTS
 
 
@@ -40,15 +41,7 @@ def test_an_interrupted_compress_resumes_its_fine_tuning_from_the_checkpoint_it_
 
     out = tmp_path / "out"   # not there before: a failure removes what it wrote, except the checkpoints
     config = _config(out, split, data=str(split / "judge.npz"))
-    view, calls = labelled.random_labelled_view, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 16:
-            raise KeyboardInterrupt
-        return view(*args)
-
-    monkeypatch.setattr(labelled, "random_labelled_view", interrupted)
+    view = interrupt_at(monkeypatch, 16)
     with pytest.raises(KeyboardInterrupt):
         run_compress(config)
     assert [p.name for p in out.iterdir()] == [CHECKPOINTS]

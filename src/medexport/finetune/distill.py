@@ -119,14 +119,7 @@ def distill(student: "nn.Module", teacher: "nn.Module", images: np.ndarray, conf
                     raise InputError(f"the compressed model's output {tuple(out.shape)} differs from the "
                                      f"original's {tuple(target.shape)}: it cannot be distilled from it")
                 loss = distillation_loss(out, target, config.temperature, config.logit_weight)
-                if not torch.isfinite(loss):
-                    raise DataError(f"fine-tuning diverged (loss {loss.item()}) after {len(losses)} steps; "
-                                    "lower the learning rate or use fewer steps")
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
+                losses.append(descend(loss, optimizer, schedule, len(losses)))
                 advance(losses[-1])
     finally:
         student.eval()
@@ -160,6 +153,21 @@ def _checked(images: np.ndarray) -> np.ndarray:
     if not np.isfinite(images).all():
         raise DataError("fine-tuning images contain NaN or infinite values")
     return images
+
+
+def descend(loss, optimizer, schedule, done: int) -> float:
+    """One optimizer and learning-rate step on ``loss`` (after ``done`` steps); DataError when it is not finite.
+    Shared by distillation and fine-tuning on labels. Returns the loss."""
+    import torch
+
+    if not torch.isfinite(loss):
+        raise DataError(f"fine-tuning diverged (loss {loss.item()}) after {done} steps; lower the learning rate or "
+                        "use fewer steps")
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return loss.item()
 
 
 class _progress:

@@ -27,7 +27,7 @@ from medexport.errors import DataError, InputError
 from medexport.finetune.augment import random_labelled_view
 from medexport.finetune.checkpoint import (fingerprint, load_checkpoint, rng_state, save_checkpoint,
                                            set_rng_state)
-from medexport.finetune.distill import _progress
+from medexport.finetune.distill import _progress, descend
 from medexport.finetune.early_stop import EarlyStopping, GuardRailScore
 
 if TYPE_CHECKING:
@@ -169,15 +169,7 @@ def finetune_on_labels(student: "nn.Module", original: "nn.Module", data: "Label
                 pick = rng.integers(0, len(pool_x), batch)
                 x, y = _patches(pool_x[pick], pool_y[pick], patch, rng)
                 x, y = random_labelled_view(x, y, rng)
-                loss = loss_fn(student(x), y)
-                if not torch.isfinite(loss):
-                    raise DataError(f"fine-tuning diverged (loss {loss.item()}) after {step} steps; lower the "
-                                    "learning rate or use fewer steps")
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
+                losses.append(descend(loss_fn(student(x), y), optimizer, schedule, step))
                 step += 1
                 advance(losses[-1])
                 if step % every == 0 or step == config.steps:

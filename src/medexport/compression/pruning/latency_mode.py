@@ -132,8 +132,8 @@ class LatencyPlanner:
     def observe(self, original: "nn.Module", model: "nn.Module") -> float:
         """Time ``model`` beside ``original`` and add it to the table's fit (after each step but the last: the next
         step's budget is then priced from what this one measured as well)."""
-        measured = self.measure(original, model)
-        self.table.fit([(self._widths(model), measured)])
+        measured, widths = self._measure(original, model)
+        self.table.fit([(widths, measured)])
         return measured
 
     def _analyze(self, model: "nn.Module") -> "DependencyGraph":
@@ -161,11 +161,16 @@ class LatencyPlanner:
 
     def measure(self, original: "nn.Module", model: "nn.Module") -> float:
         """``model``'s median latency over ``original``'s, timed side by side on the backend (kept in the history)."""
+        return self._measure(original, model)[0]
+
+    def _measure(self, original: "nn.Module", model: "nn.Module") -> tuple[float, dict[str, int]]:
+        """:meth:`measure`, and ``model``'s group widths (analysed once for the prediction and the fit)."""
         self._check_idle()
-        predicted = self.predict(model)
+        widths = self._widths(model)
+        predicted = self.table.predict(widths)
         ratio = self._time(original, [model])[0]
         self.history.append({"measured": round(ratio, 4), "predicted": round(predicted, 4)})
-        return ratio
+        return ratio, widths
 
     def _time(self, original: "nn.Module", models: list["nn.Module"]) -> list[float]:
         """Each of ``models``' median latency over ``original``'s, all compiled together and timed interleaved."""

@@ -21,13 +21,16 @@ Parts (``--part``):
    ``--finetune`` distillation steps from the original for each (one-shot pruning of a trained network, by either
    tool, leaves little of its output); ``--match-latency`` adds our
    ``prune-l2 --latency`` asked for Torch-Pruning's measured latency ratio (2 steps, calibration images from the
-   training side), timed again together with the original and Torch-Pruning's model.
+   training side), timed again together with the original and Torch-Pruning's model. ``--group-norm groups``
+   prunes SegResNet's GroupNorms a whole norm group at a time (our exact mode) instead of single channels.
+   The distillation is class-balanced (the library's default).
 2. ``importance``: our producer-only L2 against group-wide L2 scores (producers' filters + consumers' input
    columns + affine norm scales; Torch-Pruning's sum of squares, and a sum of norms) at ratio 0.5, one-shot, on
    the two trained networks and the zoo's trained tissue U-Nets (held-out data of their cards). An experiment:
    the scores are defined here, ``importance.py`` is unchanged.
 
     python benchmarks/torchpruning.py --part ratio --threads 1 --match-latency [--finetune 30] [--models ResNet-18]
+                                      [--group-norm groups]
     python benchmarks/torchpruning.py --part importance
 
 Trained weights are cached in ``$MEDEXPORT_CACHE/torchpruning`` (default ``~/.cache/medexport``), keyed by the
@@ -364,7 +367,8 @@ def torch_pruning(model, shape, ratio: float):
     return theirs.eval()
 
 
-def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bool, finetune: int) -> list[str]:
+def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bool, finetune: int,
+               group_norm: str = "channels") -> list[str]:
     import torch_pruning as tp
 
     from medexport.compression import get_pass
@@ -373,7 +377,8 @@ def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bo
     from medexport.compression.pruning import PruneConfig
 
     lines = [f"{ratio:.0%} of the channels of every group, one-shot: Torch-Pruning {tp.__version__} DepGraph "
-             f"MagnitudePruner (L2, head ignored) vs our prune-l2 (kept counts rounded to 8). Trained networks; "
+             f"MagnitudePruner (L2, head ignored) vs our prune-l2 (kept counts rounded to 8, GroupNorm losing "
+             f"{group_norm}). Trained networks; "
              f"OpenVINO CPU, batch 1, {threads or 'default'} thread(s), median of interleaved rounds. Kept output on "
              f"the held-out images, as pruned and after the same {finetune} distillation steps for each. {machine()}",
              "",
@@ -382,7 +387,7 @@ def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bo
     matched = []
     for net in nets:
         shape = net.shape
-        ours = get_pass("prune-l2").apply(net.model, shape, PruneConfig(ratio=ratio))[0].eval()
+        ours = get_pass("prune-l2").apply(net.model, shape, PruneConfig(ratio=ratio, group_norm=group_norm))[0].eval()
         theirs = torch_pruning(net.model, shape, ratio)
         macs = [model_macs(m, shape) for m in (net.model, ours, theirs)]
         with bench_lock(), Timer("openvino", shape, threads=threads, rounds=15, calls=3) as timer:
@@ -396,7 +401,7 @@ def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bo
                      f"| {kept[0]} | {kept[1]} |")
         print(lines[-1], file=sys.stderr, flush=True)
         if match:
-            matched.append(_matched_row(net, theirs, ms_tp / base, threads, reference, finetune, kept[1]))
+            matched.append(_matched_row(net, theirs, ms_tp / base, threads, reference, finetune, kept[1], group_norm))
             print(matched[-1], file=sys.stderr, flush=True)
     if matched:
         lines += ["", "At Torch-Pruning's measured latency: our prune-l2 --latency (2 steps, no fine-tuning inside "
@@ -410,7 +415,7 @@ def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bo
 
 
 def _matched_row(net: Trained, theirs, target: float, threads: int | None, reference, finetune: int,
-                 kept_theirs: str) -> str:
+                 kept_theirs: str, group_norm: str = "channels") -> str:
     """Our latency mode asked for ``target`` (Torch-Pruning's measured ratio), timed beside the original and theirs
     (whose kept output, ``kept_theirs``, is already known)."""
     from medexport.compression import get_pass
@@ -420,7 +425,7 @@ def _matched_row(net: Trained, theirs, target: float, threads: int | None, refer
 
     start = time.perf_counter()
     ours, record = get_pass("prune-l2").apply(net.model, net.shape, PruneConfig(
-        latency=target, steps=2, threads=threads, calibration=net.calibration))
+        latency=target, steps=2, threads=threads, calibration=net.calibration, group_norm=group_norm))
     seconds = time.perf_counter() - start
     ours.eval()
     with bench_lock(), Timer("openvino", net.shape, threads=threads, rounds=15, calls=3) as timer:
@@ -525,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
     parser.add_argument("--finetune", type=int, default=30,
                         help="ratio part: distillation steps applied alike to every pruned model (0: none)")
+    parser.add_argument("--group-norm", choices=["channels", "groups"], default="channels",
+                        help="ratio part: how our passes prune a GroupNorm (single channels, or whole norm groups)")
     parser.add_argument("--match-latency", action="store_true",
                         help="also our latency mode at Torch-Pruning's measured latency")
     args = parser.parse_args(argv)
@@ -541,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt(net.kept(*(2 * [predict(net.model, net.images)]), net.labels))}", file=sys.stderr, flush=True)
         trained.append(net)
     if args.part in ("ratio", "both"):
-        print("\n".join(ratio_rows(trained, args.ratio, args.threads, args.match_latency, args.finetune)) + "\n")
+        print("\n".join(ratio_rows(trained, args.ratio, args.threads, args.match_latency, args.finetune,
+                                    args.group_norm)) + "\n")
     if args.part in ("importance", "both"):
         unets = [_zoo_unet(n) for n in wanted if n not in NETWORKS]
         print("\n".join(importance_rows(trained + unets, args.ratio)))

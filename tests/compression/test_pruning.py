@@ -98,8 +98,8 @@ def pruned(net):
     def get(key: str, method: str):
         if (key, method) not in cache:
             model, shape = net(key)
-            cache[key, method] = model, shape, *get_pass(method).apply(model, shape, pass_config(method, shape,
-                                                                                                  ratio=0.5))
+            cache[key, method] = model, shape, *get_pass(method).apply(model, shape, pass_config(
+                method, shape, ratio=0.5, group_norm="groups"))
         model, shape, small, record = cache[key, method]
         return copy.deepcopy(model), shape, copy.deepcopy(small), record
 
@@ -110,7 +110,7 @@ def pruned(net):
 def test_removing_zeroed_channels_leaves_the_output_unchanged(pruned, key, method):
     model, shape, small, record = pruned(key, method)
     stepped = copy.deepcopy(model)
-    chosen = get_pass(method).step(stepped, shape, pass_config(method, shape, ratio=0.5))  # one step, in place
+    chosen = get_pass(method).step(stepped, shape, pass_config(method, shape, ratio=0.5, group_norm="groups"))
     assert chosen.removed, f"{method} found nothing to prune in {key}"
     assert [(g.name, g.kept) for g in record.layers] == [(g.name, g.kept) for g in chosen.groups]
     assert all(g.kept + g.removed == g.channels and g.macs_after < g.macs_before for g in record.layers)
@@ -186,6 +186,34 @@ def test_groupnorm_loses_whole_norm_groups(pruned):
     model, _, small, _ = pruned("segresnet", GROUPS_PASS)
     norms = [(m, s) for m, s in zip(model.modules(), small.modules()) if isinstance(m, nn.GroupNorm)]
     assert norms and all(s.num_channels == m.num_channels // 2 and s.num_groups == m.num_groups // 2 for m, s in norms)
+
+
+def test_groupnorm_loses_single_channels_by_default_and_keeps_its_groups(net, tmp_path):
+    """The default ``group_norm="channels"``: every norm keeps its 8 groups with half the channels (the 8-channel
+    ones, one per group, stay whole), so its groups' statistics change (the pruned model is not the zeroed original, unlike with "groups"); it still computes the
+    same on ONNX Runtime as in torch."""
+    from medexport.compression.pruning.mutate import prune_layer
+    from medexport.exporter import export_onnx
+    from medexport.runtimes.onnxruntime.runner import Runner
+
+    model, shape = net("segresnet")
+    small, record = get_pass("prune-l2").apply(model, shape, PruneConfig(ratio=0.5))
+    norms = [(m, s) for m, s in zip(model.modules(), small.modules()) if isinstance(m, nn.GroupNorm)]
+    assert norms and all(s.num_groups == m.num_groups and s.num_channels == max(8, m.num_channels // 2)
+                         for m, s in norms)
+    whole, _ = get_pass("prune-l2").apply(model, shape, PruneConfig(ratio=0.5, group_norm="groups"))
+    x = _input(shape, batch=2)
+    with torch.no_grad():
+        assert not torch.allclose(small(x), whole(x), atol=1e-3)
+    export_onnx(small, shape, tmp_path / "small.onnx")
+    with Runner(tmp_path / "small.onnx") as runner:
+        _assert_close(runner.infer(x[:1].numpy()), small(x[:1]).detach().numpy())
+    odd = nn.GroupNorm(4, 8)   # 6 of 8 channels, not whole groups: the most groups that divide them
+    prune_layer(odd, {"channel": [0, 1, 2, 4, 5, 6]})
+    assert (odd.num_groups, odd.num_channels, odd.weight.shape[0]) == (3, 6, 6)
+    halves = nn.GroupNorm(4, 8)   # whole groups: the group size stays
+    prune_layer(halves, {"channel": [2, 3, 6, 7]})
+    assert (halves.num_groups, halves.num_channels) == (2, 4)
 
 
 class _Residual(nn.Module):

@@ -84,3 +84,20 @@ def test_a_student_with_other_outputs_cannot_be_distilled(pruned):
 def test_bad_recipes_are_refused(kwargs):
     with pytest.raises(InputError):
         DistillConfig(**kwargs)
+
+def test_the_loss_weighs_every_class_the_teacher_predicts_alike():
+    """A student that misses the teacher's small class (4 of 64 positions) and matches the rest: the plain mean
+    dilutes the miss 16-fold, the balanced loss halves it (two classes present), for softmax and sigmoid heads
+    (the sigmoid's loss is a cross-entropy: the teacher's own entropy is its floor, so misses are compared)."""
+    import torch
+
+    from medexport.finetune.distill import distillation_loss
+
+    for channels in (2, 1):
+        teacher = torch.full((1, channels, 8, 8), -4.0)
+        teacher[:, -1, :2, :2] = 4.0   # the small class: 4 positions
+        student = teacher.clone()
+        student[:, -1, :2, :2] = -4.0
+        plain, balanced = (distillation_loss(student, teacher, 1.0, 0.0, balanced=b).item() -
+                           distillation_loss(teacher, teacher, 1.0, 0.0, balanced=b).item() for b in (False, True))
+        assert plain > 0 and balanced == pytest.approx(plain * 64 / 4 / 2, rel=1e-4)

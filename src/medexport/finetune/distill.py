@@ -7,6 +7,11 @@ guard rails compare against: the student is trained to read images the way the d
 and needs no labels. Loss per output position: KL divergence of the student's class distribution from
 the teacher's (softmax over the channel axis; a sigmoid for single-channel outputs), plus a small mean
 squared error on the logits, which keeps their scale (INT8 calibration ranges and thresholds depend on it).
+The positions are class-balanced by default: each class the teacher predicts in a batch weighs the same, however
+few positions it holds. A plain mean lets the background buy the loss down: MONAI's SegResNet trained here for
+white matter (11% of the voxels), pruned to half its channels by Torch-Pruning, kept a white-matter Dice against
+the original of 0.81 after 10 plain steps and 0.04 after 40, the loss falling all along, while the balanced loss
+held 0.64-0.81 (``benchmarks/torchpruning.py``).
 
     student, record = distill(student, teacher, images, DistillConfig(steps=300))
 """
@@ -36,7 +41,8 @@ class DistillConfig:
 
     ``batch`` None: 8 images for 2D inputs, 2 volumes for 3D. ``logit_weight`` weighs the logit MSE
     against the KL term. ``act_compress``: the layers whose saved activations are stored compressed (activation-map
-    compression, :mod:`medexport.finetune.actcompress`); ``patch``: train on random crops of this spatial size."""
+    compression, :mod:`medexport.finetune.actcompress`); ``patch``: train on random crops of this spatial size;
+    ``balanced``: weigh each class the teacher predicts in a batch equally (see the module)."""
 
     steps: int = 300
     lr: float = 1e-3
@@ -46,6 +52,7 @@ class DistillConfig:
     seed: int = 0
     act_compress: "ActCompressSpec | None" = None
     patch: tuple[int, ...] | None = None
+    balanced: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -78,6 +85,7 @@ class DistillRecord:
     loss_last: float  # mean over the last 10% of steps
     act_compress: dict | None = None   # the activation-compression spec, when one was used
     patch: tuple[int, ...] | None = None
+    balanced: bool = True
 
     def to_dict(self) -> dict:
         return {**asdict(self), "augmentations": list(self.augmentations)}
@@ -118,7 +126,7 @@ def distill(student: "nn.Module", teacher: "nn.Module", images: np.ndarray, conf
                 if out.shape != target.shape:
                     raise InputError(f"the compressed model's output {tuple(out.shape)} differs from the "
                                      f"original's {tuple(target.shape)}: it cannot be distilled from it")
-                loss = distillation_loss(out, target, config.temperature, config.logit_weight)
+                loss = distillation_loss(out, target, config.temperature, config.logit_weight, config.balanced)
                 losses.append(descend(loss, optimizer, schedule, len(losses)))
                 advance(losses[-1])
     finally:
@@ -128,22 +136,30 @@ def distill(student: "nn.Module", teacher: "nn.Module", images: np.ndarray, conf
                                   config.logit_weight, len(images), AUGMENTATIONS,
                                   round(time.perf_counter() - start, 2), float(np.mean(losses[:tenth])),
                                   float(np.mean(losses[-tenth:])),
-                                  config.act_compress.to_dict() if config.act_compress else None, config.patch)
+                                  config.act_compress.to_dict() if config.act_compress else None, config.patch,
+                                  config.balanced)
 
 
-def distillation_loss(out: "torch.Tensor", target: "torch.Tensor", temperature: float,
-                      logit_weight: float) -> "torch.Tensor":
-    """KL(teacher || student) per output position (T² scaled, as Hinton et al.) + ``logit_weight`` x logit MSE."""
+def distillation_loss(out: "torch.Tensor", target: "torch.Tensor", temperature: float, logit_weight: float,
+                      balanced: bool = True) -> "torch.Tensor":
+    """KL(teacher || student) per output position (T² scaled, as Hinton et al.) + ``logit_weight`` x logit MSE,
+    averaged over the positions, or (``balanced``) per class of the teacher's prediction and then over the
+    classes present."""
     import torch
     import torch.nn.functional as F
 
     t = temperature
     if out.shape[1] == 1:   # one sigmoid channel: binary KL, as BCE against the teacher's probabilities
-        kl = F.binary_cross_entropy_with_logits(out / t, torch.sigmoid(target / t))
+        kl = F.binary_cross_entropy_with_logits(out / t, torch.sigmoid(target / t), reduction="none")[:, 0]
+        classes = (target[:, 0] > 0).long()
     else:
         kl = F.kl_div(F.log_softmax(out / t, dim=1), F.log_softmax(target / t, dim=1), reduction="none",
-                      log_target=True).sum(dim=1).mean()
-    return kl * t * t + logit_weight * F.mse_loss(out, target)
+                      log_target=True).sum(dim=1)
+        classes = target.argmax(dim=1)
+    loss = kl * t * t + logit_weight * (out - target).pow(2).mean(dim=1)
+    if not balanced:
+        return loss.mean()
+    return torch.stack([loss[classes == k].mean() for k in classes.unique()]).mean()
 
 
 def _checked(images: np.ndarray) -> np.ndarray:

@@ -7,7 +7,10 @@ consumer's input); an element-wise add/mul unites its operands' labels position 
 residual join). United labels form a *class*, the atom of removal: dropping a class drops the
 matching filter rows of every producer, input columns of every consumer and entries of every
 per-channel layer (norms, PReLU, depthwise convs) that carry one of its labels. GroupNorm unites the
-labels of each of its groups, so only whole norm groups go and the others' statistics are unchanged.
+labels of each of its groups (``group_norm="groups"``), so only whole norm groups go and the others' statistics
+are unchanged: exact, but a group of 2 channels goes or stays as one. ``group_norm="channels"`` leaves them
+apart: single channels go, the norm keeps its number of groups and each group's statistics change (the pruned
+model then differs from the original with those channels zeroed; fine-tuning takes the rest back).
 A *group* is the set of classes one producer's outputs span (joined through residual adds); it is the
 unit a ratio is applied to. Anything not understood, the network input and output (heads), shared
 modules and grouped convs lock the labels they touch.
@@ -90,10 +93,12 @@ class DependencyGraph:
         return [i for i, label in enumerate(labels) if self.find(label) not in removed]
 
 
-def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) -> DependencyGraph:
+def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None,
+            group_norm: str = "groups") -> DependencyGraph:
     """Label every channel of ``captured`` (a torch.fx or torch.export capture of ``root``), then group the classes.
 
-    ``root`` is required for a torch.export capture: its layers, not the capture's copies, are the members."""
+    ``root`` is required for a torch.export capture: its layers, not the capture's copies, are the members.
+    ``group_norm``: ``"groups"`` (whole norm groups go) or ``"channels"`` (single channels go; see the module)."""
     import torch
 
     if root is None and captured.method == "export":
@@ -101,7 +106,7 @@ def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) ->
     if isinstance(root, torch.fx.GraphModule) and captured.method == "export":
         raise InputError("structured pruning narrows a model's layers, and a torch.export program (.pt2) keeps "
                          "none: give the model as pkg.module:factory with --weights")
-    graph = _Analysis(captured, root if root is not None else captured.module).run()
+    graph = _Analysis(captured, root if root is not None else captured.module, group_norm).run()
     graph.root = root if root is not None else captured.module
     return graph
 
@@ -109,8 +114,9 @@ def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None) ->
 class _Analysis:
     """One walk over the graph in topological order, keeping a label list per tensor node."""
 
-    def __init__(self, captured: "CapturedGraph", root: "torch.nn.Module") -> None:
+    def __init__(self, captured: "CapturedGraph", root: "torch.nn.Module", group_norm: str = "groups") -> None:
         self.captured = captured
+        self.whole_norm_groups = group_norm == "groups"
         self.gm = captured.module
         self.root = root
         self.aten = captured.method == "export"
@@ -215,7 +221,7 @@ class _Analysis:
             self._member(name, module, "channel", labels)
             return labels
         if isinstance(module, nn.GroupNorm):
-            size = module.num_channels // module.num_groups
+            size = module.num_channels // module.num_groups if self.whole_norm_groups else 1
             for start in range(0, len(labels), size):
                 for label in labels[start + 1:start + size]:
                     self._union([labels[start]], [label])

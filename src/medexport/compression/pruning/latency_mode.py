@@ -119,7 +119,8 @@ class LatencyPlanner:
         def cost(kept: int) -> float:
             return self.table.predict({**current, name: kept}) - now_predicted
 
-        counts = {self.config.kept_channels(self.original[name], r)
+        group = next(g for g in graph.groups if g.name == name)
+        counts = {self.config.snap_to_norms(group, self.config.kept_channels(self.original[name], r))
                   for r in np.linspace(0.0, self.config.max_ratio, RATIOS)}
         priced = snap([(k, cost(k), 0.0) for k in sorted(c for c in counts | {now} if c <= now)],
                       STEP)
@@ -140,7 +141,7 @@ class LatencyPlanner:
         from medexport.compression.pruning.dependency import analyze
         from medexport.graph import capture
 
-        return analyze(capture(model, self.input_shape), model)
+        return analyze(capture(model, self.input_shape), model, self.config.group_norm)
 
     def _widths(self, model: "nn.Module") -> dict[str, int]:
         return {g.name: g.channels for g in self._analyze(model).groups if g.name in self.original}

@@ -67,12 +67,20 @@ def _norm(module, keep: dict[str, list[int]]) -> None:
 
 
 def _group_norm(module, keep: dict[str, list[int]]) -> None:
-    """Whole norm groups are removed (the analysis unites each group's channels), so the group size stays."""
+    """Whole norm groups removed (``group_norm="groups"``): the group size stays, the kept groups compute as before.
+    Single channels removed (``"channels"``): the number of groups stays and the survivors are regrouped in order,
+    as many per group (the plan keeps a multiple of it; should it not, the most groups that divide them)."""
     idx = keep["channel"]
     size = module.num_channels // module.num_groups
+    kept = set(idx)
+    if all(kept.issuperset(range(g * size, g * size + size)) or kept.isdisjoint(range(g * size, g * size + size))
+           for g in range(module.num_groups)):
+        groups = len(idx) // size
+    else:
+        groups = max(d for d in range(1, module.num_groups + 1) if len(idx) % d == 0)
     module.weight = _param(module.weight, 0, idx)
     module.bias = _param(module.bias, 0, idx)
-    module.num_groups, module.num_channels = len(idx) // size, len(idx)
+    module.num_groups, module.num_channels = groups, len(idx)
 
 
 def _prelu(module, keep: dict[str, list[int]]) -> None:

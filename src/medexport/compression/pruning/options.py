@@ -1,5 +1,5 @@
 """The pruning/merging family's options (``--ratio`` or ``--latency``, ``--min-channels``, ``--iterative``,
-``--scope``, ``--max-ratio``, ``--rollback``) and the data a pruning pass reads at run time (calibration images, labelled images
+``--scope``, ``--max-ratio``, ``--group-norm``, ``--rollback``) and the data a pruning pass reads at run time (calibration images, labelled images
 for rollback, a fine-tuning hook).
 """
 from __future__ import annotations
@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any
 
 from medexport.compression.options import EXCLUDE_LAYER, LATENCY, LATENCY_BACKEND, PassOption
+from medexport.compression.pruning.config import GROUP_NORM
 from medexport.errors import InputError
 
 OPTIONS = (
@@ -21,6 +22,9 @@ OPTIONS = (
                "ranking capped by --max-ratio.", default="layer", choices=("layer", "global")),
     PassOption("--max-ratio", "max_ratio", "Pruning/merging with --scope global: most a single group may lose.",
                type=float, default=0.75),
+    PassOption("--group-norm", "group_norm", "Pruning/merging: a GroupNorm loses single channels and keeps its number "
+               "of groups (each group's statistics change), or whole norm groups (the others compute as before).",
+               default="channels", choices=GROUP_NORM),
     PassOption("--rollback", "rollback", "Pruning/merging: validate every step on the labelled images; a step that "
                "breaks the guard rails is undone and its group locked.", is_flag=True, default=False),
     LATENCY,

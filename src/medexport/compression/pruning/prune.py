@@ -107,7 +107,7 @@ def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, 
     """
     from medexport.graph import capture
 
-    graph = graph or analyze(capture(model, tuple(input_shape)), model)
+    graph = graph or analyze(capture(model, tuple(input_shape)), model, config.group_norm)
     result = PrunePlan(graph, set(), min_channels=config.min_channels)
     if targets is None:
         targets, result.skipped = allocate(graph, config, importance)
@@ -115,7 +115,7 @@ def plan(model: "nn.Module", input_shape: tuple[int, ...], config: PruneConfig, 
         if group.name not in targets:
             continue
         channels = group.channels
-        n_keep = max(1, round(targets[group.name] * len(group.classes) / channels))
+        n_keep = max(1, round(config.snap_to_norms(group, targets[group.name]) * len(group.classes) / channels))
         if n_keep >= len(group.classes):
             continue
         dropped = choose(group, graph, n_keep, importance, result)

@@ -162,7 +162,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
 
     captured = capture(model, input_shape)   # one trace serves the cost profile and the dependency analysis
     before = profile(captured)
-    graph = analyze(captured, model)
+    graph = analyze(captured, model, config.group_norm)
     refuse_if_nothing_prunable(prune.name, graph)
     start = model
     planner = None
@@ -228,7 +228,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
         latency = planner.record(planner.predict(model), measured)
     captured = capture(model, input_shape)
     after = profile(captured)
-    now = {g.name: g.channels for g in analyze(captured, model).groups}
+    now = {g.name: g.channels for g in analyze(captured, model, config.group_norm).groups}
     records = _group_records(prune.name, now, original, members, before, after, done_steps, locked)
     skipped.update({n: r for n, r in locked.items() if not any(g.name == n for g in records)})
     record = PassRecord(prune.name, config.to_dict(), before.macs, after.macs, records, skipped)

@@ -8,13 +8,16 @@ pruned weights, on the same training-side images:
 
 * **distillation** (the default of ``--finetune``): the original labels every augmented view itself;
 * **labels** (``--finetune-data``): Dice + cross-entropy on the true masks; a fifth of the images is held aside
-  for early stopping on the guard-rail headroom (so it trains on fewer images than distillation sees).
+  for early stopping on the guard-rail headroom (so it trains on fewer images than distillation sees);
+* with ``--plain``, also **distillation, plain mean**: the loss averaged over every output position alike, as before
+  the distillation became class-balanced (each class the original predicts in a batch weighing the same).
 
 The table gives per-class Dice on the bundled held-out images (what the guard rails judge) for the original, the
 pruned model and each recovery, and the seconds each took. Rerun it with::
 
     python benchmarks/finetune_labels.py --models brain-tissue-unet2d --steps 100 300 [--threads 2]
     python benchmarks/finetune_labels.py --models brain-tissue-unet3d --steps 60 200 --threads 1 [--patches 64]
+    python benchmarks/finetune_labels.py --models brain-tissue-unet2d brain-tissue-unet3d --steps 100 --plain
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ def per_class_dice(model, ref) -> dict[str, float]:
     return {name: 100 * metrics["dice"].value for name, metrics in report.per_class.items()}
 
 
-def rows(name: str, steps_list: list[int], ratio: float, batch: int | None, patches: int) -> list[tuple]:
+def rows(name: str, steps_list: list[int], ratio: float, batch: int | None, patches: int,
+         plain: bool = False) -> list[tuple]:
     from medexport.compression import get_pass
     from medexport.compression.pruning import PruneConfig
     from medexport.evaluation import GuardRails
@@ -84,13 +88,19 @@ def rows(name: str, steps_list: list[int], ratio: float, batch: int | None, patc
         start = time.perf_counter()
         tuned, _ = distill(copy.deepcopy(pruned), original, images, DistillConfig(steps=steps, batch=batch))
         out.append((name, "distillation", steps, per_class_dice(tuned, ref), time.perf_counter() - start, len(images)))
+        if plain:
+            start = time.perf_counter()
+            tuned, _ = distill(copy.deepcopy(pruned), original, images,
+                               DistillConfig(steps=steps, batch=batch, balanced=False))
+            out.append((name, "distillation, plain mean", steps, per_class_dice(tuned, ref),
+                        time.perf_counter() - start, len(images)))
         start = time.perf_counter()
         tuned, record = finetune_on_labels(copy.deepcopy(pruned), original, data,
                                            LabelledConfig(steps=steps, batch=batch), GuardRails())
         kept = f", kept step {record.early_stopping['best_step']} of {record.steps}"
         out.append((name, f"labels{kept}", steps, per_class_dice(tuned, ref), time.perf_counter() - start,
                     record.images))
-        print(*(_line(row) for row in out[-2:]), sep="\n", flush=True)
+        print(*(_line(row) for row in out[-(3 if plain else 2):]), sep="\n", flush=True)
     return out
 
 
@@ -109,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: 8 images (2D), 2 volumes (3D)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--patches", type=int, default=24, help="3D: training-side 48^3 patches drawn")
+    parser.add_argument("--plain", action="store_true", help="also distil with the plain (unbalanced) mean loss")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for name in args.models:
-        rows(name, args.steps, args.ratio, args.batch, args.patches)
+        rows(name, args.steps, args.ratio, args.batch, args.patches, args.plain)
     return 0
 
 

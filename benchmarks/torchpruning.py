@@ -57,6 +57,7 @@ from _machine import machine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts" / "zoo"))
 
+ROUNDS = 31  # interleaved timing rounds (15 let the same model swing from 0.43 to 0.36 of the original)
 HELDOUT_Z_MM, GAP_MM = (-10.0, 30.0), 6.0   # as the zoo's tissue models (scripts/zoo/_common.py)
 SEED = 0
 
@@ -390,7 +391,7 @@ def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bo
         ours = get_pass("prune-l2").apply(net.model, shape, PruneConfig(ratio=ratio, group_norm=group_norm))[0].eval()
         theirs = torch_pruning(net.model, shape, ratio)
         macs = [model_macs(m, shape) for m in (net.model, ours, theirs)]
-        with bench_lock(), Timer("openvino", shape, threads=threads, rounds=15, calls=3) as timer:
+        with bench_lock(), Timer("openvino", shape, threads=threads, rounds=ROUNDS, calls=3) as timer:
             base, ms_ours, ms_tp = timer.time([timer.open(m) for m in (net.model, ours, theirs)])
         reference = predict(net.model, net.images)
         original = net.kept(reference, reference, net.labels)
@@ -428,7 +429,7 @@ def _matched_row(net: Trained, theirs, target: float, threads: int | None, refer
         latency=target, steps=2, threads=threads, calibration=net.calibration, group_norm=group_norm))
     seconds = time.perf_counter() - start
     ours.eval()
-    with bench_lock(), Timer("openvino", net.shape, threads=threads, rounds=15, calls=3) as timer:
+    with bench_lock(), Timer("openvino", net.shape, threads=threads, rounds=ROUNDS, calls=3) as timer:
         base, ms_ours, ms_tp = timer.time([timer.open(m) for m in (net.model, ours, theirs)])
     kept = [_kept_after(net, reference, ours, finetune), kept_theirs]
     macs = [model_macs(m, net.shape) for m in (net.model, ours, theirs)]

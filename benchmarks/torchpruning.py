@@ -28,10 +28,13 @@ Parts (``--part``):
    columns + affine norm scales; Torch-Pruning's sum of squares, and a sum of norms) at ratio 0.5, one-shot, on
    the two trained networks and the zoo's trained tissue U-Nets (held-out data of their cards). An experiment:
    the scores are defined here, ``importance.py`` is unchanged.
+3. ``distill``: Torch-Pruning's half-channel model distilled ``--finetune`` steps with the plain mean loss and
+   with the class-balanced one (the library's default), on ``--crops`` training-side images.
 
     python benchmarks/torchpruning.py --part ratio --threads 1 --match-latency [--finetune 30] [--models ResNet-18]
                                       [--group-norm groups]
     python benchmarks/torchpruning.py --part importance
+    python benchmarks/torchpruning.py --part distill --models SegResNet --finetune 100 --crops 8 32
 
 Trained weights are cached in ``$MEDEXPORT_CACHE/torchpruning`` (default ``~/.cache/medexport``), keyed by the
 training recipe, so a rerun skips training. Timing takes the machine-wide benchmark lock. Needs
@@ -439,6 +442,37 @@ def _matched_row(net: Trained, theirs, target: float, threads: int | None, refer
             f"| {seconds:.0f} |")
 
 
+# -- part 3: distillation, plain vs class-balanced ---------------------------------------------------
+
+def distill_rows(nets: list[Trained], ratio: float, steps: int, crops: list[int]) -> list[str]:
+    """Torch-Pruning's model at ``ratio`` distilled ``steps`` from the original, from the same pruned weights, with
+    the plain mean loss and the class-balanced one, on the first ``crops`` training-side images (SegResNet: fresh
+    random crops, the first 8 being the ratio part's)."""
+    import copy
+
+    from medexport.finetune.distill import DistillConfig, distill
+
+    lines = [f"Torch-Pruning's model at {ratio:.0%} of the channels, {steps} distillation steps from the original, "
+             f"plain mean vs class-balanced loss; kept output on the held-out images. {machine()}", "",
+             "| network | training images | kept, plain mean | kept, balanced |", "|---|---:|---|---|"]
+    for net in nets:
+        theirs = torch_pruning(net.model, net.shape, ratio)
+        reference = predict(net.model, net.images)
+        for n in crops:
+            images = _more_crops(n) if net.images.ndim == 5 else net.calibration[:n]
+            kept = [_fmt(net.kept(reference, predict(distill(copy.deepcopy(theirs), net.model, images, DistillConfig(
+                steps, balanced=balanced))[0], net.images), net.labels)) for balanced in (False, True)]
+            lines.append(f"| {net.name} | {len(images)} | {kept[0]} | {kept[1]} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def _more_crops(n: int) -> np.ndarray:
+    """``n`` training-side crops for SegResNet, drawn as its calibration crops are (the first 8 are those)."""
+    _, _, _, train_img, train_lab = segmentation_data()
+    return _random_crops(np.random.default_rng(SEED + 1), train_img, train_lab, n)[0]
+
+
 # -- part 2: group-wide L2 (an experiment) ---------------------------------------------------------
 
 def group_l2(member_score: str):
@@ -524,7 +558,9 @@ def importance_rows(nets: list[Trained], ratio: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["ratio", "importance", "both"], default="ratio")
+    parser.add_argument("--part", choices=["ratio", "importance", "both", "distill"], default="ratio")
+    parser.add_argument("--crops", nargs="+", type=int, default=[8, 32],
+                        help="distill part: training images (SegResNet crops) to distil on")
     parser.add_argument("--models", nargs="+", default=None,
                         help="networks: ResNet-18, SegResNet, and for --part importance zoo U-Nets (default: all)")
     parser.add_argument("--ratio", type=float, default=0.5)
@@ -551,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("ratio", "both"):
         print("\n".join(ratio_rows(trained, args.ratio, args.threads, args.match_latency, args.finetune,
                                     args.group_norm)) + "\n")
+    if args.part == "distill":
+        print("\n".join(distill_rows(trained, args.ratio, args.finetune, args.crops)) + "\n")
     if args.part in ("importance", "both"):
         unets = [_zoo_unet(n) for n in wanted if n not in NETWORKS]
         print("\n".join(importance_rows(trained + unets, args.ratio)))

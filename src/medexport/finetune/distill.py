@@ -8,10 +8,10 @@ and needs no labels. Loss per output position: KL divergence of the student's cl
 the teacher's (softmax over the channel axis; a sigmoid for single-channel outputs), plus a small mean
 squared error on the logits, which keeps their scale (INT8 calibration ranges and thresholds depend on it).
 The positions are class-balanced by default: each class the teacher predicts in a batch weighs the same, however
-few positions it holds. A plain mean lets the background buy the loss down: MONAI's SegResNet trained here for
-white matter (11% of the voxels), pruned to half its channels by Torch-Pruning, kept a white-matter Dice against
-the original of 0.81 after 10 plain steps and 0.04 after 40, the loss falling all along, while the balanced loss
-held 0.64-0.81 (``benchmarks/torchpruning.py``).
+few positions it holds, as the guard rails judge each class alike. A plain mean lets the background buy the loss
+down: MONAI's SegResNet trained for white matter (11% of the voxels) in ``benchmarks/torchpruning.py``, halved
+by Torch-Pruning and distilled 100 steps on 32 crops, kept a white-matter Dice against the original of 0.015
+with the plain mean, 0.33 balanced; on the reference U-Nets the two end within 1 point.
 
     student, record = distill(student, teacher, images, DistillConfig(steps=300))
 """

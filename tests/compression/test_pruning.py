@@ -190,8 +190,8 @@ def test_groupnorm_loses_whole_norm_groups(pruned):
 
 def test_groupnorm_loses_single_channels_by_default_and_keeps_its_groups(net, tmp_path):
     """The default ``group_norm="channels"``: every norm keeps its 8 groups with half the channels (the 8-channel
-    ones, one per group, stay whole), so its groups' statistics change (the pruned model is not the zeroed original, unlike with "groups"); it still computes the
-    same on ONNX Runtime as in torch."""
+    ones, one per group, stay whole), so its groups' statistics change (the pruned model is not the zeroed
+    original, unlike with "groups"); it still computes the same on ONNX Runtime as in torch."""
     from medexport.compression.pruning.mutate import prune_layer
     from medexport.exporter import export_onnx
     from medexport.runtimes.onnxruntime.runner import Runner

@@ -8,9 +8,9 @@ residual join). United labels form a *class*, the atom of removal: dropping a cl
 matching filter rows of every producer, input columns of every consumer and entries of every
 per-channel layer (norms, PReLU, depthwise convs) that carry one of its labels. GroupNorm unites the
 labels of each of its groups (``group_norm="groups"``), so only whole norm groups go and the others' statistics
-are unchanged: exact, but a group of 2 channels goes or stays as one. ``group_norm="channels"`` leaves them
-apart: single channels go, the norm keeps its number of groups and each group's statistics change (the pruned
-model then differs from the original with those channels zeroed; fine-tuning takes the rest back).
+are unchanged: exact, but a group of 2 channels goes or stays as one. ``group_norm="channels"`` (the default)
+leaves them apart: single channels go, the norm keeps its number of groups and each group's statistics change
+(the pruned model then differs from the original with those channels zeroed; fine-tuning takes the rest back).
 A *group* is the set of classes one producer's outputs span (joined through residual adds); it is the
 unit a ratio is applied to. Anything not understood, the network input and output (heads), shared
 modules and grouped convs lock the labels they touch.
@@ -94,7 +94,7 @@ class DependencyGraph:
 
 
 def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None,
-            group_norm: str = "groups") -> DependencyGraph:
+            group_norm: str = "channels") -> DependencyGraph:
     """Label every channel of ``captured`` (a torch.fx or torch.export capture of ``root``), then group the classes.
 
     ``root`` is required for a torch.export capture: its layers, not the capture's copies, are the members.
@@ -114,7 +114,7 @@ def analyze(captured: "CapturedGraph", root: "torch.nn.Module | None" = None,
 class _Analysis:
     """One walk over the graph in topological order, keeping a label list per tensor node."""
 
-    def __init__(self, captured: "CapturedGraph", root: "torch.nn.Module", group_norm: str = "groups") -> None:
+    def __init__(self, captured: "CapturedGraph", root: "torch.nn.Module", group_norm: str = "channels") -> None:
         self.captured = captured
         self.whole_norm_groups = group_norm == "groups"
         self.gm = captured.module

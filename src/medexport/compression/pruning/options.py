@@ -1,6 +1,6 @@
 """The pruning/merging family's options (``--ratio`` or ``--latency``, ``--min-channels``, ``--iterative``,
-``--scope``, ``--max-ratio``, ``--group-norm``, ``--rollback``) and the data a pruning pass reads at run time (calibration images, labelled images
-for rollback, a fine-tuning hook).
+``--scope``, ``--max-ratio``, ``--group-norm``, ``--rollback``) and the data a pruning pass reads at run time
+(calibration images, labelled images for rollback, a fine-tuning hook).
 """
 from __future__ import annotations
 

@@ -185,6 +185,6 @@ class LatencyPlanner:
         return {"target": self.config.latency, "backend": self.config.backend, "threads": self.config.threads,
                 "predicted": round(predicted, 4), "measured": round(measured, 4),
                 "table_seconds": round(self.table.seconds, 2), "layers_measured": self.table.measured,
-                "fit": {"models": len(self.table.points), "outliers": self.table.outliers, "coefficients": [round(c, 4) for c in
-                                                                           self.table.coefficients or ()]},
+                "fit": {"models": len(self.table.points), "outliers": self.table.outliers,
+                        "coefficients": [round(c, 4) for c in self.table.coefficients or ()]},
                 "steps": self.history, "staircase": self.table.staircase(), "warnings": self.warnings}

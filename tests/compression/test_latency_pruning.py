@@ -260,3 +260,37 @@ def test_every_pruning_and_merging_pass_prunes_to_a_latency_on_onnx_runtime(tmp_
     assert record.macs_after < record.macs_before and small(torch.zeros(shape)).shape == (1, 2, 16, 16, 16)
     with pytest.raises(InputError, match="calibration images"):
         get_pass(method).apply(net, shape, PruneConfig(latency=0.6, threads=1, backend="onnxruntime"))
+
+
+@pytest.mark.parametrize("joint, chosen", [
+    (lambda w: (64 - w["a"]) ** 2 + (64 - w["b"]) ** 2, "uniform"),  # narrowing one group far costs most jointly
+    (lambda w: 0.01 * (w["a"] < 64) + (0.01 if w["b"] >= 48 else 0.5), "knapsack")])  # the additive model holds
+def test_latency_mode_takes_the_widths_least_distorted_together(monkeypatch, joint, chosen):
+    """The knapsack sums single-group distortions; the widths it picks, widths halfway to uniform and uniform widths
+    at the same budget are applied together and judged against the original: the least distorted is taken.
+    Table, distortion and graph are stand-ins (a latency linear in the widths; two groups of 64 channels)."""
+    from types import SimpleNamespace
+
+    from medexport.compression.pruning import PruneConfig
+    from medexport.compression.pruning.latency_mode import LatencyPlanner
+
+    planner = object.__new__(LatencyPlanner)
+    planner.config = PruneConfig(latency=0.5)
+    planner.original = {"a": 64, "b": 64}
+    planner.table = SimpleNamespace(predict=lambda w: (w["a"] + w["b"]) / 128)
+    planner.sensitivity = SimpleNamespace(of=lambda model: None)
+    planner.reference = joint
+    planner.narrow = lambda model, kept, graph: {**model, **kept}
+    planner.history = []
+    graph = SimpleNamespace(groups=[SimpleNamespace(name=n, channels=64, members=[]) for n in "ab"])
+    monkeypatch.setattr(planner, "_analyze", lambda model: graph)
+    options = {"a": [(64, 0.0, 0.0), (16, -0.375, -0.01)],  # (kept, cost change, minus summed distortion)
+               "b": [(64, 0.0, 0.0), (48, -0.125, -0.01), (32, -0.25, -0.5)]}
+    monkeypatch.setattr(planner, "_options", lambda model, graph, name, current, distortion: options[name])
+
+    kept = planner.targets({"a": 64, "b": 64}, 0.5, {})
+    step = planner.history[-1]
+    assert step["chose"] == chosen and kept == {"uniform": {"a": 32, "b": 32}, "knapsack": {"a": 16, "b": 48}}[chosen]
+    assert step["joint"] == pytest.approx({"knapsack": joint({"a": 16, "b": 48}), "halfway": joint({"a": 24, "b": 40}),
+                                           "uniform": joint({"a": 32, "b": 32})})
+    assert step["predicted"] <= 0.5

@@ -60,6 +60,11 @@ def _print_latency(out, method: str, latency: dict) -> None:
               f"{latency['predicted']:.2f}x, measured {latency['measured']:.2f}x of the original's; latency table "
               f"{latency['table_seconds']:.0f} s ({latency['layers_measured']} layer models timed, the rest cached), "
               f"fitted on {latency['fit']['models']} whole models timed beside the original")
+    chosen = [step for step in latency["steps"] if "chose" in step]
+    if chosen:
+        out.print("widths by step (least output distortion against the original, together): " + "; ".join(
+            " ".join(f"{name}{'*' if name == step['chose'] else ''} {d:.3f}" for name, d in step["joint"].items())
+            for step in chosen))
     for warning in latency.get("warnings", []):
         out.print(f"warning: {warning}")
     for layer, sides in latency["staircase"].items():

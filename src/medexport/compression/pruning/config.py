@@ -36,10 +36,10 @@ class PruneConfig:
     the classic prune / fine-tune loop. ``calibration``, ``heldout``, ``rails`` and ``recover`` are data, not
     recipe: they are left out of :meth:`to_dict`.
     ``latency`` (instead of ``ratio``) asks for that fraction of the original's latency measured on ``backend``
-    with ``threads``: per-group widths come from a latency table and a knapsack (:mod:`.latency_mode`), no group
-    losing more than ``max_ratio``; ``tolerance`` is the relative miss of the measured result, either way, that
-    triggers a correction step. It needs ``calibration`` images: each width is judged by what it changes in the
-    output (:mod:`.sensitivity`).
+    with ``threads``: per-group widths come from a latency table and a knapsack, checked against uniform widths by
+    the output they keep together (:mod:`.latency_mode`), no group losing more than ``max_ratio``; ``tolerance``
+    is the relative miss of the measured result, either way, that triggers a correction step. It needs
+    ``calibration`` images: each width is judged by what it changes in the output (:mod:`.sensitivity`).
     ``group_norm``: how a GroupNorm loses channels. ``"channels"`` (default): single channels, the norm keeping its
     number of groups (kept counts are multiples of it) and every group's statistics changing, as Torch-Pruning
     does; ``"groups"``: whole norm groups, so the kept ones compute exactly as before, but all channels of a norm

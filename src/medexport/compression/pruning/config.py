@@ -39,7 +39,9 @@ class PruneConfig:
     with ``threads``: per-group widths come from a latency table and a knapsack, checked against uniform widths by
     the output they keep together (:mod:`.latency_mode`), no group losing more than ``max_ratio``; ``tolerance``
     is the relative miss of the measured result, either way, that triggers a correction step. It needs
-    ``calibration`` images: each width is judged by what it changes in the output (:mod:`.sensitivity`).
+    ``calibration`` images: each width is judged by what it changes in the output (:mod:`.sensitivity`), and with
+    ``adapt_bn`` every narrowed copy it judges and every step's result has its BatchNorm statistics re-estimated
+    on them first (:mod:`.batchnorm`; the ratio mode leaves statistics as they are).
     ``group_norm``: how a GroupNorm loses channels. ``"channels"`` (default): single channels, the norm keeping its
     number of groups (kept counts are multiples of it) and every group's statistics changing, as Torch-Pruning
     does; ``"groups"``: whole norm groups, so the kept ones compute exactly as before, but all channels of a norm
@@ -67,6 +69,7 @@ class PruneConfig:
     tolerance: float = 0.05
     recover: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)  # after each step
     group_norm: str = "channels"  # GroupNorm: "channels" removes single channels, "groups" whole norm groups (exact)
+    adapt_bn: bool = True  # latency mode: BatchNorm statistics re-estimated on the calibration images after narrowing
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -131,7 +134,7 @@ class PruneConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.compare}
         out["exclude"] = list(self.exclude)
         if self.latency is None:
-            for name in ("latency", "backend", "threads", "tolerance"):
+            for name in ("latency", "backend", "threads", "tolerance", "adapt_bn"):
                 out.pop(name)
         else:
             out.pop("ratio")

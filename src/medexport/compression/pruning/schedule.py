@@ -175,7 +175,7 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
         def narrow(base: "nn.Module", targets: dict[str, int], graph: DependencyGraph | None = None) -> "nn.Module":
             small, analysed = copy.deepcopy((base, graph))  # copied together: the graph's layers are the copy's
             prune.step(small, input_shape, config, targets, analysed)
-            return small
+            return _adapted(small, config)
 
         planner = LatencyPlanner(model, input_shape, config, graph, [g.name for g in graph.groups
                                                                      if g.name not in skipped], narrow)
@@ -253,6 +253,7 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
         return model, True
     candidate = copy.deepcopy(model)
     prune.step(candidate, input_shape, config, targets)
+    candidate = _adapted(candidate, config)
     if config.recover is not None:
         candidate = config.recover(candidate)
     if guard is None:
@@ -260,6 +261,16 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
     result = guard.check(candidate, label)
     log.append({"step": label, "passed": result.passed, "message": result.message()})
     return (candidate, True) if result.passed else (model, False)
+
+
+def _adapted(model: "nn.Module", config: PruneConfig) -> "nn.Module":
+    """``model`` with its BatchNorm statistics re-estimated on the calibration images in latency mode (with
+    ``adapt_bn``): the widths are judged, and the result used, as they compute after narrowing."""
+    if config.latency is not None and config.adapt_bn and config.calibration is not None:
+        from medexport.compression.pruning.batchnorm import adapt_batchnorm
+
+        adapt_batchnorm(model, config.calibration)
+    return model
 
 
 def layer_macs(cost) -> dict[str, int]:

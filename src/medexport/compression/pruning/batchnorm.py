@@ -23,8 +23,8 @@ IMAGES = 16  # calibration images the statistics are estimated on (evenly spaced
 
 def adapt_batchnorm(model: "nn.Module", images: np.ndarray) -> int:
     """Reset every BatchNorm's running statistics of ``model`` and estimate them again, as a cumulative average
-    over batches (up to 8 images in 2D, 2 volumes in 3D, of even sizes) of up to ``IMAGES`` of ``images``; the rest of the model runs
-    in eval mode. Returns how many BatchNorm layers were re-estimated (0: none, the model is untouched)."""
+    over batches (up to 8 images in 2D, 2 volumes in 3D, of even sizes) of up to ``IMAGES`` of ``images``; the
+    rest of the model runs in eval mode. Returns how many BatchNorm layers were re-estimated (0: none)."""
     import torch
     from torch import nn
 

@@ -252,11 +252,13 @@ def test_every_pruning_and_merging_pass_prunes_to_a_latency_on_onnx_runtime(tmp_
     monkeypatch.setattr(latency_mode, "TIMING_SECONDS", 0.05)
     monkeypatch.setattr(latency_mode, "MIXES", 3)
     torch.manual_seed(0)
-    net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32), strides=(2,), num_res_units=0).eval()
+    net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32), strides=(2,), num_res_units=0,
+               norm="batch").eval()
     shape = (1, 1, 16, 16, 16)
     config = PruneConfig(latency=0.6, threads=1, backend="onnxruntime", calibration=real_inputs(shape, n=4))
     small, record = get_pass(method).apply(net, shape, config)
     assert record.latency["backend"] == "onnxruntime" and record.latency["fit"]["models"] >= 4
+    assert sum(record.latency["batchnorm"].values()) > 0  # every narrowed model judged had its statistics settled
     assert record.macs_after < record.macs_before and small(torch.zeros(shape)).shape == (1, 2, 16, 16, 16)
     with pytest.raises(InputError, match="calibration images"):
         get_pass(method).apply(net, shape, PruneConfig(latency=0.6, threads=1, backend="onnxruntime"))
@@ -281,6 +283,7 @@ def test_latency_mode_takes_the_widths_least_distorted_together(monkeypatch, joi
     planner.sensitivity = SimpleNamespace(of=lambda model: None)
     planner.reference = joint
     planner.narrow = lambda model, kept, graph: {**model, **kept}
+    planner.settle = lambda model, distortion=None: model  # no BatchNorm in a stand-in
     planner.history = []
     graph = SimpleNamespace(groups=[SimpleNamespace(name=n, channels=64, members=[]) for n in "ab"])
     monkeypatch.setattr(planner, "_analyze", lambda model: graph)

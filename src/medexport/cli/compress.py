@@ -65,6 +65,10 @@ def _print_latency(out, method: str, latency: dict) -> None:
         out.print("widths by step (least output distortion against the original, together): " + "; ".join(
             " ".join(f"{name}{'*' if name == step['chose'] else ''} {d:.3f}" for name, d in step["joint"].items())
             for step in chosen))
+    norms = latency.get("batchnorm") or {}
+    if sum(norms.values()):
+        out.print(f"BatchNorm statistics re-estimated on the calibration images where they kept the output closer: "
+                  f"{norms['adapted']} of {norms['adapted'] + norms['stale']} narrowed models")
     for warning in latency.get("warnings", []):
         out.print(f"warning: {warning}")
     for layer, sides in latency["staircase"].items():

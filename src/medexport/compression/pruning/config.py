@@ -41,7 +41,8 @@ class PruneConfig:
     is the relative miss of the measured result, either way, that triggers a correction step. It needs
     ``calibration`` images: each width is judged by what it changes in the output (:mod:`.sensitivity`), and with
     ``adapt_bn`` every narrowed copy it judges and every step's result has its BatchNorm statistics re-estimated
-    on them first (:mod:`.batchnorm`; the ratio mode leaves statistics as they are).
+    on them first, kept where that brings the output closer to the original's (:mod:`.batchnorm`; the ratio mode
+    leaves statistics as they are).
     ``group_norm``: how a GroupNorm loses channels. ``"channels"`` (default): single channels, the norm keeping its
     number of groups (kept counts are multiples of it) and every group's statistics changing, as Torch-Pruning
     does; ``"groups"``: whole norm groups, so the kept ones compute exactly as before, but all channels of a norm
@@ -69,7 +70,7 @@ class PruneConfig:
     tolerance: float = 0.05
     recover: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)  # after each step
     group_norm: str = "channels"  # GroupNorm: "channels" removes single channels, "groups" whole norm groups (exact)
-    adapt_bn: bool = True  # latency mode: BatchNorm statistics re-estimated on the calibration images after narrowing
+    adapt_bn: bool = True  # latency mode: BatchNorm statistics re-estimated after narrowing, kept where closer
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:

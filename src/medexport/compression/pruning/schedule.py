@@ -35,6 +35,8 @@ from medexport.errors import InputError
 CORRECTIONS = 2  # latency mode: extra steps when the measured result misses the target by more than the tolerance
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torch import nn
 
     from medexport.compression.pruning.importance import Importance
@@ -175,23 +177,25 @@ def run_schedule(prune: "PrunePass", model: "nn.Module", input_shape: tuple[int,
         def narrow(base: "nn.Module", targets: dict[str, int], graph: DependencyGraph | None = None) -> "nn.Module":
             small, analysed = copy.deepcopy((base, graph))  # copied together: the graph's layers are the copy's
             prune.step(small, input_shape, config, targets, analysed)
-            return _adapted(small, config)
+            return small
 
         planner = LatencyPlanner(model, input_shape, config, graph, [g.name for g in graph.groups
                                                                      if g.name not in skipped], narrow)
     original = {g.name: g.channels for g in graph.groups}
     members = {g.name: tuple(dict.fromkeys(m.name for m in g.members)) for g in graph.groups}
     guard = _Guard(model, config) if config.heldout is not None else None
+    settle = planner.settle if planner is not None else None
     locked: dict[str, str] = {}
     done_steps: dict[str, int] = {}
     log: list[dict[str, Any]] = []
 
     def step_once(step: int, targets: dict[str, int], label: str) -> None:
         nonlocal model
-        model, passed = _try(prune, model, input_shape, config, targets, guard, label, log)
+        model, passed = _try(prune, model, input_shape, config, targets, guard, label, log, settle)
         if not passed:  # find the groups that break the rails; the others go ahead
             for name, target in targets.items():
-                model, ok = _try(prune, model, input_shape, config, {name: target}, guard, f"{label} {name}", log)
+                model, ok = _try(prune, model, input_shape, config, {name: target}, guard, f"{label} {name}",
+                                 log, settle)
                 if ok:
                     done_steps[name] = step
                 else:
@@ -246,14 +250,16 @@ def _closest(tried: list[tuple[float, "nn.Module"]], limit: float) -> tuple[floa
 
 
 def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfig, targets: dict[str, int],
-         guard: _Guard | None, label: str, log: list) -> tuple["nn.Module", bool]:
-    """Apply one step to a copy (recovered by ``config.recover`` if given); keep it if the guard rails hold (or
-    there are none), else keep ``model``."""
+         guard: _Guard | None, label: str, log: list,
+         settle: "Callable[[nn.Module], nn.Module] | None" = None) -> tuple["nn.Module", bool]:
+    """Apply one step to a copy (its BatchNorm statistics settled by ``settle`` in latency mode, then recovered by
+    ``config.recover`` if given); keep it if the guard rails hold (or there are none), else keep ``model``."""
     if not targets:
         return model, True
     candidate = copy.deepcopy(model)
     prune.step(candidate, input_shape, config, targets)
-    candidate = _adapted(candidate, config)
+    if settle is not None:
+        candidate = settle(candidate)
     if config.recover is not None:
         candidate = config.recover(candidate)
     if guard is None:
@@ -261,16 +267,6 @@ def _try(prune: "PrunePass", model: "nn.Module", input_shape, config: PruneConfi
     result = guard.check(candidate, label)
     log.append({"step": label, "passed": result.passed, "message": result.message()})
     return (candidate, True) if result.passed else (model, False)
-
-
-def _adapted(model: "nn.Module", config: PruneConfig) -> "nn.Module":
-    """``model`` with its BatchNorm statistics re-estimated on the calibration images in latency mode (with
-    ``adapt_bn``): the widths are judged, and the result used, as they compute after narrowing."""
-    if config.latency is not None and config.adapt_bn and config.calibration is not None:
-        from medexport.compression.pruning.batchnorm import adapt_batchnorm
-
-        adapt_batchnorm(model, config.calibration)
-    return model
 
 
 def layer_macs(cost) -> dict[str, int]:

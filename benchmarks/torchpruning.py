@@ -21,9 +21,10 @@ Parts (``--part``):
    ``--finetune`` distillation steps from the original for each (one-shot pruning of a trained network, by either
    tool, leaves little of its output; ``--seeds`` distillation seeds each, median and range); ``--match-latency``
    adds our ``prune-l2 --latency`` asked for Torch-Pruning's measured latency ratio (2 steps, calibration images
-   from the training side; BatchNorm statistics re-estimated on them, as the latency mode does: Torch-Pruning's
-   model is also scored one-shot with that adaptation), timed again together with the original and
-   Torch-Pruning's model. ``--group-norm groups`` prunes SegResNet's GroupNorms a whole norm group at a time (our exact mode) instead of single channels.
+   from the training side; BatchNorm statistics re-estimated on them where that keeps the output closer, as the
+   latency mode does: Torch-Pruning's model is also scored one-shot with its statistics re-estimated), timed
+   again together with the original and Torch-Pruning's model. ``--group-norm groups`` prunes SegResNet's
+   GroupNorms a whole norm group at a time (our exact mode) instead of single channels.
    The distillation is class-balanced (the library's default).
 2. ``importance``: our producer-only L2 against group-wide L2 scores (producers' filters + consumers' input
    columns + affine norm scales; Torch-Pruning's sum of squares, and a sum of norms) at ratio 0.5, one-shot, on
@@ -418,7 +419,7 @@ def ratio_rows(nets: list[Trained], ratio: float, threads: int | None, match: bo
     if matched:
         lines += ["", "At Torch-Pruning's measured latency: our prune-l2 --latency (2 steps, no fine-tuning inside "
                   "the pass, output distortion measured on training-side calibration images, BatchNorm statistics "
-                  "re-estimated on them) asked for it; "
+                  "re-estimated on them where closer) asked for it; "
                   "Torch-Pruning's model as above (one-shot). The original and both results timed together again; "
                   f"kept output as pruned and after the same {finetune} distillation steps for each.", "",
                   "| network | asked | ours predicted / measured in the pass | measured here ours / TP "

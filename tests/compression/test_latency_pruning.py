@@ -283,7 +283,7 @@ def test_latency_mode_takes_the_widths_least_distorted_together(monkeypatch, joi
     planner.sensitivity = SimpleNamespace(of=lambda model: None)
     planner.reference = joint
     planner.narrow = lambda model, kept, graph: {**model, **kept}
-    planner.settle = lambda model, distortion=None: model  # no BatchNorm in a stand-in
+    planner.judge = lambda model, distortion=None: joint(model)  # no BatchNorm in a stand-in
     planner.history = []
     graph = SimpleNamespace(groups=[SimpleNamespace(name=n, channels=64, members=[]) for n in "ab"])
     monkeypatch.setattr(planner, "_analyze", lambda model: graph)

@@ -8,7 +8,7 @@ fine-tuning. Torch has no such call (``torch.optim.swa_utils.update_bn`` needs a
 in training mode, dropout included), hence these lines. Example::
 
     adapt_batchnorm(pruned, calibration_images)   # number of BatchNorm layers re-estimated
-    adapt_if_closer(pruned, calibration_images, distortion)   # True: re-estimated statistics kept
+    adapt_if_closer(pruned, calibration_images, distortion)   # (its distortion, True: re-estimated kept)
 
 Re-estimated statistics are not always the better ones: they describe the calibration images, the stale ones the
 training set, and where the narrowed network's features moved little the stale ones can keep its output closer.
@@ -67,21 +67,22 @@ def adapt_batchnorm(model: "nn.Module", images: np.ndarray) -> int:
 
 
 def adapt_if_closer(model: "nn.Module", images: np.ndarray,
-                    distortion: "Callable[[nn.Module], float]") -> bool | None:
+                    distortion: "Callable[[nn.Module], float]") -> tuple[float, bool | None]:
     """Re-estimate ``model``'s BatchNorm statistics on ``images`` (:func:`adapt_batchnorm`) and keep them when
     ``distortion(model)`` (its output against a reference, lower is closer) is not higher with them than with the
-    statistics it had; otherwise put those back. Returns whether re-estimated statistics were kept (None: the
-    model has no BatchNorm)."""
+    statistics it had; otherwise put those back. Returns the distortion of ``model`` as left, and whether
+    re-estimated statistics were kept (None: the model has no BatchNorm)."""
     norms = _norms(model)
     if not norms:
-        return None
+        return distortion(model), None
     stale = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     before = distortion(model)
     adapt_batchnorm(model, images)
-    if distortion(model) <= before:
-        return True
+    after = distortion(model)
+    if after <= before:
+        return after, True
     for norm, (mean, var, count) in zip(norms, stale):
         norm.running_mean.copy_(mean)
         norm.running_var.copy_(var)
         norm.num_batches_tracked.copy_(count)
-    return False
+    return before, False

@@ -28,7 +28,7 @@ widths, all timed side by side with the original. Then, before each step, it
    this check the result (1.24 against the original, uniform half 0.92) also recovered worse by distillation.
 
 Every narrowed model judged (the probes of 2 against the current model, the candidates of 4 and each step's
-result against the original) first has its BatchNorm statistics settled (:meth:`LatencyPlanner.settle`):
+result against the original) first has its BatchNorm statistics settled (:meth:`LatencyPlanner.judge`):
 re-estimated on the calibration images, kept only where that lowers the distortion judged.
 
 After each step but the last the step's model is timed beside the original and added to the fit. After the
@@ -87,7 +87,7 @@ class LatencyPlanner:
         self.sensitivity = Sensitivity(config.calibration)
         self.reference = self.sensitivity.of(model)  # the candidates' joint distortion is against the original
         self.history: list[dict] = []
-        self.batchnorm = {"adapted": 0, "stale": 0}  # statistics kept by :meth:`settle`, over all it settled
+        self.batchnorm = {"adapted": 0, "stale": 0}  # statistics kept by :meth:`judge`, over all it settled
         rng = random.Random(0)
         mixes = [{n: rng.uniform(0.0, config.max_ratio) for n in self.original} for _ in range(MIXES)]
         plans = [dict.fromkeys(self.original, r) for r in UNIFORM] + mixes
@@ -125,7 +125,7 @@ class LatencyPlanner:
         joint = {}
         for name, kept in narrowed.items():
             if kept not in [narrowed[m] for m in joint]:  # the same widths are measured once
-                joint[name] = self.reference(self.settle(self.narrow(model, kept, graph)) if kept else model)
+                joint[name] = self.judge(self.narrow(model, kept, graph)) if kept else self.reference(model)
         chosen = min(joint, key=joint.get)
         kept = narrowed[chosen]
         self.history.append({"budget": round(budget, 4), "predicted": round(self.table.predict(candidates[chosen]), 4),
@@ -174,22 +174,29 @@ class LatencyPlanner:
                       STEP)
         widths = sorted(k for k, _, _ in priced)
         probes = sorted({widths[round(i)] for i in np.linspace(0, len(widths) - 1, min(PROBES, len(widths)))})
-        measured = {k: (0.0 if k == now else distortion(self.settle(self.narrow(model, {name: k}, graph),
-                                                                 distortion)))
+        measured = {k: (0.0 if k == now else self.judge(self.narrow(model, {name: k}, graph), distortion))
                     for k in probes}
         xs = sorted(measured)
         return [(k, c, -float(np.interp(k, xs, [measured[x] for x in xs]))) for k, c, _ in priced]
 
-    def settle(self, model: "nn.Module", distortion: "Callable[[nn.Module], float] | None" = None) -> "nn.Module":
-        """``model`` (narrowed, changed in place) with its BatchNorm statistics re-estimated on the calibration
-        images when that lowers ``distortion`` (default: against the original), with the ones it had otherwise
-        (:func:`.batchnorm.adapt_if_closer`; nothing with ``adapt_bn`` off). Counted in the record."""
+    def judge(self, model: "nn.Module", distortion: "Callable[[nn.Module], float] | None" = None) -> float:
+        """``distortion`` (default: against the original) of ``model`` (narrowed, changed in place) once its
+        BatchNorm statistics are settled: re-estimated on the calibration images where that lowers it, the ones
+        it had otherwise (:func:`.batchnorm.adapt_if_closer`; left as they are with ``adapt_bn`` off). Counted
+        in the record."""
         from medexport.compression.pruning.batchnorm import adapt_if_closer
 
-        if self.config.adapt_bn:
-            kept = adapt_if_closer(model, self.config.calibration, distortion or self.reference)
-            if kept is not None:
-                self.batchnorm["adapted" if kept else "stale"] += 1
+        distortion = distortion or self.reference
+        if not self.config.adapt_bn:
+            return distortion(model)
+        value, kept = adapt_if_closer(model, self.config.calibration, distortion)
+        if kept is not None:
+            self.batchnorm["adapted" if kept else "stale"] += 1
+        return value
+
+    def settle(self, model: "nn.Module") -> "nn.Module":
+        """``model`` (a step's result, changed in place) with its BatchNorm statistics settled as in :meth:`judge`."""
+        self.judge(model)
         return model
 
     def observe(self, original: "nn.Module", model: "nn.Module") -> float:
